@@ -1,0 +1,121 @@
+//! tonic plumbing shared by every gRPC server and client: health service,
+//! reflection, request metrics, trace propagation, resilient channels.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http::{Request, Response};
+use http_body_util::{BodyExt, Full};
+use tokio::net::TcpListener;
+use tonic::service::Routes;
+use tonic::transport::server::TcpIncoming;
+use tonic_health::ServingStatus;
+use tower::util::BoxCloneSyncService;
+use tower::{BoxError, ServiceExt};
+
+use crate::resilience::{Dependency, GrpcClassifier, resilient};
+use crate::server::{Runtime, RuntimeError, drain};
+use crate::trace::{InboundTraceLayer, PropagateTraceLayer};
+
+/// What generated gRPC clients are built on: a channel with trace
+/// propagation, retries, breaker and timeout for one dependency.
+pub type GrpcChannel =
+    BoxCloneSyncService<Request<tonic::body::Body>, Response<tonic::body::Body>, BoxError>;
+
+impl Runtime {
+    /// Serves `routes` with health (per service name in `services`) and
+    /// reflection (for `descriptor_sets`), until shutdown; drains like HTTP.
+    pub async fn serve_grpc(
+        &self,
+        listener: TcpListener,
+        metrics_name: &str,
+        routes: Routes,
+        services: &[&str],
+        descriptor_sets: &[&[u8]],
+    ) -> Result<(), RuntimeError> {
+        let (reporter, health_service) = tonic_health::server::health_reporter();
+        for service in services {
+            reporter
+                .set_service_status(service, ServingStatus::Serving)
+                .await;
+        }
+        let mut reflection = tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET);
+        for set in descriptor_sets {
+            reflection = reflection.register_encoded_file_descriptor_set(set);
+        }
+        let reflection = reflection
+            .build_v1()
+            .map_err(|e| RuntimeError::Serve(format!("grpc reflection: {e}")))?;
+
+        let stop = self.stop_token();
+        // Health turns NOT_SERVING as soon as shutdown begins.
+        let health = self.health.clone();
+        let names: Vec<String> = services.iter().map(|s| (*s).to_owned()).collect();
+        let watch_stop = stop.clone();
+        tokio::spawn(async move {
+            loop {
+                if health.is_shutting_down() {
+                    break;
+                }
+                tokio::select! {
+                    _ = watch_stop.cancelled() => break,
+                    _ = tokio::time::sleep(std::time::Duration::from_millis(100)) => {}
+                }
+            }
+            reporter
+                .set_service_status("", ServingStatus::NotServing)
+                .await;
+            for name in names {
+                reporter
+                    .set_service_status(name, ServingStatus::NotServing)
+                    .await;
+            }
+        });
+
+        let server = tonic::transport::Server::builder()
+            .layer(InboundTraceLayer)
+            .layer(self.metrics.grpc_layer(metrics_name))
+            .add_routes(routes)
+            .add_service(health_service)
+            .add_service(reflection)
+            .serve_with_incoming_shutdown(
+                TcpIncoming::from(listener),
+                stop.clone().cancelled_owned(),
+            );
+        drain(
+            tokio::spawn(server),
+            stop,
+            self.config.shutdown.drain_timeout,
+            "grpc",
+        )
+        .await
+    }
+}
+
+/// Wraps a tonic channel for one dependency. Request bodies are buffered
+/// (unary calls are small) so a retry can resend them.
+pub fn grpc_channel(
+    channel: tonic::transport::Channel,
+    dependency: Arc<Dependency>,
+) -> GrpcChannel {
+    let transport = channel
+        .map_request(|request: Request<Full<Bytes>>| request.map(tonic::body::Body::new))
+        .map_err(|e: tonic::transport::Error| -> BoxError { Box::new(e) });
+    let stack: BoxCloneSyncService<Request<Full<Bytes>>, Response<tonic::body::Body>, BoxError> =
+        BoxCloneSyncService::new(resilient(transport, dependency, GrpcClassifier));
+    let buffered = tower::service_fn(move |request: Request<tonic::body::Body>| {
+        let stack = stack.clone();
+        async move {
+            let (parts, body) = request.into_parts();
+            let bytes = match body.collect().await {
+                Ok(collected) => collected.to_bytes(),
+                Err(status) => return Err(Box::new(status) as BoxError),
+            };
+            stack
+                .oneshot(Request::from_parts(parts, Full::new(bytes)))
+                .await
+        }
+    });
+    BoxCloneSyncService::new(tower::Layer::layer(&PropagateTraceLayer, buffered))
+}

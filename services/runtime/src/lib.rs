@@ -1,0 +1,20 @@
+//! Shared service runtime, written once and used by every Berth service:
+//! configuration, ECS logs with trace ids, Prometheus metrics, health,
+//! graceful shutdown, outbound resilience, problem+json errors, gRPC plumbing.
+
+pub mod client;
+pub mod config;
+pub mod grpc;
+pub mod health;
+pub mod metrics;
+pub mod problem;
+pub mod resilience;
+pub mod server;
+pub mod telemetry;
+pub mod trace;
+
+pub use config::{ConfigError, LogFormat, RuntimeConfig};
+pub use health::Health;
+pub use metrics::Metrics;
+pub use problem::{Json, Path, Problem, Query};
+pub use server::{Runtime, RuntimeError};

@@ -1,0 +1,14 @@
+//! The `user` service: Accounts and authentication: sign-up, login (password, phone OTP, OIDC), JWT and JWKS.
+//!
+//! At this stage the service serves the shared operational endpoints
+//! (`/livez`, `/readyz`, `/metrics`); its API arrives with its own issue.
+
+use axum::Router;
+
+/// Name used in logs, metrics and `berth serve <name>`.
+pub const NAME: &str = "user";
+
+/// The service's public REST routes.
+pub fn rest_routes() -> Router {
+    Router::new()
+}
