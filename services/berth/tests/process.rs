@@ -1,6 +1,8 @@
 //! The real binary: serves, answers health and metrics, exits 0 on SIGTERM,
 //! and refuses bad configuration with a message naming the setting.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 

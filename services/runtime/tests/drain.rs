@@ -1,6 +1,8 @@
 //! Graceful shutdown: requests in flight when shutdown starts complete,
 //! readiness turns false at once, and new connections are refused after.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::sync::Arc;
 use std::time::Duration;
 

@@ -1,6 +1,8 @@
 //! gRPC plumbing: health service on every server, NOT_SERVING once shutdown
 //! starts, and clients going through the resilient channel.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::sync::Arc;
 use std::time::Duration;
 

@@ -1,5 +1,7 @@
 //! A config-file change takes effect without a restart; a bad file is ignored.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod common;
 
 use std::collections::BTreeMap;

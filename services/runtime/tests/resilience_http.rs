@@ -1,5 +1,7 @@
 //! Breaker, retry and budget behaviour against a real local HTTP server.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod common;
 
 use std::collections::BTreeMap;

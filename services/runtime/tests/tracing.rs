@@ -1,5 +1,7 @@
 //! One trace id follows a request across services (HTTP in, HTTP out).
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::sync::Arc;
 
 use axum::Router;
