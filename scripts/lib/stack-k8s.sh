@@ -5,7 +5,6 @@
 
 K8S_COMPONENTS=(etcd kube-apiserver kube-controller-manager kube-scheduler kwok)
 CONTROLPLANE_MODULE=$REPO_ROOT/tests/kind/controlplane
-KWOK_STAGES=$REPO_ROOT/tests/kind/kwok/stages.yaml
 
 # ---- binaries ------------------------------------------------------------------
 
@@ -354,11 +353,12 @@ k8s_up() {
         --profiling=false
 
     # kwok only acts through Stage objects; the bare binary has no defaults and
-    # exits with "no stages found" without --config. Copy the stages into the
-    # state dir so a running stack does not depend on the clone's checkout.
+    # exits with "no stages found" without --config. Use the "fast" stages that
+    # kwokctl installs by default, taken from the pinned kwok module itself;
+    # pod-delete matters for GC tests, as no kubelet ever finishes a deletion.
     # (--disregard-status-with-* are deprecated in v0.8.0 in favour of stage
     # selectors, so they are not passed.) --server-address only serves /healthz.
-    cp "$KWOK_STAGES" "$STATE/kwok/stages.yaml"
+    kwok_stages >"$STATE/kwok/stages.yaml"
     ensure_proc kwok "$KWOK_PORT" 60 kwok_healthy -- \
         --kubeconfig="$STATE/kube/kwok.kubeconfig" \
         --config="$STATE/kwok/stages.yaml" \
@@ -467,3 +467,18 @@ kind_down() {
     if docker stop "$KIND_CLUSTER-control-plane" >/dev/null 2>&1; then ok "kind node stopped"; fi
 }
 kind_delete() { kind delete cluster --name "$KIND_CLUSTER" >/dev/null 2>&1 || true; }
+
+# Concatenates kwok's default stages from the module cache (downloaded by the
+# same `go install` that built the binary, so no extra network beyond it).
+kwok_stages() {
+    local dir
+    dir=$(cd "$REPO_ROOT/tests/kind/controlplane" && go mod download -json "sigs.k8s.io/kwok@$KWOK_VERSION" |
+        sed -n 's/^[[:space:]]*"Dir": "\(.*\)",$/\1/p')
+    [[ -d $dir ]] || die "cannot find the kwok $KWOK_VERSION module to read its stages"
+    local f
+    for f in node/fast/node-initialize.yaml node/heartbeat-with-lease/node-heartbeat-with-lease.yaml \
+        pod/fast/pod-ready.yaml pod/fast/pod-complete.yaml pod/fast/pod-delete.yaml; do
+        printf -- '---\n'
+        cat "$dir/kustomize/stage/$f"
+    done
+}
