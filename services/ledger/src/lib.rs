@@ -77,7 +77,11 @@ pub trait Ledger: Send + Sync + 'static {
     /// Moves a claim to a new start in one transaction: the new time is
     /// claimed before the old is released, so the owner never holds both
     /// and never neither.
-    async fn reschedule(&self, claim_id: Uuid, new_start: DateTime<Utc>) -> Result<ClaimReceipt, LedgerError>;
+    async fn reschedule(
+        &self,
+        claim_id: Uuid,
+        new_start: DateTime<Utc>,
+    ) -> Result<ClaimReceipt, LedgerError>;
 }
 
 impl From<LedgerError> for Problem {
@@ -86,13 +90,13 @@ impl From<LedgerError> for Problem {
         match error {
             LedgerError::NotFound(what) => Problem::not_found(format!("{what} not found")),
             LedgerError::SlotUnavailable(detail) => Problem::conflict("slot-unavailable", detail),
-            LedgerError::HoldExpired => Problem::new(StatusCode::CONFLICT, "hold-expired", "Hold expired")
-                .with_detail("the hold lapsed before it was confirmed; book again"),
+            LedgerError::HoldExpired => {
+                Problem::new(StatusCode::CONFLICT, "hold-expired", "Hold expired")
+                    .with_detail("the hold lapsed before it was confirmed; book again")
+            }
             LedgerError::Invalid(detail) => Problem::validation(detail),
             LedgerError::Unavailable(detail) => Problem::unavailable(detail),
-            LedgerError::Internal(detail) => {
-                Problem::internal(&std::io::Error::other(detail))
-            }
+            LedgerError::Internal(detail) => Problem::internal(&std::io::Error::other(detail)),
         }
     }
 }
@@ -101,8 +105,16 @@ impl From<Problem> for LedgerError {
     /// The inverse mapping, used by the gRPC client after
     /// [`Problem::from_grpc_status`].
     fn from(problem: Problem) -> Self {
-        let slug = problem.type_uri.rsplit('/').next().unwrap_or_default().to_owned();
-        let detail = problem.detail.clone().unwrap_or_else(|| problem.title.clone());
+        let slug = problem
+            .type_uri
+            .rsplit('/')
+            .next()
+            .unwrap_or_default()
+            .to_owned();
+        let detail = problem
+            .detail
+            .clone()
+            .unwrap_or_else(|| problem.title.clone());
         match (problem.status, slug.as_str()) {
             (404, _) => LedgerError::NotFound(detail.trim_end_matches(" not found").to_owned()),
             (409, "hold-expired") => LedgerError::HoldExpired,

@@ -1,6 +1,5 @@
 //! Helpers shared by the runtime's integration tests: real local servers.
 #![allow(dead_code)]
-
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::net::SocketAddr;
