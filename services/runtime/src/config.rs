@@ -18,6 +18,11 @@ use crate::resilience::DependencySettings;
 /// Environment variable naming the optional config file.
 pub const CONFIG_FILE_ENV: &str = "BERTH_CONFIG";
 
+/// `BERTH_*` variables that belong to tools (the config file name, the local
+/// stack, `berth dev` flags), not to service settings. Every other `BERTH_*`
+/// variable must be a known setting, so typos fail at start-up.
+const TOOLING_ENV: &[&str] = &["CONFIG", "STACK_DIR", "CLUSTER", "DEV_ADDR", "DEV_DATA"];
+
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("configuration: {0}")]
@@ -125,7 +130,7 @@ impl RuntimeConfig {
             })?;
             figment = figment.merge(Toml::file_exact(path));
         }
-        let env = env.ignore(&["CONFIG"]);
+        let env = env.ignore(TOOLING_ENV);
         let config: Self = figment
             .merge(env)
             .extract()
@@ -246,6 +251,22 @@ mod tests {
             .map_err(|e| e.to_string())?;
             assert_eq!(c.http_addr.port(), 7001);
             assert_eq!(c.shutdown.drain_timeout, Duration::from_secs(3));
+            Ok(())
+        });
+    }
+
+    #[test]
+    #[allow(clippy::result_large_err)] // figment's Jail API fixes the error type
+    fn tooling_variables_are_not_settings_but_typos_are_errors() {
+        figment::Jail::expect_with(|jail| {
+            jail.set_env("BERTH_STACK_DIR", "/tmp/stack");
+            jail.set_env("BERTH_DEV_ADDR", "127.0.0.1:1");
+            RuntimeConfig::load_from(None, Env::prefixed("BERTH_").split("__"))
+                .map_err(|e| e.to_string())?;
+            jail.set_env("BERTH_HTP_ADDR", "127.0.0.1:1");
+            let err =
+                RuntimeConfig::load_from(None, Env::prefixed("BERTH_").split("__")).unwrap_err();
+            assert!(err.to_string().contains("htp_addr"), "{err}");
             Ok(())
         });
     }
