@@ -2,6 +2,7 @@
 //! configuration, ECS logs with trace ids, Prometheus metrics, health,
 //! graceful shutdown, outbound resilience, problem+json errors, gRPC plumbing.
 
+pub mod auth;
 pub mod client;
 pub mod config;
 pub mod grpc;
