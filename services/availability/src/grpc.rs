@@ -1,0 +1,292 @@
+//! The ledger over gRPC: a server wrapping any [`Ledger`] (the availability
+//! service) and [`GrpcLedger`], a client that is itself a [`Ledger`], so the
+//! booking service calls the same trait in-process or across pods.
+//!
+//! Errors cross the wire in one place each way: `LedgerError` → `Problem` →
+//! `tonic::Status` ([`Problem::to_grpc_status`]) on the server, and
+//! `Status` → `Problem` ([`Problem::from_grpc_status`]) → `LedgerError` on
+//! the client.
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use berth_ledger::{ClaimReceipt, ClaimRequest, Ledger, LedgerError};
+use berth_runtime::Problem;
+use berth_runtime::grpc::GrpcChannel;
+use chrono::{DateTime, Utc};
+use tonic::metadata::MetadataValue;
+use tonic::{Request, Response, Status};
+use uuid::Uuid;
+
+#[allow(clippy::all, clippy::pedantic, missing_docs, unreachable_pub)]
+pub mod pb {
+    tonic::include_proto!("berth.availability.v1");
+}
+
+use pb::ledger_client::LedgerClient;
+use pb::ledger_server::LedgerServer;
+
+/// Fully qualified name of the gRPC service (for health and reflection).
+pub const LEDGER_SERVICE_NAME: &str = "berth.availability.v1.Ledger";
+
+/// Encoded descriptors of `ledger.proto`, for gRPC reflection.
+pub const FILE_DESCRIPTOR_SET: &[u8] =
+    include_bytes!(concat!(env!("OUT_DIR"), "/ledger_descriptor.bin"));
+
+/// Metadata that tells the client's resilience stack a call may be retried.
+/// Every ledger call is safe to repeat: claims are idempotent per owner and
+/// slot, confirm and release per claim, reschedule per claim and start.
+const IDEMPOTENT: &str = "x-berth-idempotent";
+
+fn status(error: LedgerError) -> Status {
+    Problem::from(error).to_grpc_status()
+}
+
+fn ledger_error(status: &Status) -> LedgerError {
+    LedgerError::from(Problem::from_grpc_status(status))
+}
+
+fn parse_uuid(field: &str, raw: &str) -> Result<Uuid, LedgerError> {
+    raw.parse()
+        .map_err(|_| LedgerError::Invalid(format!("{field}: {raw:?} is not a UUID")))
+}
+
+fn from_timestamp(
+    field: &str,
+    t: Option<prost_types::Timestamp>,
+) -> Result<DateTime<Utc>, LedgerError> {
+    let t = t.ok_or_else(|| LedgerError::Invalid(format!("{field}: required")))?;
+    u32::try_from(t.nanos)
+        .ok()
+        .and_then(|nanos| DateTime::from_timestamp(t.seconds, nanos))
+        .ok_or_else(|| LedgerError::Invalid(format!("{field}: not a valid timestamp")))
+}
+
+fn to_timestamp(t: DateTime<Utc>) -> prost_types::Timestamp {
+    prost_types::Timestamp {
+        seconds: t.timestamp(),
+        // Always below 2e9 for a `DateTime` (leap seconds included).
+        nanos: i32::try_from(t.timestamp_subsec_nanos()).unwrap_or(i32::MAX),
+    }
+}
+
+fn from_duration(d: prost_types::Duration) -> Result<Duration, LedgerError> {
+    let bad = || LedgerError::Invalid("hold_for: must be a positive duration".to_owned());
+    let seconds = u64::try_from(d.seconds).map_err(|_| bad())?;
+    let nanos = u32::try_from(d.nanos).map_err(|_| bad())?;
+    Ok(Duration::new(seconds, nanos))
+}
+
+fn to_duration(d: Duration) -> prost_types::Duration {
+    prost_types::Duration {
+        seconds: i64::try_from(d.as_secs()).unwrap_or(i64::MAX),
+        // Below 1e9 by definition.
+        nanos: i32::try_from(d.subsec_nanos()).unwrap_or(0),
+    }
+}
+
+fn receipt_to_pb(r: ClaimReceipt) -> pb::ClaimReceipt {
+    pb::ClaimReceipt {
+        claim_id: r.claim_id.to_string(),
+        resource_id: r.resource_id.to_string(),
+        appointment_type_id: r.appointment_type_id.to_string(),
+        start: Some(to_timestamp(r.start)),
+        end: Some(to_timestamp(r.end)),
+        seats: r.seats,
+        expires_at: r.expires_at.map(to_timestamp),
+        price_minor: r.price_minor,
+        currency: r.currency,
+    }
+}
+
+fn receipt_from_pb(r: pb::ClaimReceipt) -> Result<ClaimReceipt, LedgerError> {
+    // A malformed answer from the server is its fault, not the caller's.
+    let internal = |e: LedgerError| LedgerError::Internal(format!("malformed ledger receipt: {e}"));
+    Ok(ClaimReceipt {
+        claim_id: parse_uuid("claim_id", &r.claim_id).map_err(internal)?,
+        resource_id: parse_uuid("resource_id", &r.resource_id).map_err(internal)?,
+        appointment_type_id: parse_uuid("appointment_type_id", &r.appointment_type_id)
+            .map_err(internal)?,
+        start: from_timestamp("start", r.start).map_err(internal)?,
+        end: from_timestamp("end", r.end).map_err(internal)?,
+        seats: r.seats,
+        expires_at: r
+            .expires_at
+            .map(|t| from_timestamp("expires_at", Some(t)))
+            .transpose()
+            .map_err(internal)?,
+        price_minor: r.price_minor,
+        currency: r.currency,
+    })
+}
+
+/// Serves any [`Ledger`] as `berth.availability.v1.Ledger`.
+pub(crate) struct LedgerService<L> {
+    ledger: L,
+}
+
+pub(crate) fn server<L: Ledger>(ledger: L) -> LedgerServer<LedgerService<L>> {
+    LedgerServer::new(LedgerService { ledger })
+}
+
+#[async_trait]
+impl<L: Ledger> pb::ledger_server::Ledger for LedgerService<L> {
+    async fn claim(
+        &self,
+        request: Request<pb::ClaimRequest>,
+    ) -> Result<Response<pb::ClaimReceipt>, Status> {
+        let r = request.into_inner();
+        let request = (|| {
+            Ok::<_, LedgerError>(ClaimRequest {
+                resource_id: parse_uuid("resource_id", &r.resource_id)?,
+                appointment_type_id: parse_uuid("appointment_type_id", &r.appointment_type_id)?,
+                start: from_timestamp("start", r.start)?,
+                seats: r.seats,
+                hold_for: r.hold_for.map(from_duration).transpose()?,
+                owner: r.owner,
+            })
+        })()
+        .map_err(status)?;
+        let receipt = self.ledger.claim(request).await.map_err(status)?;
+        Ok(Response::new(receipt_to_pb(receipt)))
+    }
+
+    async fn confirm(
+        &self,
+        request: Request<pb::ConfirmRequest>,
+    ) -> Result<Response<pb::ClaimReceipt>, Status> {
+        let id = parse_uuid("claim_id", &request.into_inner().claim_id).map_err(status)?;
+        let receipt = self.ledger.confirm(id).await.map_err(status)?;
+        Ok(Response::new(receipt_to_pb(receipt)))
+    }
+
+    async fn release(
+        &self,
+        request: Request<pb::ReleaseRequest>,
+    ) -> Result<Response<pb::ReleaseResponse>, Status> {
+        let id = parse_uuid("claim_id", &request.into_inner().claim_id).map_err(status)?;
+        self.ledger.release(id).await.map_err(status)?;
+        Ok(Response::new(pb::ReleaseResponse {}))
+    }
+
+    async fn reschedule(
+        &self,
+        request: Request<pb::RescheduleRequest>,
+    ) -> Result<Response<pb::ClaimReceipt>, Status> {
+        let r = request.into_inner();
+        let id = parse_uuid("claim_id", &r.claim_id).map_err(status)?;
+        let start = from_timestamp("new_start", r.new_start).map_err(status)?;
+        let receipt = self.ledger.reschedule(id, start).await.map_err(status)?;
+        Ok(Response::new(receipt_to_pb(receipt)))
+    }
+}
+
+/// The channel's boxed error as a concrete type.
+#[derive(Debug, thiserror::Error)]
+#[error(transparent)]
+pub struct ChannelError(tower::BoxError);
+
+/// [`GrpcChannel`] with a concrete error and future type. With the boxed
+/// `dyn Error` inside, the generated client's futures trip a compiler
+/// limitation (higher-ranked lifetimes in `Send` checks) in `#[async_trait]`
+/// methods, so they could not be awaited in a `Send` future.
+#[derive(Clone)]
+pub struct Channel(GrpcChannel);
+
+type ChannelFuture = std::pin::Pin<
+    Box<
+        dyn std::future::Future<Output = Result<http::Response<tonic::body::Body>, ChannelError>>
+            + Send,
+    >,
+>;
+
+impl tower::Service<http::Request<tonic::body::Body>> for Channel {
+    type Response = http::Response<tonic::body::Body>;
+    type Error = ChannelError;
+    type Future = ChannelFuture;
+
+    fn poll_ready(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), ChannelError>> {
+        self.0.poll_ready(cx).map_err(ChannelError)
+    }
+
+    fn call(&mut self, request: http::Request<tonic::body::Body>) -> ChannelFuture {
+        let call = self.0.call(request);
+        Box::pin(async move { call.await.map_err(ChannelError) })
+    }
+}
+
+/// The ledger of a remote availability service. Calls go through the
+/// runtime's resilient channel (timeout, breaker, retries, trace context).
+#[derive(Clone)]
+pub struct GrpcLedger {
+    client: LedgerClient<Channel>,
+}
+
+impl GrpcLedger {
+    pub fn new(channel: GrpcChannel) -> Self {
+        Self {
+            client: LedgerClient::new(Channel(channel)),
+        }
+    }
+}
+
+/// Marks a request as safe to retry.
+fn idempotent<T>(message: T) -> Request<T> {
+    let mut request = Request::new(message);
+    request
+        .metadata_mut()
+        .insert(IDEMPOTENT, MetadataValue::from_static("1"));
+    request
+}
+
+#[async_trait]
+impl Ledger for GrpcLedger {
+    async fn claim(&self, r: ClaimRequest) -> Result<ClaimReceipt, LedgerError> {
+        let message = pb::ClaimRequest {
+            resource_id: r.resource_id.to_string(),
+            appointment_type_id: r.appointment_type_id.to_string(),
+            start: Some(to_timestamp(r.start)),
+            seats: r.seats,
+            hold_for: r.hold_for.map(to_duration),
+            owner: r.owner,
+        };
+        let response = self.client.clone().claim(idempotent(message)).await;
+        receipt_from_pb(response.map_err(|s| ledger_error(&s))?.into_inner())
+    }
+
+    async fn confirm(&self, claim_id: Uuid) -> Result<ClaimReceipt, LedgerError> {
+        let message = pb::ConfirmRequest {
+            claim_id: claim_id.to_string(),
+        };
+        let response = self.client.clone().confirm(idempotent(message)).await;
+        receipt_from_pb(response.map_err(|s| ledger_error(&s))?.into_inner())
+    }
+
+    async fn release(&self, claim_id: Uuid) -> Result<(), LedgerError> {
+        let message = pb::ReleaseRequest {
+            claim_id: claim_id.to_string(),
+        };
+        self.client
+            .clone()
+            .release(idempotent(message))
+            .await
+            .map(drop)
+            .map_err(|s| ledger_error(&s))
+    }
+
+    async fn reschedule(
+        &self,
+        claim_id: Uuid,
+        new_start: DateTime<Utc>,
+    ) -> Result<ClaimReceipt, LedgerError> {
+        let message = pb::RescheduleRequest {
+            claim_id: claim_id.to_string(),
+            new_start: Some(to_timestamp(new_start)),
+        };
+        let response = self.client.clone().reschedule(idempotent(message)).await;
+        receipt_from_pb(response.map_err(|s| ledger_error(&s))?.into_inner())
+    }
+}

@@ -1,0 +1,536 @@
+//! The time ledger: [`berth_ledger::Ledger`] on the availability store.
+//!
+//! Every operation is one database transaction that first locks the
+//! resource's row, so everything below runs one at a time per resource:
+//! 1. release lapsed holds near the slot and drop the blocks they emptied
+//!    (expiry needs no background job);
+//! 2. run the slot engine on the live claims and busy times under that lock,
+//!    so buffers, working hours, notice, horizon and seats are checked
+//!    against exactly what is committed;
+//! 3. find or insert the slot's block (the exclusion constraint / trigger
+//!    refuses any overlap even if steps 1–2 were wrong), count its live seats,
+//!    and insert the claim.
+//!
+//! A claim for a time that is not an offered slot of its type at all
+//! (outside hours, off the slot grid, too soon, too far ahead) is
+//! [`LedgerError::Invalid`]; a real slot that is taken or full is
+//! [`LedgerError::SlotUnavailable`].
+
+use std::future::Future;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use berth_ledger::{ClaimReceipt, ClaimRequest, Ledger, LedgerError};
+use berth_slots::{BusyInterval, Claim, Schedule, Window, compute_slots};
+use chrono::{DateTime, SubsecRound, TimeDelta, Utc};
+use uuid::Uuid;
+
+use crate::Availability;
+use crate::error::{AvailabilityError, is_connection_error};
+use crate::model::{AppointmentType, in_supported_range};
+use crate::rules::{engine_claim, resource_and_type, schedule, widen};
+use crate::store::{Block, ClaimRow, RowLock, Tx};
+
+/// Attempts per operation when the database asks for a retry (deadlock,
+/// serialisation failure, SQLite busy) or the Redis lock turned out stale.
+const MAX_ATTEMPTS: u32 = 6;
+const MAX_HOLD: Duration = Duration::from_secs(24 * 3600);
+const MAX_OWNER_CHARS: usize = 200;
+
+/// Why one attempt did not finish.
+pub(crate) enum Failure {
+    Ledger(LedgerError),
+    /// Our Redis fencing token is older than the stored fence.
+    Stale(i64),
+    /// Transient database conflict; run the attempt again.
+    Retry(String),
+}
+
+impl From<LedgerError> for Failure {
+    fn from(e: LedgerError) -> Self {
+        Failure::Ledger(e)
+    }
+}
+
+impl From<sqlx::Error> for Failure {
+    fn from(error: sqlx::Error) -> Self {
+        if let Some(db) = error.as_database_error() {
+            let code = db.code().unwrap_or_default();
+            // 23P01: exclusion violation; the SQLite trigger says it by name.
+            if code == "23P01" || db.message().contains("blocks_no_overlap") {
+                return Failure::Ledger(LedgerError::SlotUnavailable(
+                    "the time overlaps another booking".to_owned(),
+                ));
+            }
+            // Serialisation failure, deadlock; SQLite busy / locked / busy snapshot.
+            if matches!(code.as_ref(), "40001" | "40P01" | "5" | "6" | "517" | "261") {
+                return Failure::Retry(error.to_string());
+            }
+        }
+        if is_connection_error(&error) {
+            return Failure::Ledger(LedgerError::Unavailable(format!("database: {error}")));
+        }
+        tracing::error!(%error, "ledger database error");
+        Failure::Ledger(LedgerError::Internal(error.to_string()))
+    }
+}
+
+impl From<AvailabilityError> for Failure {
+    fn from(error: AvailabilityError) -> Self {
+        match error {
+            AvailabilityError::Database(e) => e.into(),
+            AvailabilityError::NotFound(what) => Failure::Ledger(LedgerError::NotFound(what)),
+            AvailabilityError::Invalid { field, message } => {
+                Failure::Ledger(LedgerError::Invalid(format!("{field}: {message}")))
+            }
+            AvailabilityError::Ledger(e) => Failure::Ledger(e),
+            other => Failure::Ledger(LedgerError::Internal(other.to_string())),
+        }
+    }
+}
+
+/// Whether an operation queues on the per-resource locks before its
+/// transaction (claims do; quick single-row updates rely on the row lock).
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Queue {
+    Locks,
+    RowOnly,
+}
+
+/// The ledger's clock, at the database's precision (microseconds).
+pub(crate) fn now() -> DateTime<Utc> {
+    Utc::now().trunc_subsecs(6)
+}
+
+impl Availability {
+    /// Runs `attempt` with the resource serialised, retrying transient
+    /// failures. `attempt` gets the fencing token to pass to [`lock`].
+    pub(crate) async fn serialised<T, F, Fut>(
+        &self,
+        resource: Uuid,
+        queue: Queue,
+        mut attempt: F,
+    ) -> Result<T, LedgerError>
+    where
+        F: FnMut(Option<i64>) -> Fut,
+        Fut: Future<Output = Result<T, Failure>>,
+    {
+        let mut fence_floor = 0;
+        let mut last = String::new();
+        for n in 0..MAX_ATTEMPTS {
+            let guard = match queue {
+                Queue::Locks => Some(self.inner.locks.acquire(resource, fence_floor).await),
+                Queue::RowOnly => None,
+            };
+            let token = guard.as_ref().and_then(|g| g.token());
+            let outcome = attempt(token).await;
+            if let Some(guard) = guard {
+                guard.release().await;
+            }
+            match outcome {
+                Ok(value) => return Ok(value),
+                Err(Failure::Ledger(error)) => return Err(error),
+                Err(Failure::Stale(fence)) => {
+                    tracing::info!(%resource, fence, "redis lock lost before commit; retrying");
+                    fence_floor = fence;
+                }
+                Err(Failure::Retry(why)) => {
+                    tracing::debug!(%resource, attempt = n, %why, "transient database conflict; retrying");
+                    last = why;
+                    let pause = 5u64 << n.min(6);
+                    tokio::time::sleep(Duration::from_millis(rand::random_range(0..=pause))).await;
+                }
+            }
+        }
+        Err(LedgerError::Unavailable(format!(
+            "the ledger is busy; try again ({last})"
+        )))
+    }
+
+    async fn claim_once(
+        &self,
+        req: &ClaimRequest,
+        token: Option<i64>,
+    ) -> Result<ClaimReceipt, Failure> {
+        let mut tx = self.inner.store.write().await?;
+        lock(&mut tx, req.resource_id, token).await?;
+        let now = now();
+        let (resource, ty) =
+            resource_and_type(&mut tx, req.resource_id, req.appointment_type_id).await?;
+        if req.seats > ty.capacity {
+            return Err(invalid(format!(
+                "seats: {} exceeds the slot's capacity of {}",
+                req.seats, ty.capacity
+            )));
+        }
+        if let Some(existing) = tx.claim_by_owner(ty.id, req.start, &req.owner, now).await? {
+            if existing.seats != i64::from(req.seats) {
+                return Err(invalid(format!(
+                    "owner {:?} already holds {} seats of this slot",
+                    req.owner, existing.seats
+                )));
+            }
+            return receipt(&existing);
+        }
+        let end = req.start + TimeDelta::minutes(ty.duration_minutes.into());
+        let (from, to) = widen(req.start, end);
+        tx.expire_lapsed(resource.id, from, to, now).await?;
+        let claims: Vec<Claim> = tx
+            .live_claims(resource.id, from, to, now)
+            .await?
+            .iter()
+            .map(engine_claim)
+            .collect();
+        let busy = tx.busy_times(resource.id, from, to).await?;
+        let schedule = schedule(&mut tx, &resource, req.start, end).await?;
+        check_offered(&schedule, &ty, &claims, &busy, req.start, req.seats, now)?;
+        let block = take_seats(&mut tx, &ty, req.start, end, i64::from(req.seats), now).await?;
+        let claim = ClaimRow {
+            id: Uuid::now_v7(),
+            block_id: Some(block),
+            resource_id: resource.id,
+            appointment_type_id: ty.id,
+            starts_at: req.start,
+            ends_at: end,
+            seats: req.seats.into(),
+            buffer_before_minutes: ty.buffer_before_minutes.into(),
+            buffer_after_minutes: ty.buffer_after_minutes.into(),
+            price_minor: ty.price_minor * i64::from(req.seats),
+            currency: ty.currency.clone(),
+            owner: req.owner.clone(),
+            expires_at: req.hold_for.map(|d| now + d).map(|t| t.trunc_subsecs(6)),
+            released_at: None,
+        };
+        tx.insert_claim(&claim, now).await?;
+        tx.commit().await?;
+        receipt(&claim)
+    }
+
+    async fn confirm_once(&self, id: Uuid, token: Option<i64>) -> Result<ClaimReceipt, Failure> {
+        let mut tx = self.inner.store.write().await?;
+        let claim = locked_claim(&mut tx, id, token).await?;
+        let now = now();
+        if !claim.is_live(now) {
+            return Err(gone(&claim, now).into());
+        }
+        if claim.expires_at.is_some() {
+            tx.confirm_claim(id).await?;
+            tx.commit().await?;
+        }
+        receipt(&ClaimRow {
+            expires_at: None,
+            ..claim
+        })
+    }
+
+    async fn release_once(&self, id: Uuid, token: Option<i64>) -> Result<(), Failure> {
+        let mut tx = self.inner.store.write().await?;
+        let claim = locked_claim(&mut tx, id, token).await?;
+        if let Some(block) = tx.release_claim(claim.id, now()).await? {
+            tx.delete_block_if_empty(block).await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Claims the new slot and gives up the old one in one transaction. The
+    /// claim keeps its id, owner, seats and hold; the old slot does not count
+    /// against the new one (moving by half an hour is fine).
+    async fn reschedule_once(
+        &self,
+        id: Uuid,
+        new_start: DateTime<Utc>,
+        token: Option<i64>,
+    ) -> Result<ClaimReceipt, Failure> {
+        let mut tx = self.inner.store.write().await?;
+        let claim = locked_claim(&mut tx, id, token).await?;
+        let now = now();
+        if !claim.is_live(now) {
+            return Err(gone(&claim, now).into());
+        }
+        if claim.starts_at == new_start {
+            return receipt(&claim);
+        }
+        let (resource, ty) =
+            resource_and_type(&mut tx, claim.resource_id, claim.appointment_type_id).await?;
+        let seats = u32::try_from(claim.seats).map_err(|_| internal("seats out of range"))?;
+        if seats > ty.capacity {
+            return Err(invalid(format!(
+                "the claim's {seats} seats exceed the slot's capacity of {}",
+                ty.capacity
+            )));
+        }
+        let end = new_start + TimeDelta::minutes(ty.duration_minutes.into());
+        let (from, to) = widen(new_start, end);
+        tx.expire_lapsed(resource.id, from, to, now).await?;
+        let others: Vec<Claim> = tx
+            .live_claims(resource.id, from, to, now)
+            .await?
+            .iter()
+            .filter(|c| c.id != claim.id)
+            .map(engine_claim)
+            .collect();
+        let busy = tx.busy_times(resource.id, from, to).await?;
+        let schedule = schedule(&mut tx, &resource, new_start, end).await?;
+        check_offered(&schedule, &ty, &others, &busy, new_start, seats, now)?;
+        if let Some(old_block) = tx.release_claim(claim.id, now).await? {
+            tx.delete_block_if_empty(old_block).await?;
+        }
+        let block = take_seats(&mut tx, &ty, new_start, end, claim.seats, now).await?;
+        let moved = ClaimRow {
+            block_id: Some(block),
+            starts_at: new_start,
+            ends_at: end,
+            buffer_before_minutes: ty.buffer_before_minutes.into(),
+            buffer_after_minutes: ty.buffer_after_minutes.into(),
+            ..claim
+        };
+        tx.place_claim(&moved).await?;
+        tx.commit().await?;
+        receipt(&moved)
+    }
+
+    /// The resource a claim belongs to (read without locks; claims never
+    /// change resource).
+    async fn claim_resource(&self, id: Uuid) -> Result<Option<Uuid>, LedgerError> {
+        let mut tx = self.inner.store.read().await.map_err(ledger_error)?;
+        let claim = tx.get_claim(id).await.map_err(ledger_error)?;
+        Ok(claim.map(|c| c.resource_id))
+    }
+
+    /// Releases every lapsed hold (what a claim does near its slot anyway).
+    pub(crate) async fn sweep_lapsed(&self) -> Result<u64, LedgerError> {
+        let resources = {
+            let mut tx = self.inner.store.read().await.map_err(ledger_error)?;
+            tx.resources_with_lapsed(now(), 500)
+                .await
+                .map_err(ledger_error)?
+        };
+        let mut released = 0;
+        for resource in resources {
+            released += self
+                .serialised(resource, Queue::RowOnly, |token| async move {
+                    let mut tx = self.inner.store.write().await?;
+                    lock(&mut tx, resource, token).await?;
+                    let n = tx.expire_lapsed(resource, EARLIEST, LATEST, now()).await?;
+                    tx.commit().await?;
+                    Ok(n)
+                })
+                .await?;
+        }
+        Ok(released)
+    }
+}
+
+/// The span every backend stores: 0001-01-01 to 10000-01-01 (both always
+/// representable, so the fallbacks never apply).
+const EARLIEST: DateTime<Utc> = match DateTime::from_timestamp(-62_135_596_800, 0) {
+    Some(t) => t,
+    None => DateTime::UNIX_EPOCH,
+};
+const LATEST: DateTime<Utc> = match DateTime::from_timestamp(253_402_300_800, 0) {
+    Some(t) => t,
+    None => DateTime::UNIX_EPOCH,
+};
+
+fn ledger_error(error: sqlx::Error) -> LedgerError {
+    match Failure::from(error) {
+        Failure::Ledger(e) => e,
+        Failure::Retry(why) => LedgerError::Unavailable(why),
+        Failure::Stale(_) => LedgerError::Unavailable("lock lost".to_owned()),
+    }
+}
+
+fn invalid(detail: String) -> Failure {
+    Failure::Ledger(LedgerError::Invalid(detail))
+}
+
+fn internal(detail: &str) -> Failure {
+    Failure::Ledger(LedgerError::Internal(detail.to_owned()))
+}
+
+/// Locks the resource row (with the fencing token, if any).
+pub(crate) async fn lock(tx: &mut Tx, resource: Uuid, token: Option<i64>) -> Result<(), Failure> {
+    match tx.lock_resource(resource, token).await? {
+        RowLock::Locked => Ok(()),
+        RowLock::Missing => Err(LedgerError::NotFound(format!("resource {resource}")).into()),
+        RowLock::Stale(fence) => Err(Failure::Stale(fence)),
+    }
+}
+
+/// Loads a claim, locks its resource, and reloads it under the lock.
+async fn locked_claim(tx: &mut Tx, id: Uuid, token: Option<i64>) -> Result<ClaimRow, Failure> {
+    let missing = || Failure::Ledger(LedgerError::NotFound(format!("claim {id}")));
+    let claim = tx.get_claim(id).await?.ok_or_else(missing)?;
+    lock(tx, claim.resource_id, token).await?;
+    tx.get_claim(id).await?.ok_or_else(missing)
+}
+
+/// Why a claim that is not live cannot be used.
+fn gone(claim: &ClaimRow, now: DateTime<Utc>) -> LedgerError {
+    if claim.lapsed(now) {
+        LedgerError::HoldExpired
+    } else {
+        LedgerError::NotFound(format!("claim {} (released)", claim.id))
+    }
+}
+
+/// Accepts `start` iff the engine offers it with `seats` free, given the
+/// claims and busy times read under the row lock.
+fn check_offered(
+    schedule: &Schedule,
+    ty: &AppointmentType,
+    claims: &[Claim],
+    busy: &[BusyInterval],
+    start: DateTime<Utc>,
+    seats: u32,
+    now: DateTime<Utc>,
+) -> Result<(), Failure> {
+    let rules = ty.rules();
+    let window = Window {
+        from: start,
+        to: start + TimeDelta::microseconds(1),
+    };
+    let offered = |claims: &[Claim], busy: &[BusyInterval]| {
+        compute_slots(schedule, &rules, claims, busy, window, now)
+            .map(|slots| slots.into_iter().find(|s| s.start == start))
+            .map_err(|e| internal(&format!("stored rules rejected: {e}")))
+    };
+    match offered(claims, busy)? {
+        Some(slot) if slot.remaining >= seats => Ok(()),
+        Some(slot) => Err(Failure::Ledger(LedgerError::SlotUnavailable(format!(
+            "only {} of {} seats left",
+            slot.remaining, ty.capacity
+        )))),
+        None if offered(&[], &[])?.is_some() => Err(Failure::Ledger(LedgerError::SlotUnavailable(
+            "the slot is taken".to_owned(),
+        ))),
+        None => Err(invalid(format!(
+            "start: {start} is not a bookable slot of this type (outside working hours, \
+             off the slot grid, or outside the notice/horizon)"
+        ))),
+    }
+}
+
+/// Finds or creates the slot's block and takes `seats` of it.
+async fn take_seats(
+    tx: &mut Tx,
+    ty: &AppointmentType,
+    start: DateTime<Utc>,
+    end: DateTime<Utc>,
+    seats: i64,
+    now: DateTime<Utc>,
+) -> Result<Uuid, Failure> {
+    let capacity = i64::from(ty.capacity);
+    let block = match tx.find_block(ty.id, start, end).await? {
+        Some(block) => block,
+        None => {
+            let id = Uuid::now_v7();
+            tx.insert_block(id, ty.resource_id, ty.id, start, end, capacity)
+                .await?;
+            Block { id, capacity }
+        }
+    };
+    if block.capacity != capacity {
+        tx.set_block_capacity(block.id, capacity).await?;
+    }
+    let taken = tx.block_seats(block.id, now).await?;
+    if taken + seats > capacity {
+        return Err(Failure::Ledger(LedgerError::SlotUnavailable(format!(
+            "only {} of {capacity} seats left",
+            (capacity - taken).max(0)
+        ))));
+    }
+    Ok(block.id)
+}
+
+fn receipt(c: &ClaimRow) -> Result<ClaimReceipt, Failure> {
+    Ok(ClaimReceipt {
+        claim_id: c.id,
+        resource_id: c.resource_id,
+        appointment_type_id: c.appointment_type_id,
+        start: c.starts_at,
+        end: c.ends_at,
+        seats: u32::try_from(c.seats).map_err(|_| internal("seats out of range"))?,
+        expires_at: c.expires_at,
+        price_minor: c.price_minor,
+        currency: c.currency.clone(),
+    })
+}
+
+fn validate(req: &ClaimRequest) -> Result<(), LedgerError> {
+    let invalid = |m: &str| Err(LedgerError::Invalid(m.to_owned()));
+    if req.seats == 0 {
+        return invalid("seats: must be at least 1");
+    }
+    let owner = &req.owner;
+    if owner.trim().is_empty() || owner.chars().count() > MAX_OWNER_CHARS || owner.contains('\0') {
+        return invalid("owner: must be 1 to 200 characters, without NUL");
+    }
+    if let Some(hold) = req.hold_for
+        && (hold.is_zero() || hold > MAX_HOLD)
+    {
+        return invalid("hold_for: must be between 1 second and 24 hours");
+    }
+    if !in_supported_range(req.start) {
+        return invalid("start: year must be between 1 and 9999");
+    }
+    Ok(())
+}
+
+#[async_trait]
+impl Ledger for Availability {
+    async fn claim(&self, request: ClaimRequest) -> Result<ClaimReceipt, LedgerError> {
+        validate(&request)?;
+        let request = ClaimRequest {
+            start: request.start.trunc_subsecs(6),
+            ..request
+        };
+        self.serialised(request.resource_id, Queue::Locks, |token| {
+            self.claim_once(&request, token)
+        })
+        .await
+    }
+
+    async fn confirm(&self, claim_id: Uuid) -> Result<ClaimReceipt, LedgerError> {
+        let resource = self
+            .claim_resource(claim_id)
+            .await?
+            .ok_or_else(|| LedgerError::NotFound(format!("claim {claim_id}")))?;
+        self.serialised(resource, Queue::RowOnly, |token| {
+            self.confirm_once(claim_id, token)
+        })
+        .await
+    }
+
+    async fn release(&self, claim_id: Uuid) -> Result<(), LedgerError> {
+        let Some(resource) = self.claim_resource(claim_id).await? else {
+            return Ok(());
+        };
+        self.serialised(resource, Queue::RowOnly, |token| {
+            self.release_once(claim_id, token)
+        })
+        .await
+    }
+
+    async fn reschedule(
+        &self,
+        claim_id: Uuid,
+        new_start: DateTime<Utc>,
+    ) -> Result<ClaimReceipt, LedgerError> {
+        if !in_supported_range(new_start) {
+            return Err(LedgerError::Invalid(
+                "new_start: year must be between 1 and 9999".to_owned(),
+            ));
+        }
+        let new_start = new_start.trunc_subsecs(6);
+        let resource = self
+            .claim_resource(claim_id)
+            .await?
+            .ok_or_else(|| LedgerError::NotFound(format!("claim {claim_id}")))?;
+        self.serialised(resource, Queue::Locks, |token| {
+            self.reschedule_once(claim_id, new_start, token)
+        })
+        .await
+    }
+}

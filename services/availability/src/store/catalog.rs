@@ -1,0 +1,359 @@
+//! Resources, appointment types, schedules, overrides and calendars: SQL that
+//! runs unchanged on PostgreSQL and SQLite (`$n` placeholders, `RETURNING`,
+//! `ON CONFLICT`), written once.
+
+use berth_slots::{OverrideHours, WeeklyHours};
+use chrono::{DateTime, NaiveDate, Utc};
+use sqlx::types::Json;
+use uuid::Uuid;
+
+use super::{CalendarRow, ResourceRow, Tx, TypeRow, both};
+
+pub(crate) const CLAIM_COLUMNS: &str = "id, block_id, resource_id, appointment_type_id, starts_at, \
+     ends_at, seats, buffer_before_minutes, buffer_after_minutes, price_minor, currency, owner, \
+     expires_at, released_at";
+
+const RESOURCE_COLUMNS: &str = "id, name, time_zone, weekly, created_at, updated_at";
+const TYPE_COLUMNS: &str = "id, resource_id, name, duration_minutes, interval_minutes, \
+     buffer_before_minutes, buffer_after_minutes, min_notice_minutes, horizon_minutes, capacity, \
+     price_minor, currency, created_at, updated_at";
+const CALENDAR_COLUMNS: &str = "id, resource_id, name, url, refresh_interval_secs, ics, fetched_at, \
+     last_error, created_at";
+
+/// Tables that `table_counts` reports (tests use it to prove bad input
+/// wrote nothing).
+pub(crate) const TABLES: &[&str] = &[
+    "resources",
+    "appointment_types",
+    "date_overrides",
+    "calendars",
+    "busy_times",
+    "blocks",
+    "claims",
+];
+
+impl Tx {
+    pub async fn insert_resource(&mut self, r: &ResourceRow) -> Result<(), sqlx::Error> {
+        let sql = "INSERT INTO resources (id, name, time_zone, weekly, created_at, updated_at) \
+                   VALUES ($1, $2, $3, $4, $5, $6)";
+        both!(self, |c| {
+            sqlx::query(sql)
+                .bind(r.id)
+                .bind(&r.name)
+                .bind(&r.time_zone)
+                .bind(&r.weekly)
+                .bind(r.created_at)
+                .bind(r.updated_at)
+                .execute(c)
+                .await
+                .map(drop)
+        })
+    }
+
+    pub async fn list_resources(
+        &mut self,
+        after: Option<Uuid>,
+        limit: i64,
+    ) -> Result<Vec<ResourceRow>, sqlx::Error> {
+        let sql = format!(
+            "SELECT {RESOURCE_COLUMNS} FROM resources WHERE ($1 IS NULL OR id > $1) ORDER BY id LIMIT $2"
+        );
+        both!(self, |c| {
+            sqlx::query_as(&sql)
+                .bind(after)
+                .bind(limit)
+                .fetch_all(c)
+                .await
+        })
+    }
+
+    pub async fn get_resource(&mut self, id: Uuid) -> Result<Option<ResourceRow>, sqlx::Error> {
+        let sql = format!("SELECT {RESOURCE_COLUMNS} FROM resources WHERE id = $1");
+        both!(self, |c| sqlx::query_as(&sql)
+            .bind(id)
+            .fetch_optional(c)
+            .await)
+    }
+
+    pub async fn update_resource(&mut self, r: &ResourceRow) -> Result<(), sqlx::Error> {
+        let sql = "UPDATE resources SET name = $2, time_zone = $3, weekly = $4, updated_at = $5 WHERE id = $1";
+        both!(self, |c| {
+            sqlx::query(sql)
+                .bind(r.id)
+                .bind(&r.name)
+                .bind(&r.time_zone)
+                .bind(&r.weekly)
+                .bind(r.updated_at)
+                .execute(c)
+                .await
+                .map(drop)
+        })
+    }
+
+    pub async fn set_weekly(
+        &mut self,
+        id: Uuid,
+        weekly: &WeeklyHours,
+        now: DateTime<Utc>,
+    ) -> Result<bool, sqlx::Error> {
+        let sql = "UPDATE resources SET weekly = $2, updated_at = $3 WHERE id = $1";
+        both!(self, |c| {
+            sqlx::query(sql)
+                .bind(id)
+                .bind(Json(weekly))
+                .bind(now)
+                .execute(c)
+                .await
+                .map(|r| r.rows_affected() > 0)
+        })
+    }
+
+    pub async fn delete_resource(&mut self, id: Uuid) -> Result<bool, sqlx::Error> {
+        both!(self, |c| {
+            sqlx::query("DELETE FROM resources WHERE id = $1")
+                .bind(id)
+                .execute(c)
+                .await
+                .map(|r| r.rows_affected() > 0)
+        })
+    }
+
+    pub async fn insert_type(&mut self, t: &TypeRow) -> Result<(), sqlx::Error> {
+        let sql = format!(
+            "INSERT INTO appointment_types ({TYPE_COLUMNS}) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)"
+        );
+        both!(self, |c| {
+            sqlx::query(&sql)
+                .bind(t.id)
+                .bind(t.resource_id)
+                .bind(&t.name)
+                .bind(t.duration_minutes)
+                .bind(t.interval_minutes)
+                .bind(t.buffer_before_minutes)
+                .bind(t.buffer_after_minutes)
+                .bind(t.min_notice_minutes)
+                .bind(t.horizon_minutes)
+                .bind(t.capacity)
+                .bind(t.price_minor)
+                .bind(&t.currency)
+                .bind(t.created_at)
+                .bind(t.updated_at)
+                .execute(c)
+                .await
+                .map(drop)
+        })
+    }
+
+    pub async fn update_type(&mut self, t: &TypeRow) -> Result<(), sqlx::Error> {
+        let sql = "UPDATE appointment_types SET name = $2, duration_minutes = $3, \
+                   interval_minutes = $4, buffer_before_minutes = $5, buffer_after_minutes = $6, \
+                   min_notice_minutes = $7, horizon_minutes = $8, capacity = $9, price_minor = $10, \
+                   currency = $11, updated_at = $12 WHERE id = $1";
+        both!(self, |c| {
+            sqlx::query(sql)
+                .bind(t.id)
+                .bind(&t.name)
+                .bind(t.duration_minutes)
+                .bind(t.interval_minutes)
+                .bind(t.buffer_before_minutes)
+                .bind(t.buffer_after_minutes)
+                .bind(t.min_notice_minutes)
+                .bind(t.horizon_minutes)
+                .bind(t.capacity)
+                .bind(t.price_minor)
+                .bind(&t.currency)
+                .bind(t.updated_at)
+                .execute(c)
+                .await
+                .map(drop)
+        })
+    }
+
+    pub async fn list_types(&mut self, resource: Uuid) -> Result<Vec<TypeRow>, sqlx::Error> {
+        let sql = format!(
+            "SELECT {TYPE_COLUMNS} FROM appointment_types WHERE resource_id = $1 ORDER BY id"
+        );
+        both!(self, |c| sqlx::query_as(&sql)
+            .bind(resource)
+            .fetch_all(c)
+            .await)
+    }
+
+    pub async fn get_type(&mut self, id: Uuid) -> Result<Option<TypeRow>, sqlx::Error> {
+        let sql = format!("SELECT {TYPE_COLUMNS} FROM appointment_types WHERE id = $1");
+        both!(self, |c| sqlx::query_as(&sql)
+            .bind(id)
+            .fetch_optional(c)
+            .await)
+    }
+
+    pub async fn delete_type(&mut self, id: Uuid) -> Result<bool, sqlx::Error> {
+        both!(self, |c| {
+            sqlx::query("DELETE FROM appointment_types WHERE id = $1")
+                .bind(id)
+                .execute(c)
+                .await
+                .map(|r| r.rows_affected() > 0)
+        })
+    }
+
+    /// Overrides with `from <= date <= to`, by date.
+    pub async fn list_overrides(
+        &mut self,
+        resource: Uuid,
+        from: NaiveDate,
+        to: NaiveDate,
+    ) -> Result<Vec<(NaiveDate, Json<OverrideHours>)>, sqlx::Error> {
+        let sql = "SELECT date, hours FROM date_overrides \
+                   WHERE resource_id = $1 AND date >= $2 AND date <= $3 ORDER BY date";
+        both!(self, |c| {
+            sqlx::query_as(sql)
+                .bind(resource)
+                .bind(from)
+                .bind(to)
+                .fetch_all(c)
+                .await
+        })
+    }
+
+    pub async fn put_override(
+        &mut self,
+        resource: Uuid,
+        date: NaiveDate,
+        hours: &OverrideHours,
+    ) -> Result<(), sqlx::Error> {
+        let sql = "INSERT INTO date_overrides (resource_id, date, hours) VALUES ($1, $2, $3) \
+                   ON CONFLICT (resource_id, date) DO UPDATE SET hours = excluded.hours";
+        both!(self, |c| {
+            sqlx::query(sql)
+                .bind(resource)
+                .bind(date)
+                .bind(Json(hours))
+                .execute(c)
+                .await
+                .map(drop)
+        })
+    }
+
+    pub async fn delete_override(
+        &mut self,
+        resource: Uuid,
+        date: NaiveDate,
+    ) -> Result<bool, sqlx::Error> {
+        both!(self, |c| {
+            sqlx::query("DELETE FROM date_overrides WHERE resource_id = $1 AND date = $2")
+                .bind(resource)
+                .bind(date)
+                .execute(c)
+                .await
+                .map(|r| r.rows_affected() > 0)
+        })
+    }
+
+    pub async fn insert_calendar(&mut self, cal: &CalendarRow) -> Result<(), sqlx::Error> {
+        let sql = format!(
+            "INSERT INTO calendars ({CALENDAR_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)"
+        );
+        both!(self, |c| {
+            sqlx::query(&sql)
+                .bind(cal.id)
+                .bind(cal.resource_id)
+                .bind(&cal.name)
+                .bind(&cal.url)
+                .bind(cal.refresh_interval_secs)
+                .bind(&cal.ics)
+                .bind(cal.fetched_at)
+                .bind(&cal.last_error)
+                .bind(cal.created_at)
+                .execute(c)
+                .await
+                .map(drop)
+        })
+    }
+
+    pub async fn list_calendars(
+        &mut self,
+        resource: Uuid,
+    ) -> Result<Vec<CalendarRow>, sqlx::Error> {
+        let sql =
+            format!("SELECT {CALENDAR_COLUMNS} FROM calendars WHERE resource_id = $1 ORDER BY id");
+        both!(self, |c| sqlx::query_as(&sql)
+            .bind(resource)
+            .fetch_all(c)
+            .await)
+    }
+
+    pub async fn get_calendar(&mut self, id: Uuid) -> Result<Option<CalendarRow>, sqlx::Error> {
+        let sql = format!("SELECT {CALENDAR_COLUMNS} FROM calendars WHERE id = $1");
+        both!(self, |c| sqlx::query_as(&sql)
+            .bind(id)
+            .fetch_optional(c)
+            .await)
+    }
+
+    /// Calendars due for a refresh: feeds after their interval, uploads
+    /// daily (their recurring events are expanded a fixed time ahead).
+    pub async fn stale_calendars(
+        &mut self,
+        resource: Option<Uuid>,
+    ) -> Result<Vec<CalendarRow>, sqlx::Error> {
+        let sql = format!(
+            "SELECT {CALENDAR_COLUMNS} FROM calendars WHERE ($1 IS NULL OR resource_id = $1) ORDER BY id"
+        );
+        let now = Utc::now();
+        let all: Vec<CalendarRow> = both!(self, |c| sqlx::query_as(&sql)
+            .bind(resource)
+            .fetch_all(c)
+            .await)?;
+        Ok(all
+            .into_iter()
+            .filter(|cal| {
+                let every = if cal.url.is_some() {
+                    cal.refresh_interval_secs
+                } else {
+                    86_400
+                };
+                cal.fetched_at
+                    .is_none_or(|at| at + chrono::TimeDelta::seconds(every) <= now)
+            })
+            .collect())
+    }
+
+    /// Records a refresh: new text and time on success, the error otherwise.
+    pub async fn record_fetch(
+        &mut self,
+        id: Uuid,
+        ics: Option<&str>,
+        at: DateTime<Utc>,
+        error: Option<&str>,
+    ) -> Result<(), sqlx::Error> {
+        let sql = "UPDATE calendars SET ics = COALESCE($2, ics), fetched_at = $3, last_error = $4 WHERE id = $1";
+        both!(self, |c| {
+            sqlx::query(sql)
+                .bind(id)
+                .bind(ics)
+                .bind(at)
+                .bind(error)
+                .execute(c)
+                .await
+                .map(drop)
+        })
+    }
+
+    pub async fn delete_calendar(&mut self, id: Uuid) -> Result<bool, sqlx::Error> {
+        both!(self, |c| {
+            sqlx::query("DELETE FROM calendars WHERE id = $1")
+                .bind(id)
+                .execute(c)
+                .await
+                .map(|r| r.rows_affected() > 0)
+        })
+    }
+
+    pub async fn count_rows(&mut self, table: &str) -> Result<i64, sqlx::Error> {
+        // `table` only ever comes from TABLES, never from input.
+        let sql = format!("SELECT COUNT(*) FROM {table}");
+        both!(self, |c| sqlx::query_scalar(&sql).fetch_one(c).await)
+    }
+}

@@ -1,0 +1,391 @@
+//! Storage behind one transaction type, [`Tx`], over two backends:
+//! PostgreSQL (production) and SQLite (the embedded store of `berth dev`).
+//!
+//! The backends are a closed set, so `Tx` is an enum rather than a trait
+//! object: portable SQL (the catalog, in `catalog.rs`) is written once and
+//! run on either connection by [`both!`]; the ledger's SQL differs per
+//! dialect (ranges and row locks vs. integer times and triggers) and lives in
+//! `postgres.rs` and `sqlite.rs` behind the same method names.
+
+mod catalog;
+mod postgres;
+mod sqlite;
+
+use berth_slots::{BusyInterval, WeeklyHours};
+use chrono::{DateTime, Utc};
+use sqlx::types::Json;
+use uuid::Uuid;
+
+use crate::error::AvailabilityError;
+
+pub(crate) use catalog::{CLAIM_COLUMNS, TABLES};
+
+/// Runs the same code on whichever connection the transaction holds.
+macro_rules! both {
+    ($tx:expr, |$c:ident| $body:expr) => {
+        match $tx {
+            $crate::store::Tx::Postgres(tx) => {
+                let $c = &mut **tx;
+                $body
+            }
+            $crate::store::Tx::Sqlite(tx) => {
+                let $c = &mut **tx;
+                $body
+            }
+        }
+    };
+}
+pub(crate) use both;
+
+/// Calls the dialect's own implementation of a ledger primitive.
+macro_rules! dialect {
+    ($tx:expr, $f:ident ( $($arg:expr),* )) => {
+        match $tx {
+            Tx::Postgres(tx) => postgres::$f(tx, $($arg),*).await,
+            Tx::Sqlite(tx) => sqlite::$f(tx, $($arg),*).await,
+        }
+    };
+}
+
+#[derive(Clone)]
+pub(crate) enum Store {
+    Postgres(sqlx::PgPool),
+    Sqlite(sqlite::SqlitePools),
+}
+
+pub(crate) enum Tx {
+    Postgres(sqlx::Transaction<'static, sqlx::Postgres>),
+    Sqlite(sqlx::Transaction<'static, sqlx::Sqlite>),
+}
+
+impl Store {
+    /// Connects by URL scheme (`postgres://…`, `sqlite:…`, `sqlite::memory:`)
+    /// and runs the embedded migrations.
+    pub async fn connect(url: &str) -> Result<Self, AvailabilityError> {
+        if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            Ok(Store::Postgres(postgres::connect(url).await?))
+        } else if url.starts_with("sqlite:") {
+            Ok(Store::Sqlite(sqlite::connect(url).await?))
+        } else {
+            Err(AvailabilityError::Config(
+                "database URL must start with postgres:// or sqlite:".to_owned(),
+            ))
+        }
+    }
+
+    /// A transaction that may write. On SQLite it holds the database's write
+    /// lock from the start (`BEGIN IMMEDIATE`), so writers are serialised.
+    pub async fn write(&self) -> Result<Tx, sqlx::Error> {
+        Ok(match self {
+            Store::Postgres(pool) => Tx::Postgres(pool.begin().await?),
+            Store::Sqlite(pools) => Tx::Sqlite(pools.writer.begin_with("BEGIN IMMEDIATE").await?),
+        })
+    }
+
+    /// A transaction that only reads.
+    pub async fn read(&self) -> Result<Tx, sqlx::Error> {
+        Ok(match self {
+            Store::Postgres(pool) => Tx::Postgres(pool.begin().await?),
+            Store::Sqlite(pools) => Tx::Sqlite(pools.reader.begin().await?),
+        })
+    }
+
+    pub async fn ping(&self) -> Result<(), sqlx::Error> {
+        match self {
+            Store::Postgres(pool) => sqlx::query("SELECT 1").execute(pool).await.map(drop),
+            Store::Sqlite(pools) => sqlx::query("SELECT 1")
+                .execute(&pools.reader)
+                .await
+                .map(drop),
+        }
+    }
+}
+
+/// What locking a resource's row found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum RowLock {
+    Locked,
+    Missing,
+    /// The fencing token is not newer than the stored one: another holder
+    /// got the Redis lock after ours lapsed. Carries the stored fence.
+    Stale(i64),
+}
+
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub(crate) struct ResourceRow {
+    pub id: Uuid,
+    pub name: String,
+    pub time_zone: String,
+    pub weekly: Json<WeeklyHours>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub(crate) struct TypeRow {
+    pub id: Uuid,
+    pub resource_id: Uuid,
+    pub name: String,
+    pub duration_minutes: i64,
+    pub interval_minutes: i64,
+    pub buffer_before_minutes: i64,
+    pub buffer_after_minutes: i64,
+    pub min_notice_minutes: i64,
+    pub horizon_minutes: i64,
+    pub capacity: i64,
+    pub price_minor: i64,
+    pub currency: String,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub(crate) struct CalendarRow {
+    pub id: Uuid,
+    pub resource_id: Uuid,
+    pub name: Option<String>,
+    pub url: Option<String>,
+    pub refresh_interval_secs: i64,
+    pub ics: Option<String>,
+    pub fetched_at: Option<DateTime<Utc>>,
+    pub last_error: Option<String>,
+    pub created_at: DateTime<Utc>,
+}
+
+/// A ledger entry. Live iff not released and not lapsed at "now".
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub(crate) struct ClaimRow {
+    pub id: Uuid,
+    pub block_id: Option<Uuid>,
+    pub resource_id: Uuid,
+    pub appointment_type_id: Uuid,
+    pub starts_at: DateTime<Utc>,
+    pub ends_at: DateTime<Utc>,
+    pub seats: i64,
+    pub buffer_before_minutes: i64,
+    pub buffer_after_minutes: i64,
+    pub price_minor: i64,
+    pub currency: String,
+    pub owner: String,
+    pub expires_at: Option<DateTime<Utc>>,
+    pub released_at: Option<DateTime<Utc>>,
+}
+
+impl ClaimRow {
+    pub fn is_live(&self, now: DateTime<Utc>) -> bool {
+        self.released_at.is_none() && self.expires_at.is_none_or(|e| e > now)
+    }
+
+    /// Released because its hold ran out (rather than by `release`).
+    pub fn lapsed(&self, now: DateTime<Utc>) -> bool {
+        match (self.expires_at, self.released_at) {
+            (Some(expires), Some(released)) => released >= expires,
+            (Some(expires), None) => expires <= now,
+            (None, _) => false,
+        }
+    }
+}
+
+/// A shared slot: its id and seat capacity.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Block {
+    pub id: Uuid,
+    pub capacity: i64,
+}
+
+/// The ledger primitives. Each takes the row lock's protection for granted:
+/// callers run them only after [`Tx::lock_resource`] succeeded.
+impl Tx {
+    pub async fn commit(self) -> Result<(), sqlx::Error> {
+        match self {
+            Tx::Postgres(tx) => tx.commit().await,
+            Tx::Sqlite(tx) => tx.commit().await,
+        }
+    }
+
+    /// Locks the resource's row for the rest of the transaction; with a
+    /// fencing token, also refuses a holder older than the last one seen.
+    pub async fn lock_resource(
+        &mut self,
+        id: Uuid,
+        token: Option<i64>,
+    ) -> Result<RowLock, sqlx::Error> {
+        dialect!(self, lock_resource(id, token))
+    }
+
+    /// Releases lapsed holds overlapping `[from, to)` and deletes the blocks
+    /// they leave empty, so expiry needs no background job.
+    pub async fn expire_lapsed(
+        &mut self,
+        resource: Uuid,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) -> Result<u64, sqlx::Error> {
+        dialect!(self, expire_lapsed(resource, from, to, now))
+    }
+
+    /// Live claims overlapping `[from, to)`.
+    pub async fn live_claims(
+        &mut self,
+        resource: Uuid,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<ClaimRow>, sqlx::Error> {
+        dialect!(self, live_claims(resource, from, to, now))
+    }
+
+    pub async fn has_live_claims(
+        &mut self,
+        resource: Uuid,
+        appointment_type: Option<Uuid>,
+        now: DateTime<Utc>,
+    ) -> Result<bool, sqlx::Error> {
+        dialect!(self, has_live_claims(resource, appointment_type, now))
+    }
+
+    /// The live claim `owner` already holds on this slot, if any.
+    pub async fn claim_by_owner(
+        &mut self,
+        appointment_type: Uuid,
+        start: DateTime<Utc>,
+        owner: &str,
+        now: DateTime<Utc>,
+    ) -> Result<Option<ClaimRow>, sqlx::Error> {
+        dialect!(self, claim_by_owner(appointment_type, start, owner, now))
+    }
+
+    pub async fn get_claim(&mut self, id: Uuid) -> Result<Option<ClaimRow>, sqlx::Error> {
+        dialect!(self, get_claim(id))
+    }
+
+    pub async fn find_block(
+        &mut self,
+        appointment_type: Uuid,
+        start: DateTime<Utc>,
+        end: DateTime<Utc>,
+    ) -> Result<Option<Block>, sqlx::Error> {
+        dialect!(self, find_block(appointment_type, start, end))
+    }
+
+    /// Fails with the backend's overlap error if the period is taken.
+    pub async fn insert_block(
+        &mut self,
+        id: Uuid,
+        resource: Uuid,
+        appointment_type: Uuid,
+        start: DateTime<Utc>,
+        end: DateTime<Utc>,
+        capacity: i64,
+    ) -> Result<(), sqlx::Error> {
+        dialect!(
+            self,
+            insert_block(id, resource, appointment_type, start, end, capacity)
+        )
+    }
+
+    pub async fn set_block_capacity(
+        &mut self,
+        block: Uuid,
+        capacity: i64,
+    ) -> Result<(), sqlx::Error> {
+        both!(self, |c| {
+            sqlx::query("UPDATE blocks SET capacity = $2 WHERE id = $1 AND capacity <> $2")
+                .bind(block)
+                .bind(capacity)
+                .execute(c)
+                .await
+                .map(drop)
+        })
+    }
+
+    /// Seats held by live claims in the block.
+    pub async fn block_seats(
+        &mut self,
+        block: Uuid,
+        now: DateTime<Utc>,
+    ) -> Result<i64, sqlx::Error> {
+        dialect!(self, block_seats(block, now))
+    }
+
+    pub async fn insert_claim(
+        &mut self,
+        claim: &ClaimRow,
+        now: DateTime<Utc>,
+    ) -> Result<(), sqlx::Error> {
+        dialect!(self, insert_claim(claim, now))
+    }
+
+    /// Takes a claim out of its block (marks it released) and returns the
+    /// block it sat in; `None` if it was already released.
+    pub async fn release_claim(
+        &mut self,
+        id: Uuid,
+        now: DateTime<Utc>,
+    ) -> Result<Option<Uuid>, sqlx::Error> {
+        dialect!(self, release_claim(id, now))
+    }
+
+    /// Puts a claim (back) into a block at a new time, live again.
+    pub async fn place_claim(&mut self, claim: &ClaimRow) -> Result<(), sqlx::Error> {
+        dialect!(self, place_claim(claim))
+    }
+
+    pub async fn confirm_claim(&mut self, id: Uuid) -> Result<(), sqlx::Error> {
+        both!(self, |c| {
+            sqlx::query("UPDATE claims SET expires_at = NULL WHERE id = $1")
+                .bind(id)
+                .execute(c)
+                .await
+                .map(drop)
+        })
+    }
+
+    pub async fn delete_block_if_empty(&mut self, block: Uuid) -> Result<(), sqlx::Error> {
+        both!(self, |c| {
+            sqlx::query(
+                "DELETE FROM blocks WHERE id = $1 AND NOT EXISTS \
+                 (SELECT 1 FROM claims WHERE block_id = $1 AND released_at IS NULL)",
+            )
+            .bind(block)
+            .execute(c)
+            .await
+            .map(drop)
+        })
+    }
+
+    /// Resources with holds that have lapsed but are not yet released.
+    pub async fn resources_with_lapsed(
+        &mut self,
+        now: DateTime<Utc>,
+        limit: i64,
+    ) -> Result<Vec<Uuid>, sqlx::Error> {
+        dialect!(self, resources_with_lapsed(now, limit))
+    }
+
+    /// Ledger invariant violations, described; empty when sound.
+    pub async fn overlaps(&mut self, now: DateTime<Utc>) -> Result<Vec<String>, sqlx::Error> {
+        dialect!(self, overlaps(now))
+    }
+
+    /// Calendar busy times overlapping `[from, to)`.
+    pub async fn busy_times(
+        &mut self,
+        resource: Uuid,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+    ) -> Result<Vec<BusyInterval>, sqlx::Error> {
+        dialect!(self, busy_times(resource, from, to))
+    }
+
+    /// Replaces a calendar's busy times.
+    pub async fn replace_busy(
+        &mut self,
+        calendar: Uuid,
+        resource: Uuid,
+        busy: &[BusyInterval],
+    ) -> Result<(), sqlx::Error> {
+        dialect!(self, replace_busy(calendar, resource, busy))
+    }
+}
