@@ -1,0 +1,214 @@
+//! `Idempotency-Key` on every POST, with Stripe's semantics:
+//!
+//! - the key is reserved (`in_flight`) before the handler runs; a concurrent
+//!   request with the same key gets 409;
+//! - the handler's response (status, body, `Location`) is stored with a
+//!   fingerprint of method + path + canonical JSON body; a retry with the same
+//!   request replays it, a different request with the same key gets 422;
+//! - responses that decided nothing (the request was not understood, or the
+//!   server failed) free the key, so the client can fix or retry the request;
+//! - a key reserved by a request that died is taken over after
+//!   `idempotency_lock_timeout`; keys are forgotten after `idempotency_ttl`.
+//!
+//! Keys are scoped per key for now (there is no principal yet).
+
+use axum::body::{Body, Bytes, to_bytes};
+use axum::extract::{Request, State};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use chrono::{DateTime, Utc};
+use http::{HeaderName, HeaderValue, Method, StatusCode, header};
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+
+use crate::Booking;
+use crate::error::{BookingError, NotReplayable};
+use crate::model::{before, now};
+use crate::store::{KeyClaim, KeyTimes, Store, StoredResponse};
+
+pub(crate) const HEADER: &str = "idempotency-key";
+const REPLAYED: &str = "idempotent-replayed";
+const MAX_KEY_LEN: usize = 255;
+/// Response headers worth replaying.
+const KEPT_HEADERS: [HeaderName; 2] = [header::CONTENT_TYPE, header::LOCATION];
+
+/// Middleware wrapping the service's routes; only POSTs are guarded.
+pub(crate) async fn guard(
+    State(booking): State<Booking>,
+    request: Request,
+    next: Next,
+) -> Response {
+    if request.method() != Method::POST {
+        return next.run(request).await;
+    }
+    match guarded(booking, request, next).await {
+        Ok(response) => response,
+        Err(error) => error.into_response(),
+    }
+}
+
+async fn guarded(booking: Booking, request: Request, next: Next) -> Result<Response, BookingError> {
+    let key = idempotency_key(&request)?;
+    let (parts, body) = request.into_parts();
+    let body = to_bytes(body, booking.inner.config.max_body_bytes)
+        .await
+        .map_err(|_| BookingError::TooLarge)?;
+    let fingerprint = fingerprint(&parts.method, parts.uri.path(), &body);
+    let config = &booking.inner.config;
+    let now = now();
+    let times = KeyTimes {
+        now,
+        stale_before: before(now, config.idempotency_lock_timeout),
+        expired_before: before(now, config.idempotency_ttl),
+    };
+    let store = booking.inner.store.clone();
+    match store.claim_key(&key, &fingerprint, times).await? {
+        KeyClaim::Started => {}
+        KeyClaim::Replay(stored) => return Ok(replay(stored)),
+        KeyClaim::Mismatch => return Err(BookingError::IdempotencyKeyReused),
+        KeyClaim::InFlight => return Err(BookingError::IdempotencyInFlight),
+    }
+    let request = Request::from_parts(parts, Body::from(body));
+    // Run to completion even if the client goes away, so the outcome is
+    // recorded and a retry replays it instead of waiting for the lock timeout.
+    let task_store = store.clone();
+    let task_key = key.clone();
+    let task = tokio::spawn(async move {
+        let response = next.run(request).await;
+        record(&*task_store, &task_key, now, response).await
+    });
+    match task.await {
+        Ok(response) => Ok(response),
+        Err(join) => {
+            let _ = store.release_key(&key, now).await;
+            Err(BookingError::Internal(format!(
+                "request handler failed: {join}"
+            )))
+        }
+    }
+}
+
+fn idempotency_key(request: &Request) -> Result<String, BookingError> {
+    let value = request
+        .headers()
+        .get(HEADER)
+        .ok_or(BookingError::MissingIdempotencyKey)?;
+    let key = value
+        .to_str()
+        .ok()
+        .map(str::trim)
+        .filter(|k| !k.is_empty() && k.len() <= MAX_KEY_LEN)
+        .ok_or_else(|| {
+            BookingError::BadRequest(format!(
+                "Idempotency-Key must be 1 to {MAX_KEY_LEN} visible ASCII characters"
+            ))
+        })?;
+    Ok(key.to_owned())
+}
+
+/// Stores the handler's response under the key, or frees the key if the
+/// response decided nothing.
+async fn record(store: &dyn Store, key: &str, lock: DateTime<Utc>, response: Response) -> Response {
+    let (parts, body) = response.into_parts();
+    let body = match to_bytes(body, usize::MAX).await {
+        Ok(body) => body,
+        Err(error) => {
+            let _ = store.release_key(key, lock).await;
+            return BookingError::Internal(format!("reading the response: {error}"))
+                .into_response();
+        }
+    };
+    let status = parts.status;
+    let replayable = parts.extensions.get::<NotReplayable>().is_none()
+        && (status.is_success() || matches!(status, StatusCode::NOT_FOUND | StatusCode::CONFLICT));
+    let outcome = if replayable {
+        let stored = StoredResponse {
+            status: status.as_u16(),
+            headers: KEPT_HEADERS
+                .iter()
+                .filter_map(|name| {
+                    let value = parts.headers.get(name)?.to_str().ok()?;
+                    Some((name.as_str().to_owned(), value.to_owned()))
+                })
+                .collect(),
+            body: body.to_vec(),
+        };
+        store.complete_key(key, lock, &stored).await
+    } else {
+        store.release_key(key, lock).await
+    };
+    if let Err(error) = outcome {
+        // The operation itself is done; only its replay record is missing.
+        // The key stays in flight until the lock timeout.
+        tracing::error!(%error, "cannot record the idempotent response");
+    }
+    Response::from_parts(parts, Body::from(body))
+}
+
+fn replay(stored: StoredResponse) -> Response {
+    let status = StatusCode::from_u16(stored.status).unwrap_or(StatusCode::OK);
+    let mut response = (status, stored.body).into_response();
+    let headers = response.headers_mut();
+    for (name, value) in stored.headers {
+        if let (Ok(name), Ok(value)) = (HeaderName::try_from(name), HeaderValue::try_from(value)) {
+            headers.insert(name, value);
+        }
+    }
+    headers.insert(REPLAYED, HeaderValue::from_static("true"));
+    response
+}
+
+/// Same request ⇔ same method, path and JSON value (key order and
+/// whitespace do not matter); a non-JSON body is compared byte for byte.
+pub(crate) fn fingerprint(method: &Method, path: &str, body: &Bytes) -> String {
+    let canonical = match serde_json::from_slice::<Value>(body) {
+        Ok(value) => canonical_json(&value).into_bytes(),
+        Err(_) => body.to_vec(),
+    };
+    let mut hash = Sha256::new();
+    hash.update(method.as_str().as_bytes());
+    hash.update(b"\n");
+    hash.update(path.as_bytes());
+    hash.update(b"\n");
+    hash.update(&canonical);
+    hash.finalize()
+        .iter()
+        .map(|byte| format!("{byte:02x}"))
+        .collect()
+}
+
+/// JSON with object keys sorted, whatever `serde_json` features are enabled.
+fn canonical_json(value: &Value) -> String {
+    match value {
+        Value::Object(map) => {
+            let mut entries: Vec<_> = map.iter().collect();
+            entries.sort_by(|a, b| a.0.cmp(b.0));
+            let inner: Vec<String> = entries
+                .into_iter()
+                .map(|(k, v)| format!("{}:{}", Value::String(k.clone()), canonical_json(v)))
+                .collect();
+            format!("{{{}}}", inner.join(","))
+        }
+        Value::Array(items) => {
+            let inner: Vec<String> = items.iter().map(canonical_json).collect();
+            format!("[{}]", inner.join(","))
+        }
+        other => other.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fingerprint_ignores_key_order_and_whitespace_but_not_path() {
+        let a = Bytes::from_static(br#"{"a":1,"b":{"y":2,"x":[1,2]}}"#);
+        let b = Bytes::from_static(b"{ \"b\": {\"x\": [1, 2], \"y\": 2}, \"a\": 1 }");
+        let post = Method::POST;
+        assert_eq!(fingerprint(&post, "/p", &a), fingerprint(&post, "/p", &b));
+        assert_ne!(fingerprint(&post, "/p", &a), fingerprint(&post, "/q", &a));
+        let c = Bytes::from_static(br#"{"a":2,"b":{"y":2,"x":[1,2]}}"#);
+        assert_ne!(fingerprint(&post, "/p", &a), fingerprint(&post, "/p", &c));
+    }
+}

@@ -1,0 +1,182 @@
+//! Outbox relay and idempotent consumption.
+//!
+//! Every state change commits an outbox row together with the booking. The
+//! relay publishes unpublished rows in order and only then marks them
+//! published, so a crash in between publishes them again: delivery is
+//! at-least-once, and consumers deduplicate on the event id with
+//! [`Booking::process_event_once`].
+//!
+//! With Redis, each event is one stream entry
+//! `XADD <stream_key> * event_id <uuid> type <type> booking_id <uuid> event <json>`
+//! where `event` is the [`Event`] as JSON. Without Redis (`berth dev`) events
+//! go to the in-process channel of [`Booking::subscribe_events`] (which also
+//! mirrors what this process sent to Redis).
+
+use std::future::Future;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use redis::aio::ConnectionManager;
+use tokio::sync::{Mutex, broadcast};
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+use crate::Booking;
+use crate::error::BookingError;
+use crate::model::{Event, now};
+use crate::store::Publisher;
+
+/// A stuck Redis must not hold the outbox rows locked forever.
+const REDIS_TIMEOUT: Duration = Duration::from_secs(5);
+
+pub(crate) struct ChannelPublisher {
+    pub events: broadcast::Sender<Event>,
+}
+
+#[async_trait]
+impl Publisher for ChannelPublisher {
+    async fn publish(&self, events: &[Event]) -> Result<(), String> {
+        for event in events {
+            // No receiver is fine: nobody is listening in this process.
+            let _ = self.events.send(event.clone());
+        }
+        Ok(())
+    }
+}
+
+pub(crate) struct RedisPublisher {
+    client: redis::Client,
+    stream_key: String,
+    /// Connected on first use, so the service starts while Redis is down.
+    connection: Mutex<Option<ConnectionManager>>,
+    mirror: ChannelPublisher,
+}
+
+impl RedisPublisher {
+    pub(crate) fn new(
+        client: redis::Client,
+        stream_key: String,
+        mirror: broadcast::Sender<Event>,
+    ) -> Self {
+        Self {
+            client,
+            stream_key,
+            connection: Mutex::new(None),
+            mirror: ChannelPublisher { events: mirror },
+        }
+    }
+
+    async fn xadd(&self, events: &[Event]) -> Result<(), String> {
+        let mut slot = self.connection.lock().await;
+        if slot.is_none() {
+            let connecting = ConnectionManager::new(self.client.clone());
+            let connection = tokio::time::timeout(REDIS_TIMEOUT, connecting)
+                .await
+                .map_err(|_| "timed out connecting to Redis".to_owned())?
+                .map_err(|e| e.to_string())?;
+            *slot = Some(connection);
+        }
+        let Some(connection) = slot.as_mut() else {
+            return Err("no Redis connection".to_owned());
+        };
+        let mut pipe = redis::pipe();
+        for event in events {
+            let json = serde_json::to_string(event).map_err(|e| e.to_string())?;
+            pipe.cmd("XADD")
+                .arg(&self.stream_key)
+                .arg("*")
+                .arg("event_id")
+                .arg(event.id.to_string())
+                .arg("type")
+                .arg(&event.event_type)
+                .arg("booking_id")
+                .arg(event.booking_id.to_string())
+                .arg("event")
+                .arg(json)
+                .ignore();
+        }
+        tokio::time::timeout(REDIS_TIMEOUT, pipe.query_async::<()>(connection))
+            .await
+            .map_err(|_| "Redis did not answer in time".to_owned())?
+            .map_err(|e| e.to_string())
+    }
+}
+
+#[async_trait]
+impl Publisher for RedisPublisher {
+    async fn publish(&self, events: &[Event]) -> Result<(), String> {
+        self.xadd(events).await?;
+        self.mirror.publish(events).await
+    }
+}
+
+impl Booking {
+    pub(crate) fn publisher(&self) -> Box<dyn Publisher> {
+        let events = self.inner.events.clone();
+        match &self.inner.redis {
+            Some(client) => Box::new(RedisPublisher::new(
+                client.clone(),
+                self.inner.config.stream_key.clone(),
+                events,
+            )),
+            None => Box::new(ChannelPublisher { events }),
+        }
+    }
+
+    /// Idempotent consumer: runs `handler` unless `consumer` already
+    /// processed `event_id`, recording the id in the same transaction as the
+    /// check, so a redelivered event is handled once. Returns whether the
+    /// handler ran; if it fails, nothing is recorded and a redelivery retries.
+    ///
+    /// The record is held locked while `handler` runs; under SQLite that is
+    /// the database write lock, so the handler must not write to this
+    /// booking database itself.
+    pub async fn process_event_once<F, Fut, E>(
+        &self,
+        consumer: &str,
+        event_id: Uuid,
+        handler: F,
+    ) -> Result<bool, BookingError>
+    where
+        F: FnOnce() -> Fut + Send,
+        Fut: Future<Output = Result<(), E>> + Send,
+        E: std::fmt::Display,
+    {
+        let run = Box::pin(async move { handler().await.map_err(|e| e.to_string()) });
+        self.inner
+            .store
+            .process_once(consumer, event_id, now(), run)
+            .await
+    }
+}
+
+/// Publishes the outbox until `stop`: right after a commit in this process
+/// (woken), and every `relay_interval` for rows written by other replicas or
+/// left behind by a crash.
+pub(crate) fn spawn_relay(booking: Booking, stop: CancellationToken) {
+    let publisher = booking.publisher();
+    tokio::spawn(async move {
+        let config = &booking.inner.config;
+        let batch = config.relay_batch;
+        while !stop.is_cancelled() {
+            match booking
+                .inner
+                .store
+                .relay_batch(batch, now(), &*publisher)
+                .await
+            {
+                Ok(sent) if sent >= batch as usize => continue,
+                Ok(_) => {}
+                Err(error) => tracing::warn!(%error, "outbox relay pass failed; will retry"),
+            }
+            tokio::select! {
+                _ = stop.cancelled() => break,
+                _ = booking.inner.relay_wake.notified() => {}
+                _ = tokio::time::sleep(config.relay_interval) => {}
+            }
+        }
+    });
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,274 @@
+//! REST handlers. Input is validated before anything is written; every
+//! error is problem+json.
+
+use axum::Router;
+use axum::extract::State;
+use axum::middleware::from_fn_with_state;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use berth_runtime::{Json, Path, Query};
+use chrono::{DateTime, SecondsFormat, Utc};
+use http::{StatusCode, header};
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use crate::error::BookingError;
+use crate::model::{BookingRecord, BookingStatus, Customer, micros, now};
+use crate::service::NewBooking;
+use crate::store::ListFilter;
+use crate::{Booking, idempotency};
+
+const MAX_SEATS: u32 = 1000;
+const DEFAULT_LIMIT: u32 = 20;
+const MAX_LIMIT: u32 = 100;
+const MAX_NAME_CHARS: usize = 200;
+const MAX_EMAIL_LEN: usize = 254;
+
+pub(crate) fn routes(booking: Booking) -> Router {
+    Router::new()
+        .route("/v1/bookings", post(create).get(list))
+        .route("/v1/bookings/{id}", get(get_one))
+        .route("/v1/bookings/{id}/confirm", post(confirm))
+        .route("/v1/bookings/{id}/cancel", post(cancel))
+        .route("/v1/bookings/{id}/reschedule", post(reschedule))
+        .layer(from_fn_with_state(booking.clone(), idempotency::guard))
+        .with_state(booking)
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CreateRequest {
+    resource_id: Uuid,
+    appointment_type_id: Uuid,
+    start: DateTime<Utc>,
+    #[serde(default = "one_seat")]
+    seats: u32,
+    #[serde(default)]
+    customer: Option<Customer>,
+}
+
+fn one_seat() -> u32 {
+    1
+}
+
+impl CreateRequest {
+    fn validate(self) -> Result<NewBooking, BookingError> {
+        if !(1..=MAX_SEATS).contains(&self.seats) {
+            return Err(BookingError::Invalid(format!(
+                "seats must be between 1 and {MAX_SEATS}"
+            )));
+        }
+        Ok(NewBooking {
+            resource_id: self.resource_id,
+            appointment_type_id: self.appointment_type_id,
+            start: micros(self.start),
+            seats: self.seats,
+            customer: self.customer.map(validate_customer).transpose()?.flatten(),
+        })
+    }
+}
+
+fn validate_customer(customer: Customer) -> Result<Option<Customer>, BookingError> {
+    let name = customer.name.map(|n| n.trim().to_owned());
+    if let Some(name) = &name {
+        if name.is_empty() || name.chars().count() > MAX_NAME_CHARS {
+            return Err(BookingError::Invalid(format!(
+                "customer.name must be 1 to {MAX_NAME_CHARS} characters"
+            )));
+        }
+        if name.chars().any(char::is_control) {
+            return Err(BookingError::Invalid(
+                "customer.name must not contain control characters".into(),
+            ));
+        }
+    }
+    let email = customer.email.map(|e| e.trim().to_owned());
+    if let Some(email) = &email
+        && !plausible_email(email)
+    {
+        return Err(BookingError::Invalid(
+            "customer.email is not an email address".into(),
+        ));
+    }
+    Ok((name.is_some() || email.is_some()).then_some(Customer { name, email }))
+}
+
+/// Deliberately loose: one `@`, something before it, a dotted domain after.
+fn plausible_email(email: &str) -> bool {
+    let Some((local, domain)) = email.split_once('@') else {
+        return false;
+    };
+    email.len() <= MAX_EMAIL_LEN
+        && !local.is_empty()
+        && !domain.contains('@')
+        && domain.contains('.')
+        && !domain.starts_with('.')
+        && !domain.ends_with('.')
+        && !email.chars().any(|c| c.is_whitespace() || c.is_control())
+}
+
+async fn create(
+    State(booking): State<Booking>,
+    Json(request): Json<CreateRequest>,
+) -> Result<Response, BookingError> {
+    let record = booking.create(request.validate()?).await?;
+    let location = format!("/v1/bookings/{}", record.id);
+    Ok((
+        StatusCode::CREATED,
+        [(header::LOCATION, location)],
+        Json(record),
+    )
+        .into_response())
+}
+
+async fn get_one(
+    State(booking): State<Booking>,
+    Path(id): Path<Uuid>,
+) -> Result<Json<BookingRecord>, BookingError> {
+    Ok(Json(booking.get(id).await?))
+}
+
+async fn confirm(
+    State(booking): State<Booking>,
+    Path(id): Path<Uuid>,
+) -> Result<Json<BookingRecord>, BookingError> {
+    Ok(Json(booking.confirm(id).await?))
+}
+
+async fn cancel(
+    State(booking): State<Booking>,
+    Path(id): Path<Uuid>,
+) -> Result<Json<BookingRecord>, BookingError> {
+    Ok(Json(booking.cancel(id).await?))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RescheduleRequest {
+    start: DateTime<Utc>,
+}
+
+async fn reschedule(
+    State(booking): State<Booking>,
+    Path(id): Path<Uuid>,
+    Json(request): Json<RescheduleRequest>,
+) -> Result<Json<BookingRecord>, BookingError> {
+    Ok(Json(booking.reschedule(id, request.start).await?))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ListParams {
+    resource_id: Option<Uuid>,
+    status: Option<BookingStatus>,
+    /// Bookings starting at or after this.
+    from: Option<DateTime<Utc>>,
+    /// Bookings starting before this.
+    to: Option<DateTime<Utc>>,
+    limit: Option<u32>,
+    cursor: Option<String>,
+}
+
+#[derive(Debug, Serialize)]
+struct Page {
+    items: Vec<BookingRecord>,
+    /// Pass as `cursor` for the next page; absent on the last page.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    next_cursor: Option<String>,
+}
+
+async fn list(
+    State(booking): State<Booking>,
+    Query(params): Query<ListParams>,
+) -> Result<Json<Page>, BookingError> {
+    let limit = params.limit.unwrap_or(DEFAULT_LIMIT);
+    if !(1..=MAX_LIMIT).contains(&limit) {
+        return Err(BookingError::BadRequest(format!(
+            "limit must be between 1 and {MAX_LIMIT}"
+        )));
+    }
+    if let (Some(from), Some(to)) = (params.from, params.to)
+        && from >= to
+    {
+        return Err(BookingError::BadRequest("from must be before to".into()));
+    }
+    let after = params.cursor.as_deref().map(decode_cursor).transpose()?;
+    let filter = ListFilter {
+        resource_id: params.resource_id,
+        status: params.status,
+        from: params.from,
+        to: params.to,
+        after,
+        // One extra row tells whether there is a next page.
+        limit: limit + 1,
+        now: now(),
+    };
+    let mut items = booking.list(&filter).await?;
+    let next_cursor = if items.len() > limit as usize {
+        items.truncate(limit as usize);
+        items.last().map(|last| encode_cursor(last.start, last.id))
+    } else {
+        None
+    };
+    Ok(Json(Page { items, next_cursor }))
+}
+
+/// Opaque to clients: the (start, id) of the last row of the page.
+fn encode_cursor(start: DateTime<Utc>, id: Uuid) -> String {
+    URL_SAFE_NO_PAD.encode(format!(
+        "{}|{id}",
+        start.to_rfc3339_opts(SecondsFormat::Micros, true)
+    ))
+}
+
+fn decode_cursor(cursor: &str) -> Result<(DateTime<Utc>, Uuid), BookingError> {
+    let bad = || BookingError::BadRequest("cursor is not one this API returned".into());
+    let bytes = URL_SAFE_NO_PAD.decode(cursor).map_err(|_| bad())?;
+    let text = String::from_utf8(bytes).map_err(|_| bad())?;
+    let (start, id) = text.split_once('|').ok_or_else(bad)?;
+    let start = DateTime::parse_from_rfc3339(start).map_err(|_| bad())?;
+    let id = Uuid::parse_str(id).map_err(|_| bad())?;
+    Ok((start.with_timezone(&Utc), id))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cursor_round_trips_and_rejects_garbage() {
+        let start = micros(Utc::now());
+        let id = Uuid::now_v7();
+        let cursor = encode_cursor(start, id);
+        assert_eq!(decode_cursor(&cursor).unwrap(), (start, id));
+        for bad in [
+            "",
+            "!!!",
+            "bm90IGEgY3Vyc29y",
+            &URL_SAFE_NO_PAD.encode("x|y"),
+        ] {
+            assert!(matches!(
+                decode_cursor(bad),
+                Err(BookingError::BadRequest(_))
+            ));
+        }
+    }
+
+    #[test]
+    fn emails_are_checked_loosely() {
+        assert!(plausible_email("ada@example.org"));
+        for bad in [
+            "",
+            "ada",
+            "@example.org",
+            "ada@",
+            "ada@example",
+            "a b@x.org",
+            "a@b@c.org",
+        ] {
+            assert!(!plausible_email(bad), "{bad}");
+        }
+    }
+}

@@ -1,0 +1,332 @@
+//! Persistence behind one trait, with a PostgreSQL backend (production) and a
+//! SQLite backend (`berth dev`). Every booking write and its outbox row share
+//! one transaction, which is what makes "events are never lost" hold.
+
+mod postgres;
+mod sqlite;
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use futures::future::BoxFuture;
+use uuid::Uuid;
+
+use crate::error::BookingError;
+use crate::model::{BookingRecord, BookingStatus, Event};
+
+pub(crate) type Result<T> = std::result::Result<T, BookingError>;
+
+/// Opens the database named by `url` (`postgres://…` or `sqlite:…`) and runs
+/// the migrations.
+pub(crate) async fn connect(url: &str, max_connections: u32) -> Result<Arc<dyn Store>> {
+    if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        Ok(Arc::new(
+            postgres::PgStore::connect(url, max_connections).await?,
+        ))
+    } else if url.starts_with("sqlite:") {
+        Ok(Arc::new(
+            sqlite::SqliteStore::connect(url, max_connections).await?,
+        ))
+    } else {
+        Err(BookingError::Internal(
+            "database URL must start with postgres:// or sqlite:".into(),
+        ))
+    }
+}
+
+/// One page request of `GET /v1/bookings`.
+#[derive(Debug, Clone)]
+pub(crate) struct ListFilter {
+    pub resource_id: Option<Uuid>,
+    pub status: Option<BookingStatus>,
+    pub from: Option<DateTime<Utc>>,
+    pub to: Option<DateTime<Utc>>,
+    /// Keyset position: rows strictly after this (start, id).
+    pub after: Option<(DateTime<Utc>, Uuid)>,
+    pub limit: u32,
+    /// Holds lapsed at `now` count as expired.
+    pub now: DateTime<Utc>,
+}
+
+/// A response kept for replay under its idempotency key.
+#[derive(Debug, Clone)]
+pub(crate) struct StoredResponse {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+/// Outcome of reserving an idempotency key.
+#[derive(Debug)]
+pub(crate) enum KeyClaim {
+    /// The key is ours (locked at `KeyTimes::now`, which is our lock token):
+    /// run the request.
+    Started,
+    /// Another request with this key is running.
+    InFlight,
+    /// The key was used with a different request.
+    Mismatch,
+    /// The request already ran: replay its response.
+    Replay(StoredResponse),
+}
+
+/// Times for [`Store::claim_key`].
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct KeyTimes {
+    pub now: DateTime<Utc>,
+    /// An in-flight key locked before this was abandoned (crash) and is taken over.
+    pub stale_before: DateTime<Utc>,
+    /// A key created before this is forgotten.
+    pub expired_before: DateTime<Utc>,
+}
+
+/// Where the relay sends events (Redis stream or in-process channel).
+#[async_trait]
+pub(crate) trait Publisher: Send + Sync {
+    async fn publish(&self, events: &[Event]) -> std::result::Result<(), String>;
+}
+
+#[async_trait]
+pub(crate) trait Store: Send + Sync + 'static {
+    async fn ping(&self) -> Result<()>;
+
+    /// Inserts a new booking and its event in one transaction.
+    async fn insert_booking(&self, booking: &BookingRecord, event: &Event) -> Result<()>;
+
+    async fn get_booking(&self, id: Uuid) -> Result<Option<BookingRecord>>;
+
+    /// Up to `filter.limit` bookings ordered by (start, id).
+    async fn list_bookings(&self, filter: &ListFilter) -> Result<Vec<BookingRecord>>;
+
+    /// Writes `next` (whose version is `expected_version + 1`) and its event
+    /// in one transaction, if the row still has `expected_version`. Returns
+    /// false when another writer got there first.
+    async fn update_booking(
+        &self,
+        next: &BookingRecord,
+        expected_version: i64,
+        event: Option<&Event>,
+    ) -> Result<bool>;
+
+    /// Claims up to `limit` due compensations by pushing their next attempt
+    /// to `lease_until`, so concurrent workers never run the same one.
+    async fn claim_due_sagas(
+        &self,
+        now: DateTime<Utc>,
+        lease_until: DateTime<Utc>,
+        limit: u32,
+    ) -> Result<Vec<BookingRecord>>;
+
+    /// Holds whose expiry passed but are still stored as held.
+    async fn lapsed_holds(&self, now: DateTime<Utc>, limit: u32) -> Result<Vec<BookingRecord>>;
+
+    async fn claim_key(&self, key: &str, fingerprint: &str, times: KeyTimes) -> Result<KeyClaim>;
+
+    /// Stores the response, if the key is still locked by `lock` (a request
+    /// whose key was taken over as stale must not overwrite the new owner).
+    async fn complete_key(
+        &self,
+        key: &str,
+        lock: DateTime<Utc>,
+        response: &StoredResponse,
+    ) -> Result<()>;
+
+    /// Frees an in-flight key locked by `lock` so the client can retry it.
+    async fn release_key(&self, key: &str, lock: DateTime<Utc>) -> Result<()>;
+
+    async fn purge_keys(&self, created_before: DateTime<Utc>) -> Result<u64>;
+
+    /// Publishes up to `limit` unpublished outbox rows in order and marks them
+    /// published; nothing is marked unless publishing succeeded.
+    async fn relay_batch(
+        &self,
+        limit: u32,
+        now: DateTime<Utc>,
+        publisher: &dyn Publisher,
+    ) -> Result<usize>;
+
+    /// Runs `handler` unless `consumer` already processed `event_id`, and
+    /// records it in the same transaction. Returns whether it ran.
+    async fn process_once(
+        &self,
+        consumer: &str,
+        event_id: Uuid,
+        now: DateTime<Utc>,
+        handler: BoxFuture<'_, std::result::Result<(), String>>,
+    ) -> Result<bool>;
+}
+
+/// Result of [`KeyClaim`] lookups shared by both backends.
+pub(crate) fn judge_existing_key(
+    fingerprint: &str,
+    stored_fingerprint: &str,
+    state: &str,
+    response: Option<StoredResponse>,
+) -> Option<KeyClaim> {
+    if stored_fingerprint != fingerprint {
+        return Some(KeyClaim::Mismatch);
+    }
+    match (state, response) {
+        ("done", Some(response)) => Some(KeyClaim::Replay(response)),
+        _ => None,
+    }
+}
+
+pub(crate) fn encode_headers(headers: &[(String, String)]) -> String {
+    serde_json::to_string(headers).unwrap_or_else(|_| "[]".to_owned())
+}
+
+pub(crate) fn decode_headers(text: Option<&str>) -> Vec<(String, String)> {
+    text.and_then(|t| serde_json::from_str(t).ok())
+        .unwrap_or_default()
+}
+
+pub(crate) fn decode_error(column: &str, message: impl std::fmt::Display) -> sqlx::Error {
+    sqlx::Error::ColumnDecode {
+        index: column.to_owned(),
+        source: message.to_string().into(),
+    }
+}
+
+/// Booking columns, in the bind order both backends use.
+pub(crate) const COLUMNS: [&str; 20] = [
+    "id",
+    "resource_id",
+    "appointment_type_id",
+    "claim_id",
+    "start_at",
+    "end_at",
+    "seats",
+    "status",
+    "price_minor",
+    "currency",
+    "customer_name",
+    "customer_email",
+    "hold_expires_at",
+    "saga_step",
+    "saga_attempts",
+    "next_attempt_at",
+    "saga_error",
+    "created_at",
+    "updated_at",
+    "version",
+];
+
+/// `sigil` is `$` for PostgreSQL and `?` for SQLite (`?1`, `?2`, …).
+pub(crate) fn insert_booking_sql(table: &str, sigil: char) -> String {
+    let params: Vec<String> = (1..=COLUMNS.len()).map(|i| format!("{sigil}{i}")).collect();
+    format!(
+        "INSERT INTO {table} ({}) VALUES ({})",
+        COLUMNS.join(", "),
+        params.join(", ")
+    )
+}
+
+/// Compare-and-set on `version`: parameter 1 is the id, 2.. the columns in
+/// order, and the last the expected version.
+pub(crate) fn update_booking_sql(table: &str, sigil: char) -> String {
+    let sets: Vec<String> = COLUMNS
+        .iter()
+        .enumerate()
+        .skip(1)
+        .map(|(i, column)| format!("{column} = {sigil}{}", i + 1))
+        .collect();
+    format!(
+        "UPDATE {table} SET {} WHERE id = {sigil}1 AND version = {sigil}{}",
+        sets.join(", "),
+        COLUMNS.len() + 1
+    )
+}
+
+/// A booking row decoded into plain values; both backends produce it.
+pub(crate) struct RawBooking {
+    pub id: Uuid,
+    pub resource_id: Uuid,
+    pub appointment_type_id: Uuid,
+    pub claim_id: Uuid,
+    pub start: DateTime<Utc>,
+    pub end: DateTime<Utc>,
+    pub seats: i64,
+    pub status: String,
+    pub price_minor: i64,
+    pub currency: String,
+    pub customer_name: Option<String>,
+    pub customer_email: Option<String>,
+    pub hold_expires_at: Option<DateTime<Utc>>,
+    pub saga_step: Option<String>,
+    pub saga_attempts: i64,
+    pub next_attempt_at: Option<DateTime<Utc>>,
+    pub saga_error: Option<String>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+    pub version: i64,
+}
+
+impl RawBooking {
+    pub fn into_record(self) -> std::result::Result<BookingRecord, sqlx::Error> {
+        use crate::model::{Customer, Saga, SagaStep};
+        let status = BookingStatus::parse(&self.status)
+            .ok_or_else(|| decode_error("status", format!("unknown status {:?}", self.status)))?;
+        let saga = match self.saga_step {
+            None => None,
+            Some(step) => Some(Saga {
+                step: SagaStep::parse(&step)
+                    .ok_or_else(|| decode_error("saga_step", format!("unknown step {step:?}")))?,
+                attempts: i32::try_from(self.saga_attempts).unwrap_or(i32::MAX),
+                next_attempt_at: self.next_attempt_at.unwrap_or(DateTime::UNIX_EPOCH),
+                last_error: self.saga_error,
+            }),
+        };
+        let customer =
+            (self.customer_name.is_some() || self.customer_email.is_some()).then_some(Customer {
+                name: self.customer_name,
+                email: self.customer_email,
+            });
+        Ok(BookingRecord {
+            id: self.id,
+            resource_id: self.resource_id,
+            appointment_type_id: self.appointment_type_id,
+            claim_id: self.claim_id,
+            start: self.start,
+            end: self.end,
+            seats: u32::try_from(self.seats).map_err(|e| decode_error("seats", e))?,
+            status,
+            price_minor: self.price_minor,
+            currency: self.currency,
+            customer,
+            hold_expires_at: self.hold_expires_at,
+            created_at: self.created_at,
+            updated_at: self.updated_at,
+            version: self.version,
+            saga,
+        })
+    }
+}
+
+/// The saga columns of a booking: (step, attempts, next_attempt_at, error).
+pub(crate) fn saga_columns(
+    booking: &BookingRecord,
+) -> (
+    Option<&'static str>,
+    i32,
+    Option<DateTime<Utc>>,
+    Option<String>,
+) {
+    match &booking.saga {
+        None => (None, 0, None, None),
+        Some(saga) => (
+            Some(saga.step.as_str()),
+            saga.attempts,
+            Some(saga.next_attempt_at),
+            saga.last_error.clone(),
+        ),
+    }
+}
+
+pub(crate) fn customer_columns(booking: &BookingRecord) -> (Option<String>, Option<String>) {
+    match &booking.customer {
+        None => (None, None),
+        Some(c) => (c.name.clone(), c.email.clone()),
+    }
+}

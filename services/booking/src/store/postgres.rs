@@ -1,0 +1,443 @@
+//! PostgreSQL backend (schema `booking`). Workers claim rows with
+//! `FOR UPDATE SKIP LOCKED`, so several replicas can run them side by side.
+
+use std::str::FromStr;
+use std::sync::LazyLock;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use futures::future::BoxFuture;
+use sqlx::postgres::{PgArguments, PgConnectOptions, PgPoolOptions, PgRow};
+use sqlx::query::Query;
+use sqlx::types::Json;
+use sqlx::{PgPool, Postgres, QueryBuilder, Row, Transaction};
+use uuid::Uuid;
+
+use super::{
+    KeyClaim, KeyTimes, ListFilter, Publisher, RawBooking, Result, Store, StoredResponse,
+    customer_columns, decode_headers, encode_headers, judge_existing_key, saga_columns,
+};
+use crate::error::BookingError;
+use crate::model::{BookingRecord, BookingStatus, Event};
+
+const TABLE: &str = "booking.bookings";
+static SELECT: LazyLock<String> =
+    LazyLock::new(|| format!("SELECT {} FROM {TABLE}", super::COLUMNS.join(", ")));
+static INSERT: LazyLock<String> = LazyLock::new(|| super::insert_booking_sql(TABLE, '$'));
+static UPDATE: LazyLock<String> = LazyLock::new(|| super::update_booking_sql(TABLE, '$'));
+
+pub(crate) struct PgStore {
+    pool: PgPool,
+}
+
+impl PgStore {
+    pub async fn connect(url: &str, max_connections: u32) -> Result<Self> {
+        // `search_path` puts sqlx's `_sqlx_migrations` in our schema, so other
+        // services migrating the same database never see our versions.
+        let options = PgConnectOptions::from_str(url)?.options([("search_path", "booking")]);
+        let pool = PgPoolOptions::new()
+            .max_connections(max_connections)
+            .acquire_timeout(Duration::from_secs(5))
+            .connect_with(options)
+            .await?;
+        create_schema(&pool).await?;
+        sqlx::migrate!("./migrations/postgres").run(&pool).await?;
+        Ok(Self { pool })
+    }
+}
+
+async fn create_schema(pool: &PgPool) -> Result<()> {
+    // Replicas starting together can race on the catalog; the loser retries.
+    let mut last = None;
+    for _ in 0..3 {
+        match sqlx::query("CREATE SCHEMA IF NOT EXISTS booking")
+            .execute(pool)
+            .await
+        {
+            Ok(_) => return Ok(()),
+            Err(error) => last = Some(error),
+        }
+    }
+    Err(last.map_or_else(|| BookingError::Internal("schema".into()), Into::into))
+}
+
+fn bind_booking<'q>(
+    query: Query<'q, Postgres, PgArguments>,
+    b: &'q BookingRecord,
+) -> Query<'q, Postgres, PgArguments> {
+    let (step, attempts, next_attempt_at, error) = saga_columns(b);
+    let (name, email) = customer_columns(b);
+    query
+        .bind(b.id)
+        .bind(b.resource_id)
+        .bind(b.appointment_type_id)
+        .bind(b.claim_id)
+        .bind(b.start)
+        .bind(b.end)
+        .bind(i32::try_from(b.seats).unwrap_or(i32::MAX))
+        .bind(b.status.as_str())
+        .bind(b.price_minor)
+        .bind(&b.currency)
+        .bind(name)
+        .bind(email)
+        .bind(b.hold_expires_at)
+        .bind(step)
+        .bind(attempts)
+        .bind(next_attempt_at)
+        .bind(error)
+        .bind(b.created_at)
+        .bind(b.updated_at)
+        .bind(b.version)
+}
+
+fn booking_from_row(row: &PgRow) -> std::result::Result<BookingRecord, sqlx::Error> {
+    RawBooking {
+        id: row.try_get("id")?,
+        resource_id: row.try_get("resource_id")?,
+        appointment_type_id: row.try_get("appointment_type_id")?,
+        claim_id: row.try_get("claim_id")?,
+        start: row.try_get("start_at")?,
+        end: row.try_get("end_at")?,
+        seats: i64::from(row.try_get::<i32, _>("seats")?),
+        status: row.try_get("status")?,
+        price_minor: row.try_get("price_minor")?,
+        currency: row.try_get("currency")?,
+        customer_name: row.try_get("customer_name")?,
+        customer_email: row.try_get("customer_email")?,
+        hold_expires_at: row.try_get("hold_expires_at")?,
+        saga_step: row.try_get("saga_step")?,
+        saga_attempts: i64::from(row.try_get::<i32, _>("saga_attempts")?),
+        next_attempt_at: row.try_get("next_attempt_at")?,
+        saga_error: row.try_get("saga_error")?,
+        created_at: row.try_get("created_at")?,
+        updated_at: row.try_get("updated_at")?,
+        version: row.try_get("version")?,
+    }
+    .into_record()
+}
+
+fn bookings_from_rows(rows: &[PgRow]) -> Result<Vec<BookingRecord>> {
+    Ok(rows
+        .iter()
+        .map(booking_from_row)
+        .collect::<std::result::Result<_, _>>()?)
+}
+
+async fn insert_event(tx: &mut Transaction<'_, Postgres>, event: &Event) -> Result<()> {
+    sqlx::query(
+        "INSERT INTO booking.outbox (id, booking_id, event_type, payload, occurred_at) \
+         VALUES ($1, $2, $3, $4, $5)",
+    )
+    .bind(event.id)
+    .bind(event.booking_id)
+    .bind(&event.event_type)
+    .bind(Json(event))
+    .bind(event.occurred_at)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+#[async_trait]
+impl Store for PgStore {
+    async fn ping(&self) -> Result<()> {
+        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        Ok(())
+    }
+
+    async fn insert_booking(&self, booking: &BookingRecord, event: &Event) -> Result<()> {
+        let mut tx = self.pool.begin().await?;
+        bind_booking(sqlx::query(&INSERT), booking)
+            .execute(&mut *tx)
+            .await?;
+        insert_event(&mut tx, event).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn get_booking(&self, id: Uuid) -> Result<Option<BookingRecord>> {
+        let row = sqlx::query(&format!("{} WHERE id = $1", *SELECT))
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(row.as_ref().map(booking_from_row).transpose()?)
+    }
+
+    async fn list_bookings(&self, f: &ListFilter) -> Result<Vec<BookingRecord>> {
+        let mut q = QueryBuilder::<Postgres>::new(format!("{} WHERE TRUE", *SELECT));
+        if let Some(resource_id) = f.resource_id {
+            q.push(" AND resource_id = ").push_bind(resource_id);
+        }
+        match f.status {
+            Some(BookingStatus::Expired) => {
+                q.push(" AND (status = 'expired' OR (status IN ('held', 'pending_payment') AND hold_expires_at <= ")
+                    .push_bind(f.now)
+                    .push("))");
+            }
+            Some(status) if status.is_hold() => {
+                q.push(" AND status = ")
+                    .push_bind(status.as_str())
+                    .push(" AND (hold_expires_at IS NULL OR hold_expires_at > ")
+                    .push_bind(f.now)
+                    .push(")");
+            }
+            Some(status) => {
+                q.push(" AND status = ").push_bind(status.as_str());
+            }
+            None => {}
+        }
+        if let Some(from) = f.from {
+            q.push(" AND start_at >= ").push_bind(from);
+        }
+        if let Some(to) = f.to {
+            q.push(" AND start_at < ").push_bind(to);
+        }
+        if let Some((start, id)) = f.after {
+            q.push(" AND (start_at > ")
+                .push_bind(start)
+                .push(" OR (start_at = ")
+                .push_bind(start)
+                .push(" AND id > ")
+                .push_bind(id)
+                .push("))");
+        }
+        q.push(" ORDER BY start_at, id LIMIT ")
+            .push_bind(i64::from(f.limit));
+        let rows = q.build().fetch_all(&self.pool).await?;
+        bookings_from_rows(&rows)
+    }
+
+    async fn update_booking(
+        &self,
+        next: &BookingRecord,
+        expected_version: i64,
+        event: Option<&Event>,
+    ) -> Result<bool> {
+        let mut tx = self.pool.begin().await?;
+        let updated = bind_booking(sqlx::query(&UPDATE), next)
+            .bind(expected_version)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+        if updated != 1 {
+            return Ok(false);
+        }
+        if let Some(event) = event {
+            insert_event(&mut tx, event).await?;
+        }
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    async fn claim_due_sagas(
+        &self,
+        now: DateTime<Utc>,
+        lease_until: DateTime<Utc>,
+        limit: u32,
+    ) -> Result<Vec<BookingRecord>> {
+        let rows = sqlx::query(&format!(
+            "UPDATE {TABLE} SET next_attempt_at = $2 WHERE id IN (\
+                 SELECT id FROM {TABLE} WHERE saga_step IS NOT NULL AND next_attempt_at <= $1 \
+                 ORDER BY next_attempt_at LIMIT $3 FOR UPDATE SKIP LOCKED) \
+             RETURNING {}",
+            super::COLUMNS.join(", ")
+        ))
+        .bind(now)
+        .bind(lease_until)
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await?;
+        bookings_from_rows(&rows)
+    }
+
+    async fn lapsed_holds(&self, now: DateTime<Utc>, limit: u32) -> Result<Vec<BookingRecord>> {
+        let rows = sqlx::query(&format!(
+            "{} WHERE status IN ('held', 'pending_payment') AND hold_expires_at <= $1 \
+             ORDER BY hold_expires_at LIMIT $2",
+            *SELECT
+        ))
+        .bind(now)
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await?;
+        bookings_from_rows(&rows)
+    }
+
+    async fn claim_key(&self, key: &str, fingerprint: &str, t: KeyTimes) -> Result<KeyClaim> {
+        sqlx::query("DELETE FROM booking.idempotency_keys WHERE key = $1 AND created_at < $2")
+            .bind(key)
+            .bind(t.expired_before)
+            .execute(&self.pool)
+            .await?;
+        // Retried only if the row vanished between our insert and select.
+        for _ in 0..3 {
+            let inserted = sqlx::query(
+                "INSERT INTO booking.idempotency_keys (key, fingerprint, state, created_at, locked_at) \
+                 VALUES ($1, $2, 'in_flight', $3, $3) ON CONFLICT (key) DO NOTHING",
+            )
+            .bind(key)
+            .bind(fingerprint)
+            .bind(t.now)
+            .execute(&self.pool)
+            .await?
+            .rows_affected();
+            if inserted == 1 {
+                return Ok(KeyClaim::Started);
+            }
+            let Some(row) = sqlx::query(
+                "SELECT fingerprint, state, status, headers, body, locked_at \
+                 FROM booking.idempotency_keys WHERE key = $1",
+            )
+            .bind(key)
+            .fetch_optional(&self.pool)
+            .await?
+            else {
+                continue;
+            };
+            let status: Option<i32> = row.try_get("status")?;
+            let response = status.map(|status| StoredResponse {
+                status: u16::try_from(status).unwrap_or(500),
+                headers: decode_headers(
+                    row.try_get::<Option<String>, _>("headers")
+                        .ok()
+                        .flatten()
+                        .as_deref(),
+                ),
+                body: row
+                    .try_get::<Option<Vec<u8>>, _>("body")
+                    .ok()
+                    .flatten()
+                    .unwrap_or_default(),
+            });
+            let stored: String = row.try_get("fingerprint")?;
+            let state: String = row.try_get("state")?;
+            if let Some(verdict) = judge_existing_key(fingerprint, &stored, &state, response) {
+                return Ok(verdict);
+            }
+            let locked_at: DateTime<Utc> = row.try_get("locked_at")?;
+            if locked_at < t.stale_before {
+                let taken = sqlx::query(
+                    "UPDATE booking.idempotency_keys SET locked_at = $2 \
+                     WHERE key = $1 AND state = 'in_flight' AND locked_at = $3",
+                )
+                .bind(key)
+                .bind(t.now)
+                .bind(locked_at)
+                .execute(&self.pool)
+                .await?
+                .rows_affected();
+                if taken == 1 {
+                    return Ok(KeyClaim::Started);
+                }
+            }
+            return Ok(KeyClaim::InFlight);
+        }
+        Ok(KeyClaim::InFlight)
+    }
+
+    async fn complete_key(
+        &self,
+        key: &str,
+        lock: DateTime<Utc>,
+        response: &StoredResponse,
+    ) -> Result<()> {
+        sqlx::query(
+            "UPDATE booking.idempotency_keys SET state = 'done', status = $2, headers = $3, body = $4 \
+             WHERE key = $1 AND state = 'in_flight' AND locked_at = $5",
+        )
+        .bind(key)
+        .bind(i32::from(response.status))
+        .bind(encode_headers(&response.headers))
+        .bind(&response.body)
+        .bind(lock)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn release_key(&self, key: &str, lock: DateTime<Utc>) -> Result<()> {
+        sqlx::query("DELETE FROM booking.idempotency_keys WHERE key = $1 AND state = 'in_flight' AND locked_at = $2")
+            .bind(key)
+            .bind(lock)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    async fn purge_keys(&self, created_before: DateTime<Utc>) -> Result<u64> {
+        Ok(
+            sqlx::query("DELETE FROM booking.idempotency_keys WHERE created_at < $1")
+                .bind(created_before)
+                .execute(&self.pool)
+                .await?
+                .rows_affected(),
+        )
+    }
+
+    async fn relay_batch(
+        &self,
+        limit: u32,
+        now: DateTime<Utc>,
+        publisher: &dyn Publisher,
+    ) -> Result<usize> {
+        // The rows stay locked while we publish; if this relay dies, the
+        // transaction rolls back and another relay publishes them again.
+        let mut tx = self.pool.begin().await?;
+        let rows = sqlx::query(
+            "SELECT seq, payload FROM booking.outbox WHERE published_at IS NULL \
+             ORDER BY seq LIMIT $1 FOR UPDATE SKIP LOCKED",
+        )
+        .bind(i64::from(limit))
+        .fetch_all(&mut *tx)
+        .await?;
+        if rows.is_empty() {
+            return Ok(0);
+        }
+        let mut seqs = Vec::with_capacity(rows.len());
+        let mut events = Vec::with_capacity(rows.len());
+        for row in &rows {
+            seqs.push(row.try_get::<i64, _>("seq")?);
+            events.push(row.try_get::<Json<Event>, _>("payload")?.0);
+        }
+        publisher
+            .publish(&events)
+            .await
+            .map_err(|e| BookingError::Internal(format!("publishing events: {e}")))?;
+        sqlx::query("UPDATE booking.outbox SET published_at = $1 WHERE seq = ANY($2)")
+            .bind(now)
+            .bind(&seqs)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(events.len())
+    }
+
+    async fn process_once(
+        &self,
+        consumer: &str,
+        event_id: Uuid,
+        now: DateTime<Utc>,
+        handler: BoxFuture<'_, std::result::Result<(), String>>,
+    ) -> Result<bool> {
+        // The row lock taken by the insert makes a concurrent duplicate wait
+        // for our outcome instead of running the handler too.
+        let mut tx = self.pool.begin().await?;
+        let inserted = sqlx::query(
+            "INSERT INTO booking.processed_events (consumer, event_id, processed_at) \
+             VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
+        )
+        .bind(consumer)
+        .bind(event_id)
+        .bind(now)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        if inserted == 0 {
+            return Ok(false);
+        }
+        handler.await.map_err(BookingError::Handler)?;
+        tx.commit().await?;
+        Ok(true)
+    }
+}
