@@ -1,0 +1,100 @@
+//! Outbound SMS: the [`SmsSender`] interface, a Twilio-style HTTP provider
+//! and an in-memory sink for development.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+
+#[async_trait]
+pub trait SmsSender: Send + Sync + 'static {
+    async fn send(&self, to: &str, body: &str) -> Result<(), String>;
+}
+
+/// Twilio Messages API (or any provider with the same shape):
+/// `POST {base_url}/2010-04-01/Accounts/{account_sid}/Messages.json`,
+/// form `To`, `From`, `Body`, HTTP basic auth `account_sid:auth_token`.
+#[derive(Clone)]
+pub struct TwilioConfig {
+    pub base_url: String,
+    pub account_sid: String,
+    pub auth_token: String,
+    pub from: String,
+}
+
+impl std::fmt::Debug for TwilioConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TwilioConfig")
+            .field("base_url", &self.base_url)
+            .field("account_sid", &self.account_sid)
+            .field("from", &self.from)
+            .finish_non_exhaustive()
+    }
+}
+
+impl TwilioConfig {
+    pub const DEFAULT_BASE_URL: &str = "https://api.twilio.com";
+}
+
+pub struct TwilioSms {
+    config: TwilioConfig,
+    client: reqwest::Client,
+}
+
+impl TwilioSms {
+    pub fn new(config: TwilioConfig) -> Self {
+        Self {
+            config,
+            client: reqwest::Client::new(),
+        }
+    }
+}
+
+#[async_trait]
+impl SmsSender for TwilioSms {
+    async fn send(&self, to: &str, body: &str) -> Result<(), String> {
+        let url = format!(
+            "{}/2010-04-01/Accounts/{}/Messages.json",
+            self.config.base_url.trim_end_matches('/'),
+            self.config.account_sid
+        );
+        let response = self
+            .client
+            .post(url)
+            .basic_auth(&self.config.account_sid, Some(&self.config.auth_token))
+            .form(&[("To", to), ("From", &self.config.from), ("Body", body)])
+            .timeout(Duration::from_secs(10))
+            .send()
+            .await
+            .map_err(|e| format!("sms provider unreachable: {}", e.without_url()))?;
+        let status = response.status();
+        if status.is_success() {
+            Ok(())
+        } else {
+            Err(format!("sms provider answered {status}"))
+        }
+    }
+}
+
+/// Keeps messages in memory (development and tests).
+#[derive(Clone, Default)]
+pub struct MemorySms {
+    sent: Arc<Mutex<Vec<(String, String)>>>,
+}
+
+impl MemorySms {
+    pub fn messages(&self) -> Vec<(String, String)> {
+        self.sent.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+}
+
+#[async_trait]
+impl SmsSender for MemorySms {
+    async fn send(&self, to: &str, body: &str) -> Result<(), String> {
+        self.sent
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push((to.to_owned(), body.to_owned()));
+        Ok(())
+    }
+}
