@@ -1,12 +1,18 @@
 //! `berth serve <service>` runs one service (what a pod runs);
 //! `berth dev` runs the whole platform in one process.
 
+mod components;
+mod dev;
+mod seed;
+
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::process::ExitCode;
 
-use axum::Router;
-use berth_runtime::{Runtime, RuntimeConfig, RuntimeError};
-use clap::{Parser, Subcommand, ValueEnum};
+use berth_runtime::{Runtime, RuntimeConfig};
+use clap::{Parser, Subcommand};
+
+use components::{Component, StartError};
 
 #[derive(Parser)]
 #[command(name = "berth", version, about = "Berth appointment-booking platform")]
@@ -20,53 +26,21 @@ enum Command {
     /// Run one service, configured by BERTH_* variables and $BERTH_CONFIG.
     Serve {
         #[arg(value_enum)]
-        service: Service,
+        service: Component,
     },
-    /// Run every service in one process on an embedded default store.
+    /// Run every service in one process on an embedded SQLite store.
     Dev {
         /// Address of the single HTTP listener serving all public APIs.
         #[arg(long, env = "BERTH_DEV_ADDR", default_value = "127.0.0.1:8080")]
         addr: SocketAddr,
+        /// Where the embedded databases live (kept across restarts).
+        #[arg(long, env = "BERTH_DEV_DATA")]
+        data_dir: Option<PathBuf>,
     },
-}
-
-#[derive(Clone, Copy, ValueEnum)]
-enum Service {
-    User,
-    Availability,
-    Booking,
-    Payment,
-    Notification,
-}
-
-impl Service {
-    const ALL: [Service; 5] = [
-        Service::User,
-        Service::Availability,
-        Service::Booking,
-        Service::Payment,
-        Service::Notification,
-    ];
-
-    fn name(self) -> &'static str {
-        match self {
-            Service::User => berth_user::NAME,
-            Service::Availability => berth_availability::NAME,
-            Service::Booking => berth_booking::NAME,
-            Service::Payment => berth_payment::NAME,
-            Service::Notification => berth_notification::NAME,
-        }
-    }
-
-    fn rest_routes(self) -> Router {
-        match self {
-            Service::User => berth_user::rest_routes(),
-            Service::Availability => berth_availability::rest_routes(),
-            Service::Booking => berth_booking::rest_routes(),
-            Service::Payment => berth_payment::rest_routes(),
-            Service::Notification => berth_notification::rest_routes(),
-        }
-    }
+    /// Apply every service's database migrations to $BERTH_DATABASE_URL and exit.
+    Migrate,
+    /// Read the time ledger and report overlapping or over-booked claims.
+    CheckLedger,
 }
 
 fn main() -> ExitCode {
@@ -81,12 +55,14 @@ fn main() -> ExitCode {
     let result = runtime.block_on(async {
         match cli.command {
             Command::Serve { service } => serve(service).await,
-            Command::Dev { addr } => dev(addr).await,
+            Command::Dev { addr, data_dir } => dev::run(addr, data_dir).await,
+            Command::Migrate => components::migrate().await,
+            Command::CheckLedger => components::check_ledger().await,
         }
     });
     match result {
         Ok(()) => ExitCode::SUCCESS,
-        Err(error @ RuntimeError::Config(_)) => {
+        Err(error @ StartError::Config(_)) => {
             eprintln!("berth: {error}");
             ExitCode::from(2)
         }
@@ -98,41 +74,45 @@ fn main() -> ExitCode {
     }
 }
 
-async fn serve(service: Service) -> Result<(), RuntimeError> {
+async fn serve(component: Component) -> Result<(), StartError> {
     let config = RuntimeConfig::load()?;
-    let rt = Runtime::new(service.name(), config)?;
-    let app = rt.finish_app(service.rest_routes());
+    let rt = Runtime::new(component.name(), config)?;
+    let started = components::start(component, &rt).await?;
     let listener = Runtime::bind(rt.config.http_addr).await?;
-    tracing::info!(service = service.name(), addr = %rt.config.http_addr, "serving");
-    run_until_stopped(&rt, listener, app).await
+    tracing::info!(service = component.name(), addr = %rt.config.http_addr, "serving");
+    let app = rt.finish_app(started.rest);
+    let http = run_until_stopped(&rt, listener, app);
+    match started.grpc {
+        Some(grpc) => {
+            let grpc_listener = Runtime::bind(rt.config.grpc_addr).await?;
+            tracing::info!(addr = %rt.config.grpc_addr, "serving gRPC");
+            let grpc = rt.serve_grpc(
+                grpc_listener,
+                component.name(),
+                grpc.routes,
+                &grpc.services,
+                &grpc.descriptor_sets,
+            );
+            let (http, grpc) = tokio::join!(http, grpc);
+            http?;
+            grpc?;
+        }
+        None => http.await?,
+    }
+    Ok(())
 }
 
-async fn dev(addr: SocketAddr) -> Result<(), RuntimeError> {
-    let mut config = RuntimeConfig::load()?;
-    config.http_addr = addr;
-    let rt = Runtime::new("berth-dev", config)?;
-    let app = Service::ALL
-        .into_iter()
-        .fold(Router::new(), |app, s| app.merge(s.rest_routes()));
-    let app = rt.finish_app(app);
-    let listener = Runtime::bind(addr).await?;
-    tracing::info!(%addr, "berth dev: all services in one process");
-    println!(
-        "berth dev is up on http://{addr} (health: http://{addr}/readyz, metrics: http://{addr}/metrics)"
-    );
-    run_until_stopped(&rt, listener, app).await
-}
-
-async fn run_until_stopped(
+/// Serves until SIGTERM/Ctrl-C, then drains.
+pub(crate) async fn run_until_stopped(
     rt: &Runtime,
     listener: tokio::net::TcpListener,
-    app: Router,
-) -> Result<(), RuntimeError> {
+    app: axum::Router,
+) -> Result<(), StartError> {
     let serve = rt.serve_http(listener, app);
     tokio::pin!(serve);
     tokio::select! {
-        result = &mut serve => return result,
+        result = &mut serve => return Ok(result?),
         () = rt.shutdown_on_signal() => {}
     }
-    serve.await
+    Ok(serve.await?)
 }

@@ -1,0 +1,332 @@
+//! P1: booking throughput over HTTP, end to end, against the real stack.
+//!
+//! Starts `berth serve availability` and `berth serve booking` (release
+//! build next to this example) on a fresh PostgreSQL database, creates 100
+//! resources with 10 slots each, then 64 concurrent clients submit
+//! `POST /v1/bookings` for every slot twice in shuffled order (so half the
+//! requests lose a race and must get 409). Reports bookings/s, latency
+//! percentiles and the ledger checker's overlap count, then runs `pgbench`
+//! with the bare ledger insert under the same exclusion constraint as the
+//! physical limit, and prints the ratio.
+//!
+//! Run: `scripts/stack up && eval "$(scripts/stack env)" &&
+//!       cargo build --release -p berth --examples &&
+//!       cargo run --release -p berth --example p1_booking_load`
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use rand::seq::SliceRandom;
+use serde_json::{Value, json};
+
+const CLIENTS: usize = 64;
+const RESOURCES: usize = 100;
+const SLOTS_PER_RESOURCE: usize = 10;
+const ATTEMPTS_PER_SLOT: usize = 2;
+const PGBENCH_SECONDS: u32 = 15;
+
+struct Process(Child);
+impl Drop for Process {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn berth_binary() -> PathBuf {
+    // target/<profile>/examples/p1_booking_load → target/<profile>/berth
+    let exe = std::env::current_exe().unwrap();
+    exe.parent().unwrap().parent().unwrap().join("berth")
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn spawn(args: &[&str], env: &[(&str, String)]) -> Process {
+    let mut c = Command::new(berth_binary());
+    c.args(args)
+        .env("BERTH_LOG", "warn")
+        .env_remove("BERTH_CONFIG")
+        .stdout(Stdio::null());
+    for (k, v) in env {
+        c.env(k, v);
+    }
+    Process(
+        c.spawn()
+            .expect("berth binary: build it with `cargo build --release -p berth --examples`"),
+    )
+}
+
+async fn wait_ready(base: &str) {
+    for _ in 0..600 {
+        if let Ok(r) = reqwest::get(format!("{base}/readyz")).await
+            && r.status() == 200
+        {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("{base} never became ready");
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[i]
+}
+
+#[tokio::main]
+async fn main() {
+    let admin =
+        std::env::var("DATABASE_URL").expect("DATABASE_URL: run scripts/stack up and eval its env");
+    let redis =
+        std::env::var("REDIS_URL").expect("REDIS_URL: run scripts/stack up and eval its env");
+    let name = format!("p1_{}", uuid::Uuid::new_v4().simple());
+    let mut admin_conn = <sqlx::PgConnection as sqlx::Connection>::connect(&admin)
+        .await
+        .unwrap();
+    sqlx::query(&format!("CREATE DATABASE {name}"))
+        .execute(&mut admin_conn)
+        .await
+        .unwrap();
+    let db_url = format!("{}/{name}", admin.rsplit_once('/').unwrap().0);
+
+    let (a_http, a_grpc, b_http) = (free_port(), free_port(), free_port());
+    let _availability = spawn(
+        &["serve", "availability"],
+        &[
+            ("BERTH_DATABASE_URL", db_url.clone()),
+            ("BERTH_REDIS_URL", redis.clone()),
+            ("BERTH_HTTP_ADDR", format!("127.0.0.1:{a_http}")),
+            ("BERTH_GRPC_ADDR", format!("127.0.0.1:{a_grpc}")),
+        ],
+    );
+    let a = format!("http://127.0.0.1:{a_http}");
+    wait_ready(&a).await;
+    let _booking = spawn(
+        &["serve", "booking"],
+        &[
+            ("BERTH_DATABASE_URL", db_url.clone()),
+            ("BERTH_REDIS_URL", redis.clone()),
+            ("BERTH_HTTP_ADDR", format!("127.0.0.1:{b_http}")),
+            (
+                "BERTH_SERVICE__AVAILABILITY_GRPC",
+                format!("http://127.0.0.1:{a_grpc}"),
+            ),
+        ],
+    );
+    let b = format!("http://127.0.0.1:{b_http}");
+    wait_ready(&b).await;
+
+    // Setup: 100 resources × 10 slots.
+    let client = reqwest::Client::builder()
+        .pool_max_idle_per_host(CLIENTS)
+        .build()
+        .unwrap();
+    let day = json!([{"start": "00:00", "end": "24:00"}]);
+    let week = json!({"monday": day, "tuesday": day, "wednesday": day, "thursday": day, "friday": day, "saturday": day, "sunday": day});
+    let mut work = Vec::new();
+    for i in 0..RESOURCES {
+        let r: Value = client
+            .post(format!("{a}/v1/resources"))
+            .json(&json!({"name": format!("room-{i}"), "time_zone": "UTC"}))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let rid = r["id"].as_str().unwrap().to_owned();
+        client
+            .put(format!("{a}/v1/resources/{rid}/schedule"))
+            .json(&week)
+            .send()
+            .await
+            .unwrap();
+        let t: Value = client
+            .post(format!("{a}/v1/resources/{rid}/appointment-types"))
+            .json(&json!({"name": "s", "duration_minutes": 30, "currency": "EUR", "min_notice_minutes": 60}))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let tid = t["id"].as_str().unwrap().to_owned();
+        let slots: Value = client
+            .get(format!("{a}/v1/resources/{rid}/slots?type={tid}"))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        for s in slots["slots"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .take(SLOTS_PER_RESOURCE)
+        {
+            for _ in 0..ATTEMPTS_PER_SLOT {
+                work.push(json!({"resource_id": rid, "appointment_type_id": tid, "start": s["start_utc"]}));
+            }
+        }
+    }
+    assert_eq!(
+        work.len(),
+        RESOURCES * SLOTS_PER_RESOURCE * ATTEMPTS_PER_SLOT
+    );
+    work.shuffle(&mut rand::rng());
+    let work = Arc::new(work);
+
+    // Load: 64 clients drain the shared work list.
+    let next = Arc::new(AtomicUsize::new(0));
+    let started = Instant::now();
+    let workers: Vec<_> = (0..CLIENTS)
+        .map(|_| {
+            let (client, work, next, b) = (client.clone(), work.clone(), next.clone(), b.clone());
+            tokio::spawn(async move {
+                let mut seen = Vec::new();
+                loop {
+                    let i = next.fetch_add(1, Ordering::Relaxed);
+                    let Some(body) = work.get(i) else { break };
+                    let t0 = Instant::now();
+                    let r = client
+                        .post(format!("{b}/v1/bookings"))
+                        .header("Idempotency-Key", uuid::Uuid::new_v4().to_string())
+                        .json(body)
+                        .send()
+                        .await
+                        .unwrap();
+                    let status = r.status().as_u16();
+                    let _ = r.bytes().await;
+                    seen.push((status, t0.elapsed()));
+                }
+                seen
+            })
+        })
+        .collect();
+    let mut results = Vec::new();
+    for w in workers {
+        results.extend(w.await.unwrap());
+    }
+    let elapsed = started.elapsed();
+    let booked = results.iter().filter(|(s, _)| *s == 201).count();
+    let conflicts = results.iter().filter(|(s, _)| *s == 409).count();
+    let errors = results.len() - booked - conflicts;
+    let mut latencies: Vec<Duration> = results.iter().map(|(_, d)| *d).collect();
+    latencies.sort();
+    let bookings_per_s = booked as f64 / elapsed.as_secs_f64();
+    let requests_per_s = results.len() as f64 / elapsed.as_secs_f64();
+
+    let check = Command::new(berth_binary())
+        .arg("check-ledger")
+        .env("BERTH_DATABASE_URL", &db_url)
+        .env("BERTH_LOG", "warn")
+        .env_remove("BERTH_CONFIG")
+        .output()
+        .unwrap();
+    let check_out = String::from_utf8_lossy(&check.stdout);
+    let overlaps = check_out
+        .lines()
+        .filter(|l| !l.starts_with("ledger sound"))
+        .count();
+
+    println!(
+        "P1 booking over HTTP: {CLIENTS} clients, {RESOURCES} resources x {SLOTS_PER_RESOURCE} slots, {ATTEMPTS_PER_SLOT} attempts per slot"
+    );
+    println!(
+        "  requests {} in {:.2}s = {requests_per_s:.0} req/s",
+        results.len(),
+        elapsed.as_secs_f64()
+    );
+    println!(
+        "  booked {booked} (expected {}), conflicts 409 {conflicts}, other {errors}",
+        RESOURCES * SLOTS_PER_RESOURCE
+    );
+    println!("  bookings/s {bookings_per_s:.0}");
+    println!(
+        "  latency p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms",
+        percentile(&latencies, 0.50).as_secs_f64() * 1e3,
+        percentile(&latencies, 0.99).as_secs_f64() * 1e3,
+        latencies.last().unwrap().as_secs_f64() * 1e3
+    );
+    println!("  ledger checker: double bookings {overlaps}");
+
+    // The physical limit: the bare ledger insert under an exclusion
+    // constraint, same server, same client count.
+    sqlx::query("CREATE EXTENSION IF NOT EXISTS btree_gist")
+        .execute(&mut admin_conn)
+        .await
+        .ok();
+    let mut conn = <sqlx::PgConnection as sqlx::Connection>::connect(&db_url)
+        .await
+        .unwrap();
+    sqlx::query("CREATE EXTENSION IF NOT EXISTS btree_gist")
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    sqlx::query(
+        "CREATE TABLE pgbench_ledger (resource int NOT NULL, period tstzrange NOT NULL, \
+         EXCLUDE USING gist (resource WITH =, period WITH &&))",
+    )
+    .execute(&mut conn)
+    .await
+    .unwrap();
+    let script = std::env::temp_dir().join(format!("{name}.sql"));
+    std::fs::write(
+        &script,
+        "\\set r random(1, 100)\n\\set s random(0, 1000000)\n\
+         INSERT INTO pgbench_ledger VALUES (:r, tstzrange(timestamptz '2030-01-01' + :s * interval '30 minutes', \
+         timestamptz '2030-01-01' + (:s + 1) * interval '30 minutes')) ON CONFLICT DO NOTHING;\n",
+    )
+    .unwrap();
+    let pgbench = Command::new("pgbench")
+        .args([
+            "-n",
+            "-c",
+            &CLIENTS.to_string(),
+            "-j",
+            "2",
+            "-T",
+            &PGBENCH_SECONDS.to_string(),
+            "-f",
+        ])
+        .arg(&script)
+        .arg(&db_url)
+        .output()
+        .expect("pgbench (Debian package postgresql-client)");
+    let out = String::from_utf8_lossy(&pgbench.stdout);
+    let tps = out
+        .lines()
+        .find(|l| l.starts_with("tps = "))
+        .and_then(|l| l.split_whitespace().nth(2))
+        .and_then(|v| v.parse::<f64>().ok())
+        .unwrap_or_else(|| {
+            panic!(
+                "pgbench output: {out}{}",
+                String::from_utf8_lossy(&pgbench.stderr)
+            )
+        });
+    println!("  pgbench ledger insert ({CLIENTS} clients, {PGBENCH_SECONDS}s): {tps:.0} tps");
+    println!("ratio: {:.2}", bookings_per_s / tps);
+
+    drop(conn);
+    let _ = std::fs::remove_file(&script);
+    drop(_booking);
+    drop(_availability);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+        .execute(&mut admin_conn)
+        .await
+        .ok();
+}

@@ -1,0 +1,258 @@
+//! The only place that knows every service: builds each one from the
+//! runtime config and hands back its REST (and gRPC) surface.
+
+use std::sync::Arc;
+
+use axum::Router;
+use berth_availability::{Availability, GrpcLedger};
+use berth_booking::{Booking, BookingConfig};
+use berth_ledger::Ledger;
+use berth_runtime::grpc::grpc_channel;
+use berth_runtime::{Runtime, RuntimeConfig, RuntimeError};
+use berth_user::{SigningKeySource, UserConfig, Users};
+use clap::ValueEnum;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(transparent)]
+    Config(#[from] berth_runtime::ConfigError),
+    #[error(transparent)]
+    Runtime(#[from] RuntimeError),
+    #[error("{service}: {message}")]
+    Service {
+        service: &'static str,
+        message: String,
+    },
+    #[error("configuration: setting `{setting}` {problem}")]
+    Setting {
+        setting: &'static str,
+        problem: String,
+    },
+    #[error("the ledger has {0} problem(s); see above")]
+    LedgerUnsound(usize),
+}
+
+impl StartError {
+    pub fn service(service: &'static str, error: impl std::fmt::Display) -> Self {
+        Self::Service {
+            service,
+            message: error.to_string(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Component {
+    User,
+    Availability,
+    Booking,
+    Payment,
+    Notification,
+}
+
+impl Component {
+    pub fn name(self) -> &'static str {
+        match self {
+            Component::User => berth_user::NAME,
+            Component::Availability => berth_availability::NAME,
+            Component::Booking => berth_booking::NAME,
+            Component::Payment => berth_payment::NAME,
+            Component::Notification => berth_notification::NAME,
+        }
+    }
+}
+
+pub struct GrpcSurface {
+    pub routes: tonic::service::Routes,
+    pub services: Vec<&'static str>,
+    pub descriptor_sets: Vec<&'static [u8]>,
+}
+
+pub struct Started {
+    pub rest: Router,
+    pub grpc: Option<GrpcSurface>,
+}
+
+fn database_url(config: &RuntimeConfig) -> Result<&str, StartError> {
+    config.database_url.as_deref().ok_or(StartError::Setting {
+        setting: "database_url",
+        problem: "is required (set BERTH_DATABASE_URL)".to_owned(),
+    })
+}
+
+/// A string from the service-specific `[service]` table.
+fn service_setting<'a>(config: &'a RuntimeConfig, key: &'static str) -> Option<&'a str> {
+    config.service.get(key).and_then(|v| v.as_str())
+}
+
+pub async fn start(component: Component, rt: &Runtime) -> Result<Started, StartError> {
+    let config = &rt.config;
+    match component {
+        Component::Availability => {
+            let availability =
+                Availability::connect(database_url(config)?, config.redis_url.as_deref())
+                    .await
+                    .map_err(|e| StartError::service("availability", e))?;
+            add_ready_check(rt, "availability", {
+                let a = availability.clone();
+                move || {
+                    let a = a.clone();
+                    async move { a.check_ready().await }
+                }
+            });
+            availability.spawn_sweeper(rt.stop_token());
+            Ok(Started {
+                rest: availability.rest_routes(),
+                grpc: Some(GrpcSurface {
+                    routes: availability.grpc_routes(),
+                    services: vec![berth_availability::LEDGER_SERVICE_NAME],
+                    descriptor_sets: vec![berth_availability::FILE_DESCRIPTOR_SET],
+                }),
+            })
+        }
+        Component::Booking => {
+            let endpoint =
+                service_setting(config, "availability_grpc").ok_or(StartError::Setting {
+                    setting: "service.availability_grpc",
+                    problem:
+                        "is required: the availability gRPC address, e.g. http://availability:9090 \
+                          (BERTH_SERVICE__AVAILABILITY_GRPC)"
+                            .to_owned(),
+                })?;
+            let channel = tonic::transport::Channel::from_shared(endpoint.to_owned())
+                .map_err(|e| StartError::Setting {
+                    setting: "service.availability_grpc",
+                    problem: format!("is not a valid URI: {e}"),
+                })?
+                .connect_lazy();
+            let ledger: Arc<dyn Ledger> = Arc::new(GrpcLedger::new(grpc_channel(
+                channel,
+                rt.dependencies.get("availability"),
+            )));
+            let booking = start_booking(rt, database_url(config)?, ledger).await?;
+            Ok(Started {
+                rest: booking.rest_routes(),
+                grpc: None,
+            })
+        }
+        Component::User => {
+            let users = Users::connect(
+                database_url(config)?,
+                config.redis_url.as_deref(),
+                user_config(config),
+            )
+            .await
+            .map_err(|e| StartError::service("user", e))?;
+            add_ready_check(rt, "user", {
+                let u = users.clone();
+                move || {
+                    let u = u.clone();
+                    async move { u.check_ready().await }
+                }
+            });
+            Ok(Started {
+                rest: users.rest_routes(),
+                grpc: None,
+            })
+        }
+        Component::Payment => Ok(Started {
+            rest: berth_payment::rest_routes(),
+            grpc: None,
+        }),
+        Component::Notification => Ok(Started {
+            rest: berth_notification::rest_routes(),
+            grpc: None,
+        }),
+    }
+}
+
+/// User-service settings from the `[service]` table; unset keys keep the
+/// defaults. In Kubernetes the signing key comes from a mounted Secret.
+fn user_config(config: &RuntimeConfig) -> UserConfig {
+    let mut user = UserConfig::default();
+    if let Some(issuer) = service_setting(config, "issuer") {
+        user.issuer = issuer.to_owned();
+    }
+    if let Some(audience) = service_setting(config, "audience") {
+        user.audience = audience.to_owned();
+    }
+    if let Some(url) = service_setting(config, "public_url") {
+        user.public_url = url.to_owned();
+    }
+    if let Some(path) = service_setting(config, "signing_key_file") {
+        user.signing_key = SigningKeySource::PemFile(path.into());
+    }
+    user
+}
+
+pub async fn start_booking(
+    rt: &Runtime,
+    database_url: &str,
+    ledger: Arc<dyn Ledger>,
+) -> Result<Booking, StartError> {
+    let config = BookingConfig {
+        max_body_bytes: rt.config.max_body_bytes,
+        ..BookingConfig::default()
+    };
+    let booking = Booking::connect(database_url, rt.config.redis_url.as_deref(), ledger, config)
+        .await
+        .map_err(|e| StartError::service("booking", e))?;
+    add_ready_check(rt, "booking", {
+        let b = booking.clone();
+        move || {
+            let b = b.clone();
+            async move { b.check_ready().await }
+        }
+    });
+    booking.spawn_workers(rt.stop_token());
+    Ok(booking)
+}
+
+pub fn add_ready_check<F, Fut>(rt: &Runtime, name: &str, check: F)
+where
+    F: Fn() -> Fut + Send + Sync + 'static,
+    Fut: std::future::Future<Output = Result<(), String>> + Send + 'static,
+{
+    rt.health.add_check(name, check);
+}
+
+/// `berth migrate`: connecting runs each service's embedded migrations.
+pub async fn migrate() -> Result<(), StartError> {
+    let config = RuntimeConfig::load()?;
+    berth_runtime::telemetry::init("berth-migrate", config.log_format, &config.log);
+    let url = database_url(&config)?;
+    let availability = Availability::connect(url, None)
+        .await
+        .map_err(|e| StartError::service("availability", e))?;
+    let ledger: Arc<dyn Ledger> = Arc::new(availability);
+    Booking::connect(url, None, ledger, BookingConfig::default())
+        .await
+        .map_err(|e| StartError::service("booking", e))?;
+    Users::connect(url, None, UserConfig::default())
+        .await
+        .map_err(|e| StartError::service("user", e))?;
+    tracing::info!("migrations applied");
+    Ok(())
+}
+
+/// `berth check-ledger`: exits non-zero when the ledger is unsound.
+pub async fn check_ledger() -> Result<(), StartError> {
+    let config = RuntimeConfig::load()?;
+    berth_runtime::telemetry::init("berth-check-ledger", config.log_format, &config.log);
+    let availability = Availability::connect(database_url(&config)?, None)
+        .await
+        .map_err(|e| StartError::service("availability", e))?;
+    let problems = availability
+        .find_overlaps()
+        .await
+        .map_err(|e| StartError::service("availability", e))?;
+    for problem in &problems {
+        println!("{problem}");
+    }
+    if problems.is_empty() {
+        println!("ledger sound: no overlaps, no over-booked slots");
+        Ok(())
+    } else {
+        Err(StartError::LedgerUnsound(problems.len()))
+    }
+}
