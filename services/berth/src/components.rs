@@ -166,21 +166,23 @@ pub async fn start(component: Component, rt: &Runtime) -> Result<Started, StartE
     }
 }
 
-/// User-service settings from the `[service]` table; unset keys keep the
-/// defaults. In Kubernetes the signing key comes from a mounted Secret.
+/// User-service settings from the `[service]` table (the operator sets them
+/// as `BERTH_SERVICE__AUTH__*`); unset keys keep the dev defaults.
 fn user_config(config: &RuntimeConfig) -> UserConfig {
     let mut user = UserConfig::default();
-    if let Some(issuer) = service_setting(config, "issuer") {
+    let auth = config.service.get("auth").and_then(|v| v.as_table());
+    let auth_setting = |key: &str| auth.and_then(|t| t.get(key)).and_then(|v| v.as_str());
+    if let Some(issuer) = auth_setting("issuer") {
         user.issuer = issuer.to_owned();
     }
-    if let Some(audience) = service_setting(config, "audience") {
+    if let Some(audience) = auth_setting("audience") {
         user.audience = audience.to_owned();
+    }
+    if let Some(pem) = auth_setting("jwt_signing_key") {
+        user.signing_key = SigningKeySource::Pem(pem.to_owned());
     }
     if let Some(url) = service_setting(config, "public_url") {
         user.public_url = url.to_owned();
-    }
-    if let Some(path) = service_setting(config, "signing_key_file") {
-        user.signing_key = SigningKeySource::PemFile(path.into());
     }
     user
 }
