@@ -17,7 +17,11 @@ use openidconnect::{
 use serde::Deserialize;
 use tokio::sync::Mutex;
 
-use crate::{ApiError, ApiResult, UserError, Users, account_for_identity, sha256, store};
+use crate::crypto::sha256;
+use crate::error::{ApiError, ApiResult};
+use crate::store::Account;
+use crate::validate::normalize_email;
+use crate::{UserError, Users, store};
 
 const STATE_TTL: i64 = 600;
 
@@ -206,4 +210,51 @@ pub(crate) async fn callback(
     let account = account_for_identity(&users, &provider, &subject, email).await?;
     tracing::info!(account = %account.id, %provider, "OIDC login");
     Ok(Json(users.tokens(&account, None).await?).into_response())
+}
+
+/// Links or creates the account for a verified external identity.
+async fn account_for_identity(
+    users: &Users,
+    provider: &str,
+    subject: &str,
+    email: Option<String>,
+) -> Result<Account, ApiError> {
+    let store = &users.inner.store;
+    if let Some(id) = store.account_by_identity(provider, subject).await? {
+        return store
+            .account_by_id(&id)
+            .await?
+            .ok_or_else(|| Problem::unauthorized("the linked account no longer exists").into());
+    }
+    let Some(email) = email else {
+        return Err(Problem::unauthorized("the provider did not return a verified email").into());
+    };
+    let email = normalize_email(&email)?;
+    let account = match store.account_by_email(&email).await? {
+        // Only link to an account whose email was verified, so nobody can
+        // pre-register someone else's address and wait for them.
+        Some(account) if account.email_verified => account,
+        Some(_) => {
+            return Err(Problem::conflict(
+                "unverified-account",
+                "an account with this email exists but its email is not verified",
+            )
+            .into());
+        }
+        None => {
+            store
+                .insert_account(
+                    Some(&email),
+                    true,
+                    None,
+                    false,
+                    None,
+                    &["customer".to_owned()],
+                )
+                .await?
+        }
+    };
+    store.link_identity(provider, subject, &account.id).await?;
+    tracing::info!(account = %account.id, %provider, "external identity linked");
+    Ok(account)
 }

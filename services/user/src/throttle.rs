@@ -10,7 +10,10 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use berth_runtime::Problem;
 use redis::AsyncCommands;
+
+use crate::Users;
 
 #[derive(Clone)]
 pub(crate) enum Throttle {
@@ -115,4 +118,41 @@ impl Throttle {
             Self::Memory(_) => Ok(()),
         }
     }
+}
+
+impl Users {
+    /// [`Users::limit_requests`] per client address, when it is known.
+    pub(crate) async fn limit_address(
+        &self,
+        address: Option<&str>,
+        limit: u64,
+        window: Duration,
+    ) -> Result<(), Problem> {
+        match address {
+            Some(address) => {
+                self.limit_requests(&format!("req:{address}"), limit, window)
+                    .await
+            }
+            None => Ok(()),
+        }
+    }
+
+    /// 429 when `key` is at `limit`; else counts one request.
+    pub(crate) async fn limit_requests(
+        &self,
+        key: &str,
+        limit: u64,
+        window: Duration,
+    ) -> Result<(), Problem> {
+        if self.inner.throttle.count(key).await >= limit {
+            return Err(too_many(window));
+        }
+        self.inner.throttle.hit(key, window).await;
+        Ok(())
+    }
+}
+
+pub(crate) fn too_many(retry_after: Duration) -> Problem {
+    Problem::too_many_requests("too many attempts; try again later")
+        .with_extension("retry_after", retry_after.as_secs())
 }

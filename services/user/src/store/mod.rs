@@ -1,6 +1,10 @@
 //! Storage: one set of runtime-checked queries over `sqlx::Any`, on
 //! PostgreSQL (schema `users`) or SQLite (`berth dev`), chosen by URL prefix.
 
+mod challenges;
+mod identities;
+mod tokens;
+
 use sqlx::any::{AnyPoolOptions, AnyRow};
 use sqlx::{AnyPool, Connection, Executor, Row};
 
@@ -52,6 +56,11 @@ fn account(row: &AnyRow) -> Result<Account, sqlx::Error> {
 
 pub(crate) fn now() -> i64 {
     chrono::Utc::now().timestamp()
+}
+
+/// Seconds as a timestamp offset, capped so `now() + secs(..)` cannot overflow.
+pub(crate) fn secs(s: u64) -> i64 {
+    i64::try_from(s).unwrap_or(i64::MAX / 2)
 }
 
 pub(crate) struct RefreshRow {
@@ -251,269 +260,6 @@ impl Store {
             .bind(phone)
             .execute(&self.pool)
             .await?;
-        Ok(())
-    }
-
-    // --- refresh tokens ---
-
-    pub(crate) async fn insert_refresh(
-        &self,
-        hash: &str,
-        family: &str,
-        account_id: &str,
-        expires_at: i64,
-    ) -> Result<(), UserError> {
-        sqlx::query(
-            "INSERT INTO refresh_tokens (token_hash, family_id, account_id, expires_at, created_at) VALUES ($1, $2, $3, $4, $5)",
-        )
-        .bind(hash)
-        .bind(family)
-        .bind(account_id)
-        .bind(expires_at)
-        .bind(now())
-        .execute(&self.pool)
-        .await?;
-        Ok(())
-    }
-
-    pub(crate) async fn refresh_by_hash(
-        &self,
-        hash: &str,
-    ) -> Result<Option<RefreshRow>, UserError> {
-        let row = sqlx::query(
-            "SELECT family_id, account_id, expires_at, used_at, revoked_at FROM refresh_tokens WHERE token_hash = $1",
-        )
-        .bind(hash)
-        .fetch_optional(&self.pool)
-        .await?;
-        let Some(row) = row else { return Ok(None) };
-        Ok(Some(RefreshRow {
-            family_id: row.try_get("family_id")?,
-            account_id: row.try_get("account_id")?,
-            expires_at: row.try_get("expires_at")?,
-            used_at: row.try_get("used_at")?,
-            revoked_at: row.try_get("revoked_at")?,
-        }))
-    }
-
-    /// Marks a token used; `false` when someone else used it first.
-    pub(crate) async fn consume_refresh(&self, hash: &str) -> Result<bool, UserError> {
-        let done = sqlx::query(
-            "UPDATE refresh_tokens SET used_at = $1 WHERE token_hash = $2 AND used_at IS NULL AND revoked_at IS NULL",
-        )
-        .bind(now())
-        .bind(hash)
-        .execute(&self.pool)
-        .await?;
-        Ok(done.rows_affected() == 1)
-    }
-
-    pub(crate) async fn revoke_family(&self, family: &str) -> Result<(), UserError> {
-        sqlx::query(
-            "UPDATE refresh_tokens SET revoked_at = $1 WHERE family_id = $2 AND revoked_at IS NULL",
-        )
-        .bind(now())
-        .bind(family)
-        .execute(&self.pool)
-        .await?;
-        Ok(())
-    }
-
-    pub(crate) async fn revoke_all_refresh(&self, account_id: &str) -> Result<(), UserError> {
-        sqlx::query(
-            "UPDATE refresh_tokens SET revoked_at = $1 WHERE account_id = $2 AND revoked_at IS NULL",
-        )
-        .bind(now())
-        .bind(account_id)
-        .execute(&self.pool)
-        .await?;
-        Ok(())
-    }
-
-    // --- one-time tokens (email verification, password reset) ---
-
-    pub(crate) async fn insert_one_time(
-        &self,
-        hash: &str,
-        account_id: &str,
-        purpose: &str,
-        expires_at: i64,
-    ) -> Result<(), UserError> {
-        sqlx::query(
-            "INSERT INTO one_time_tokens (token_hash, account_id, purpose, expires_at) VALUES ($1, $2, $3, $4)",
-        )
-        .bind(hash)
-        .bind(account_id)
-        .bind(purpose)
-        .bind(expires_at)
-        .execute(&self.pool)
-        .await?;
-        Ok(())
-    }
-
-    /// Atomically uses a valid token; returns its account.
-    pub(crate) async fn use_one_time(
-        &self,
-        hash: &str,
-        purpose: &str,
-    ) -> Result<Option<String>, UserError> {
-        let now = now();
-        let row = sqlx::query(
-            "UPDATE one_time_tokens SET used_at = $1 WHERE token_hash = $2 AND purpose = $3 AND used_at IS NULL AND expires_at > $1 RETURNING account_id",
-        )
-        .bind(now)
-        .bind(hash)
-        .bind(purpose)
-        .fetch_optional(&self.pool)
-        .await?;
-        Ok(row.map(|r| r.try_get("account_id")).transpose()?)
-    }
-
-    // --- phone challenges ---
-
-    pub(crate) async fn insert_challenge(
-        &self,
-        phone: &str,
-        code_hash: &str,
-        expires_at: i64,
-    ) -> Result<(), UserError> {
-        let mut tx = self.pool.begin().await?;
-        // A new code replaces older ones.
-        sqlx::query("DELETE FROM phone_challenges WHERE phone = $1")
-            .bind(phone)
-            .execute(&mut *tx)
-            .await?;
-        sqlx::query(
-            "INSERT INTO phone_challenges (id, phone, code_hash, attempts, expires_at, created_at) VALUES ($1, $2, $3, 0, $4, $5)",
-        )
-        .bind(uuid::Uuid::now_v7().to_string())
-        .bind(phone)
-        .bind(code_hash)
-        .bind(expires_at)
-        .bind(now())
-        .execute(&mut *tx)
-        .await?;
-        tx.commit().await?;
-        Ok(())
-    }
-
-    pub(crate) async fn active_challenge(
-        &self,
-        phone: &str,
-    ) -> Result<Option<Challenge>, UserError> {
-        let row = sqlx::query(
-            "SELECT id, code_hash, attempts, expires_at FROM phone_challenges WHERE phone = $1 AND consumed_at IS NULL ORDER BY created_at DESC LIMIT 1",
-        )
-        .bind(phone)
-        .fetch_optional(&self.pool)
-        .await?;
-        let Some(row) = row else { return Ok(None) };
-        Ok(Some(Challenge {
-            id: row.try_get("id")?,
-            code_hash: row.try_get("code_hash")?,
-            attempts: row.try_get("attempts")?,
-            expires_at: row.try_get("expires_at")?,
-        }))
-    }
-
-    /// Counts an attempt; `false` when the limit was already reached.
-    pub(crate) async fn count_attempt(&self, id: &str, max: i64) -> Result<bool, UserError> {
-        let done = sqlx::query(
-            "UPDATE phone_challenges SET attempts = attempts + 1 WHERE id = $1 AND attempts < $2",
-        )
-        .bind(id)
-        .bind(max)
-        .execute(&self.pool)
-        .await?;
-        Ok(done.rows_affected() == 1)
-    }
-
-    pub(crate) async fn consume_challenge(&self, id: &str) -> Result<bool, UserError> {
-        let done = sqlx::query(
-            "UPDATE phone_challenges SET consumed_at = $1 WHERE id = $2 AND consumed_at IS NULL",
-        )
-        .bind(now())
-        .bind(id)
-        .execute(&self.pool)
-        .await?;
-        Ok(done.rows_affected() == 1)
-    }
-
-    // --- OIDC ---
-
-    pub(crate) async fn insert_oidc_state(
-        &self,
-        state_hash: &str,
-        provider: &str,
-        verifier: &str,
-        nonce: &str,
-        expires_at: i64,
-    ) -> Result<(), UserError> {
-        sqlx::query("DELETE FROM oidc_states WHERE expires_at < $1")
-            .bind(now())
-            .execute(&self.pool)
-            .await?;
-        sqlx::query(
-            "INSERT INTO oidc_states (state_hash, provider, pkce_verifier, nonce, expires_at) VALUES ($1, $2, $3, $4, $5)",
-        )
-        .bind(state_hash)
-        .bind(provider)
-        .bind(verifier)
-        .bind(nonce)
-        .bind(expires_at)
-        .execute(&self.pool)
-        .await?;
-        Ok(())
-    }
-
-    /// Removes and returns a pending flow `(pkce_verifier, nonce)`.
-    pub(crate) async fn take_oidc_state(
-        &self,
-        state_hash: &str,
-        provider: &str,
-    ) -> Result<Option<(String, String)>, UserError> {
-        let row = sqlx::query(
-            "DELETE FROM oidc_states WHERE state_hash = $1 AND provider = $2 AND expires_at > $3 RETURNING pkce_verifier, nonce",
-        )
-        .bind(state_hash)
-        .bind(provider)
-        .bind(now())
-        .fetch_optional(&self.pool)
-        .await?;
-        let Some(row) = row else { return Ok(None) };
-        Ok(Some((row.try_get("pkce_verifier")?, row.try_get("nonce")?)))
-    }
-
-    pub(crate) async fn account_by_identity(
-        &self,
-        provider: &str,
-        subject: &str,
-    ) -> Result<Option<String>, UserError> {
-        let row = sqlx::query(
-            "SELECT account_id FROM oidc_identities WHERE provider = $1 AND subject = $2",
-        )
-        .bind(provider)
-        .bind(subject)
-        .fetch_optional(&self.pool)
-        .await?;
-        Ok(row.map(|r| r.try_get("account_id")).transpose()?)
-    }
-
-    pub(crate) async fn link_identity(
-        &self,
-        provider: &str,
-        subject: &str,
-        account_id: &str,
-    ) -> Result<(), UserError> {
-        sqlx::query(
-            "INSERT INTO oidc_identities (provider, subject, account_id, created_at) VALUES ($1, $2, $3, $4)",
-        )
-        .bind(provider)
-        .bind(subject)
-        .bind(account_id)
-        .bind(now())
-        .execute(&self.pool)
-        .await?;
         Ok(())
     }
 }
