@@ -1,0 +1,141 @@
+//! The component containers' environment and the shutdown timings it shares
+//! with the Deployment.
+
+use serde_json::Value;
+
+use super::ctx::Ctx;
+use super::pod::{plain_env, secret_env};
+use super::{CONFIG_DIR, CONFIG_FILE, DEFAULT_DRAIN_MS, DEFAULT_SHUTDOWN_DELAY_MS, GRPC_PORT};
+use crate::crd::{BookingPlatform, Component, EnvVar, PaymentProvider};
+
+/// Milliseconds of (delay, drain) from the platform's shutdown settings.
+pub(super) fn shutdown_millis(p: &BookingPlatform) -> (u64, u64) {
+    let s = p.spec.shutdown.clone().unwrap_or_default();
+    let delay = s
+        .delay
+        .and_then(|d| d.millis())
+        .unwrap_or(DEFAULT_SHUTDOWN_DELAY_MS);
+    let drain = s
+        .drain_timeout
+        .and_then(|d| d.millis())
+        .unwrap_or(DEFAULT_DRAIN_MS);
+    (delay, drain)
+}
+
+pub(super) fn component_env(ctx: &Ctx<'_>, c: Component, overrides: &[EnvVar]) -> Vec<Value> {
+    let spec = &ctx.p.spec;
+    let (_, drain) = shutdown_millis(ctx.p);
+    let mut env = vec![
+        plain_env("BERTH_CONFIG", &format!("{CONFIG_DIR}/{CONFIG_FILE}")),
+        plain_env("BERTH_LOG_FORMAT", "json"),
+        // The preStop sleep already covers the routing delay; the service
+        // starts draining as soon as SIGTERM arrives.
+        plain_env("BERTH_SHUTDOWN__DELAY", "0s"),
+        plain_env("BERTH_SHUTDOWN__DRAIN_TIMEOUT", &format!("{drain}ms")),
+        secret_env(
+            "BERTH_DATABASE_URL",
+            &spec.database.secret_ref.name,
+            spec.database.secret_ref.key_or("url"),
+        ),
+    ];
+    if let Some(ext) = &spec.redis.external {
+        env.push(secret_env(
+            "BERTH_REDIS_URL",
+            &ext.secret_ref.name,
+            ext.secret_ref.key_or("url"),
+        ));
+    } else {
+        let nodes = ctx.redis_nodes();
+        if let Some(first) = nodes.first() {
+            env.push(plain_env("BERTH_REDIS_URL", first));
+        }
+        env.push(plain_env(
+            "BERTH_SERVICE__REDIS_LOCK_NODES",
+            &nodes.join(","),
+        ));
+    }
+    env.push(plain_env("BERTH_SERVICE__AUTH__ISSUER", &spec.auth.issuer));
+    env.push(secret_env(
+        "BERTH_SERVICE__AUTH__JWT_SIGNING_KEY",
+        &spec.auth.jwt_signing_key_secret_ref.name,
+        spec.auth.jwt_signing_key_secret_ref.key_or("signing-key"),
+    ));
+    let provider = spec
+        .payments
+        .as_ref()
+        .map_or(PaymentProvider::None, |p| p.provider);
+    match c {
+        Component::User => {
+            for o in &spec.auth.oidc_providers {
+                let prefix = format!("BERTH_SERVICE__AUTH__OIDC__{}", o.name.to_ascii_uppercase());
+                env.push(plain_env(&format!("{prefix}__ISSUER_URL"), &o.issuer_url));
+                env.push(secret_env(
+                    &format!("{prefix}__CLIENT_ID"),
+                    &o.secret_name,
+                    "client-id",
+                ));
+                env.push(secret_env(
+                    &format!("{prefix}__CLIENT_SECRET"),
+                    &o.secret_name,
+                    "client-secret",
+                ));
+            }
+        }
+        Component::Booking => {
+            env.push(plain_env(
+                "BERTH_SERVICE__AVAILABILITY_GRPC",
+                &format!(
+                    "http://{}:{GRPC_PORT}",
+                    ctx.svc_host(Component::Availability)
+                ),
+            ));
+            env.push(plain_env(
+                "BERTH_SERVICE__PAYMENTS__PROVIDER",
+                if provider == PaymentProvider::Stripe {
+                    "stripe"
+                } else {
+                    "none"
+                },
+            ));
+        }
+        Component::Payment => {
+            env.push(plain_env(
+                "BERTH_SERVICE__PAYMENTS__PROVIDER",
+                if provider == PaymentProvider::Stripe {
+                    "stripe"
+                } else {
+                    "none"
+                },
+            ));
+            if let Some(stripe) = spec.payments.as_ref().and_then(|p| p.stripe.as_ref()) {
+                env.push(secret_env(
+                    "BERTH_SERVICE__STRIPE__API_KEY",
+                    &stripe.api_key_secret_ref.name,
+                    stripe.api_key_secret_ref.key_or("api-key"),
+                ));
+                env.push(secret_env(
+                    "BERTH_SERVICE__STRIPE__WEBHOOK_SECRET",
+                    &stripe.webhook_secret_ref.name,
+                    stripe.webhook_secret_ref.key_or("webhook-secret"),
+                ));
+            }
+        }
+        Component::Availability | Component::Notification => {}
+    }
+    // Overrides replace same-named variables in place (duplicates would be
+    // rejected by server-side apply: `name` is the list's merge key).
+    for o in overrides {
+        let value = match (&o.value, &o.secret_key_ref) {
+            (_, Some(s)) => secret_env(&o.name, &s.name, s.key_or(&o.name)),
+            (v, None) => plain_env(&o.name, v.as_deref().unwrap_or("")),
+        };
+        match env
+            .iter_mut()
+            .find(|e| e.get("name").and_then(Value::as_str) == Some(o.name.as_str()))
+        {
+            Some(slot) => *slot = value,
+            None => env.push(value),
+        }
+    }
+    env
+}
