@@ -1,0 +1,162 @@
+//! P3: slot queries over HTTP at a fixed 1,000 requests/s (open loop, so a
+//! slow response cannot slow the arrival rate and hide latency).
+//!
+//! Starts `berth serve availability` (release build next to this example)
+//! on a fresh PostgreSQL database, creates one resource open every day with
+//! a 30-minute type and 100 held claims, then fires `GET …/slots` (7-day
+//! window) at 1,000 req/s for 10 s and reports p50/p99/max.
+//!
+//! Run: `scripts/stack up && eval "$(scripts/stack env)" &&
+//!       cargo build --release -p berth --examples &&
+//!       cargo run --release -p berth --example p3_slots_load`
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+const RATE_PER_SECOND: u64 = 1_000;
+const SECONDS: u64 = 10;
+
+struct Process(Child);
+impl Drop for Process {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn berth_binary() -> PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    exe.parent().unwrap().parent().unwrap().join("berth")
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+#[tokio::main]
+async fn main() {
+    let admin = std::env::var("DATABASE_URL").expect("DATABASE_URL: run scripts/stack up and eval its env");
+    let name = format!("p3_{}", uuid::Uuid::new_v4().simple());
+    let mut admin_conn = <sqlx::PgConnection as sqlx::Connection>::connect(&admin).await.unwrap();
+    sqlx::query(&format!("CREATE DATABASE {name}")).execute(&mut admin_conn).await.unwrap();
+    let db_url = format!("{}/{name}", admin.rsplit_once('/').unwrap().0);
+
+    let (http, grpc) = (free_port(), free_port());
+    let child = Command::new(berth_binary())
+        .args(["serve", "availability"])
+        .env("BERTH_DATABASE_URL", &db_url)
+        .env("BERTH_HTTP_ADDR", format!("127.0.0.1:{http}"))
+        .env("BERTH_GRPC_ADDR", format!("127.0.0.1:{grpc}"))
+        .env("BERTH_LOG", "warn")
+        .env_remove("BERTH_CONFIG")
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("berth binary: build it with `cargo build --release -p berth --examples`");
+    let process = Process(child);
+    let base = format!("http://127.0.0.1:{http}");
+    let client = reqwest::Client::builder().pool_max_idle_per_host(256).build().unwrap();
+    for _ in 0..600 {
+        if client.get(format!("{base}/readyz")).send().await.is_ok_and(|r| r.status() == 200) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    let r: Value = client
+        .post(format!("{base}/v1/resources"))
+        .json(&json!({"name": "p3", "time_zone": "Europe/Berlin"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let rid = r["id"].as_str().unwrap().to_owned();
+    let day = json!([{"start": "08:00", "end": "12:00"}, {"start": "13:00", "end": "18:00"}]);
+    let week = json!({"monday": day, "tuesday": day, "wednesday": day, "thursday": day, "friday": day, "saturday": day, "sunday": day});
+    client.put(format!("{base}/v1/resources/{rid}/schedule")).json(&week).send().await.unwrap();
+    let t: Value = client
+        .post(format!("{base}/v1/resources/{rid}/appointment-types"))
+        .json(&json!({"name": "s", "duration_minutes": 30, "interval_minutes": 15, "currency": "EUR", "min_notice_minutes": 60}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let tid = t["id"].as_str().unwrap().to_owned();
+    let url = format!("{base}/v1/resources/{rid}/slots?type={tid}");
+
+    // 100 existing claims through the ledger (gRPC), every other slot.
+    let channel = tonic::transport::Channel::from_shared(format!("http://127.0.0.1:{grpc}"))
+        .unwrap()
+        .connect_lazy();
+    let deps = berth_runtime::resilience::Dependencies::unobserved(
+        Default::default(),
+        std::sync::Arc::new(berth_runtime::resilience::clock::SystemClock),
+    );
+    let ledger = berth_availability::GrpcLedger::new(berth_runtime::grpc::grpc_channel(channel, deps.get("availability")));
+    let slots: Value = client.get(&url).send().await.unwrap().json().await.unwrap();
+    let mut claimed = 0;
+    for s in slots["slots"].as_array().unwrap().iter().step_by(4).take(100) {
+        let start = s["start_utc"].as_str().unwrap().parse().unwrap();
+        let request = berth_ledger::ClaimRequest {
+            resource_id: rid.parse().unwrap(),
+            appointment_type_id: tid.parse().unwrap(),
+            start,
+            seats: 1,
+            hold_for: Some(Duration::from_secs(3600)),
+            owner: format!("p3-{claimed}"),
+        };
+        berth_ledger::Ledger::claim(&ledger, request).await.unwrap();
+        claimed += 1;
+    }
+
+    // Warm-up, then the open loop.
+    for _ in 0..200 {
+        let _ = client.get(&url).send().await.unwrap().bytes().await;
+    }
+    let total = RATE_PER_SECOND * SECONDS;
+    let interval = Duration::from_micros(1_000_000 / RATE_PER_SECOND);
+    let started = Instant::now();
+    let mut tasks = Vec::with_capacity(total as usize);
+    for i in 0..total {
+        let due = started + interval * i as u32;
+        tokio::time::sleep_until(due.into()).await;
+        let (client, url) = (client.clone(), url.clone());
+        tasks.push(tokio::spawn(async move {
+            let t0 = Instant::now();
+            let r = client.get(&url).send().await.unwrap();
+            let ok = r.status() == 200;
+            let _ = r.bytes().await;
+            (ok, t0.elapsed())
+        }));
+    }
+    let mut latencies = Vec::with_capacity(tasks.len());
+    let mut failures = 0;
+    for t in tasks {
+        let (ok, d) = t.await.unwrap();
+        if !ok {
+            failures += 1;
+        }
+        latencies.push(d);
+    }
+    let elapsed = started.elapsed();
+    latencies.sort();
+    let pct = |p: f64| latencies[((latencies.len() as f64 - 1.0) * p).round() as usize].as_secs_f64() * 1e3;
+    println!("P3 slots over HTTP: {total} requests at {RATE_PER_SECOND}/s ({claimed} claims on the resource, 7-day window)");
+    println!(
+        "  achieved {:.0} req/s, non-200 {failures}",
+        total as f64 / elapsed.as_secs_f64()
+    );
+    println!("  latency p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms", pct(0.5), pct(0.99), pct(1.0));
+
+    drop(process);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")).execute(&mut admin_conn).await.ok();
+}
