@@ -35,15 +35,25 @@ fn berth_binary() -> PathBuf {
 }
 
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 #[tokio::main]
 async fn main() {
-    let admin = std::env::var("DATABASE_URL").expect("DATABASE_URL: run scripts/stack up and eval its env");
+    let admin =
+        std::env::var("DATABASE_URL").expect("DATABASE_URL: run scripts/stack up and eval its env");
     let name = format!("p3_{}", uuid::Uuid::new_v4().simple());
-    let mut admin_conn = <sqlx::PgConnection as sqlx::Connection>::connect(&admin).await.unwrap();
-    sqlx::query(&format!("CREATE DATABASE {name}")).execute(&mut admin_conn).await.unwrap();
+    let mut admin_conn = <sqlx::PgConnection as sqlx::Connection>::connect(&admin)
+        .await
+        .unwrap();
+    sqlx::query(&format!("CREATE DATABASE {name}"))
+        .execute(&mut admin_conn)
+        .await
+        .unwrap();
     let db_url = format!("{}/{name}", admin.rsplit_once('/').unwrap().0);
 
     let (http, grpc) = (free_port(), free_port());
@@ -59,9 +69,17 @@ async fn main() {
         .expect("berth binary: build it with `cargo build --release -p berth --examples`");
     let process = Process(child);
     let base = format!("http://127.0.0.1:{http}");
-    let client = reqwest::Client::builder().pool_max_idle_per_host(256).build().unwrap();
+    let client = reqwest::Client::builder()
+        .pool_max_idle_per_host(256)
+        .build()
+        .unwrap();
     for _ in 0..600 {
-        if client.get(format!("{base}/readyz")).send().await.is_ok_and(|r| r.status() == 200) {
+        if client
+            .get(format!("{base}/readyz"))
+            .send()
+            .await
+            .is_ok_and(|r| r.status() == 200)
+        {
             break;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
@@ -79,7 +97,12 @@ async fn main() {
     let rid = r["id"].as_str().unwrap().to_owned();
     let day = json!([{"start": "08:00", "end": "12:00"}, {"start": "13:00", "end": "18:00"}]);
     let week = json!({"monday": day, "tuesday": day, "wednesday": day, "thursday": day, "friday": day, "saturday": day, "sunday": day});
-    client.put(format!("{base}/v1/resources/{rid}/schedule")).json(&week).send().await.unwrap();
+    client
+        .put(format!("{base}/v1/resources/{rid}/schedule"))
+        .json(&week)
+        .send()
+        .await
+        .unwrap();
     let t: Value = client
         .post(format!("{base}/v1/resources/{rid}/appointment-types"))
         .json(&json!({"name": "s", "duration_minutes": 30, "interval_minutes": 15, "currency": "EUR", "min_notice_minutes": 60}))
@@ -100,10 +123,19 @@ async fn main() {
         Default::default(),
         std::sync::Arc::new(berth_runtime::resilience::clock::SystemClock),
     );
-    let ledger = berth_availability::GrpcLedger::new(berth_runtime::grpc::grpc_channel(channel, deps.get("availability")));
+    let ledger = berth_availability::GrpcLedger::new(berth_runtime::grpc::grpc_channel(
+        channel,
+        deps.get("availability"),
+    ));
     let slots: Value = client.get(&url).send().await.unwrap().json().await.unwrap();
     let mut claimed = 0;
-    for s in slots["slots"].as_array().unwrap().iter().step_by(4).take(100) {
+    for s in slots["slots"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .step_by(4)
+        .take(100)
+    {
         let start = s["start_utc"].as_str().unwrap().parse().unwrap();
         let request = berth_ledger::ClaimRequest {
             resource_id: rid.parse().unwrap(),
@@ -148,15 +180,27 @@ async fn main() {
     }
     let elapsed = started.elapsed();
     latencies.sort();
-    let pct = |p: f64| latencies[((latencies.len() as f64 - 1.0) * p).round() as usize].as_secs_f64() * 1e3;
-    println!("P3 slots over HTTP: {total} requests at {RATE_PER_SECOND}/s ({claimed} claims on the resource, 7-day window)");
+    let pct = |p: f64| {
+        latencies[((latencies.len() as f64 - 1.0) * p).round() as usize].as_secs_f64() * 1e3
+    };
+    println!(
+        "P3 slots over HTTP: {total} requests at {RATE_PER_SECOND}/s ({claimed} claims on the resource, 7-day window)"
+    );
     println!(
         "  achieved {:.0} req/s, non-200 {failures}",
         total as f64 / elapsed.as_secs_f64()
     );
-    println!("  latency p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms", pct(0.5), pct(0.99), pct(1.0));
+    println!(
+        "  latency p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
+        pct(0.5),
+        pct(0.99),
+        pct(1.0)
+    );
 
     drop(process);
     tokio::time::sleep(Duration::from_millis(300)).await;
-    sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")).execute(&mut admin_conn).await.ok();
+    sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+        .execute(&mut admin_conn)
+        .await
+        .ok();
 }
