@@ -15,8 +15,9 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+mod support;
+
+use std::process::Command;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
@@ -30,55 +31,6 @@ const SLOTS_PER_RESOURCE: usize = 10;
 const ATTEMPTS_PER_SLOT: usize = 2;
 const PGBENCH_SECONDS: u32 = 15;
 
-struct Process(Child);
-impl Drop for Process {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn berth_binary() -> PathBuf {
-    // target/<profile>/examples/p1_booking_load → target/<profile>/berth
-    let exe = std::env::current_exe().unwrap();
-    exe.parent().unwrap().parent().unwrap().join("berth")
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-fn spawn(args: &[&str], env: &[(&str, String)]) -> Process {
-    let mut c = Command::new(berth_binary());
-    c.args(args)
-        .env("BERTH_LOG", "warn")
-        .env_remove("BERTH_CONFIG")
-        .stdout(Stdio::null());
-    for (k, v) in env {
-        c.env(k, v);
-    }
-    Process(
-        c.spawn()
-            .expect("berth binary: build it with `cargo build --release -p berth --examples`"),
-    )
-}
-
-async fn wait_ready(base: &str) {
-    for _ in 0..600 {
-        if let Ok(r) = reqwest::get(format!("{base}/readyz")).await
-            && r.status() == 200
-        {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    panic!("{base} never became ready");
-}
-
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
     let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
     sorted[i]
@@ -86,22 +38,18 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
 
 #[tokio::main]
 async fn main() {
-    let admin =
-        std::env::var("DATABASE_URL").expect("DATABASE_URL: run scripts/stack up and eval its env");
     let redis =
         std::env::var("REDIS_URL").expect("REDIS_URL: run scripts/stack up and eval its env");
-    let name = format!("p1_{}", uuid::Uuid::new_v4().simple());
-    let mut admin_conn = <sqlx::PgConnection as sqlx::Connection>::connect(&admin)
-        .await
-        .unwrap();
-    sqlx::query(&format!("CREATE DATABASE {name}"))
-        .execute(&mut admin_conn)
-        .await
-        .unwrap();
-    let db_url = format!("{}/{name}", admin.rsplit_once('/').unwrap().0);
+    let db = support::BenchDb::create("p1").await;
+    let db_url = db.url.clone();
+    let name = db.name.clone();
 
-    let (a_http, a_grpc, b_http) = (free_port(), free_port(), free_port());
-    let _availability = spawn(
+    let (a_http, a_grpc, b_http) = (
+        support::free_port(),
+        support::free_port(),
+        support::free_port(),
+    );
+    let _availability = support::spawn(
         &["serve", "availability"],
         &[
             ("BERTH_DATABASE_URL", db_url.clone()),
@@ -111,8 +59,8 @@ async fn main() {
         ],
     );
     let a = format!("http://127.0.0.1:{a_http}");
-    wait_ready(&a).await;
-    let _booking = spawn(
+    support::wait_ready(&a).await;
+    let _booking = support::spawn(
         &["serve", "booking"],
         &[
             ("BERTH_DATABASE_URL", db_url.clone()),
@@ -125,7 +73,7 @@ async fn main() {
         ],
     );
     let b = format!("http://127.0.0.1:{b_http}");
-    wait_ready(&b).await;
+    support::wait_ready(&b).await;
 
     // Setup: 100 resources × 10 slots.
     let client = reqwest::Client::builder()
@@ -228,7 +176,7 @@ async fn main() {
     let bookings_per_s = booked as f64 / elapsed.as_secs_f64();
     let requests_per_s = results.len() as f64 / elapsed.as_secs_f64();
 
-    let check = Command::new(berth_binary())
+    let check = Command::new(support::berth_binary())
         .arg("check-ledger")
         .env("BERTH_DATABASE_URL", &db_url)
         .env("BERTH_LOG", "warn")
@@ -264,10 +212,6 @@ async fn main() {
 
     // The physical limit: the bare ledger insert under an exclusion
     // constraint, same server, same client count.
-    sqlx::query("CREATE EXTENSION IF NOT EXISTS btree_gist")
-        .execute(&mut admin_conn)
-        .await
-        .ok();
     let mut conn = <sqlx::PgConnection as sqlx::Connection>::connect(&db_url)
         .await
         .unwrap();
@@ -325,8 +269,5 @@ async fn main() {
     drop(_booking);
     drop(_availability);
     tokio::time::sleep(Duration::from_millis(300)).await;
-    sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
-        .execute(&mut admin_conn)
-        .await
-        .ok();
+    db.drop_db().await;
 }

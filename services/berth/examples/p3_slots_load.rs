@@ -12,8 +12,8 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+mod support;
+
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
@@ -21,70 +21,24 @@ use serde_json::{Value, json};
 const RATE_PER_SECOND: u64 = 1_000;
 const SECONDS: u64 = 10;
 
-struct Process(Child);
-impl Drop for Process {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn berth_binary() -> PathBuf {
-    let exe = std::env::current_exe().unwrap();
-    exe.parent().unwrap().parent().unwrap().join("berth")
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 #[tokio::main]
 async fn main() {
-    let admin =
-        std::env::var("DATABASE_URL").expect("DATABASE_URL: run scripts/stack up and eval its env");
-    let name = format!("p3_{}", uuid::Uuid::new_v4().simple());
-    let mut admin_conn = <sqlx::PgConnection as sqlx::Connection>::connect(&admin)
-        .await
-        .unwrap();
-    sqlx::query(&format!("CREATE DATABASE {name}"))
-        .execute(&mut admin_conn)
-        .await
-        .unwrap();
-    let db_url = format!("{}/{name}", admin.rsplit_once('/').unwrap().0);
-
-    let (http, grpc) = (free_port(), free_port());
-    let child = Command::new(berth_binary())
-        .args(["serve", "availability"])
-        .env("BERTH_DATABASE_URL", &db_url)
-        .env("BERTH_HTTP_ADDR", format!("127.0.0.1:{http}"))
-        .env("BERTH_GRPC_ADDR", format!("127.0.0.1:{grpc}"))
-        .env("BERTH_LOG", "warn")
-        .env_remove("BERTH_CONFIG")
-        .stdout(Stdio::null())
-        .spawn()
-        .expect("berth binary: build it with `cargo build --release -p berth --examples`");
-    let process = Process(child);
+    let db = support::BenchDb::create("p3").await;
+    let (http, grpc) = (support::free_port(), support::free_port());
+    let process = support::spawn(
+        &["serve", "availability"],
+        &[
+            ("BERTH_DATABASE_URL", db.url.clone()),
+            ("BERTH_HTTP_ADDR", format!("127.0.0.1:{http}")),
+            ("BERTH_GRPC_ADDR", format!("127.0.0.1:{grpc}")),
+        ],
+    );
     let base = format!("http://127.0.0.1:{http}");
+    support::wait_ready(&base).await;
     let client = reqwest::Client::builder()
         .pool_max_idle_per_host(256)
         .build()
         .unwrap();
-    for _ in 0..600 {
-        if client
-            .get(format!("{base}/readyz"))
-            .send()
-            .await
-            .is_ok_and(|r| r.status() == 200)
-        {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-
     let r: Value = client
         .post(format!("{base}/v1/resources"))
         .json(&json!({"name": "p3", "time_zone": "Europe/Berlin"}))
@@ -199,8 +153,5 @@ async fn main() {
 
     drop(process);
     tokio::time::sleep(Duration::from_millis(300)).await;
-    sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
-        .execute(&mut admin_conn)
-        .await
-        .ok();
+    db.drop_db().await;
 }

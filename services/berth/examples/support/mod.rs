@@ -1,0 +1,95 @@
+//! Shared by the load generators: start `berth` processes from the same
+//! release build and give each run its own PostgreSQL database.
+
+#![allow(dead_code)]
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+/// Kills the process when the benchmark ends, however it ends.
+pub struct Process(pub Child);
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// `target/<profile>/examples/<name>` → `target/<profile>/berth`.
+pub fn berth_binary() -> PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    exe.parent().unwrap().parent().unwrap().join("berth")
+}
+
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+pub fn spawn(args: &[&str], env: &[(&str, String)]) -> Process {
+    let mut command = Command::new(berth_binary());
+    command
+        .args(args)
+        .env("BERTH_LOG", "warn")
+        .env_remove("BERTH_CONFIG")
+        .stdout(Stdio::null());
+    for (key, value) in env {
+        command.env(key, value);
+    }
+    Process(
+        command.spawn().expect(
+            "berth binary: build it with `cargo build --release -p berth --bins --examples`",
+        ),
+    )
+}
+
+pub async fn wait_ready(base: &str) {
+    for _ in 0..600 {
+        if let Ok(r) = reqwest::get(format!("{base}/readyz")).await
+            && r.status() == 200
+        {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("{base} never became ready");
+}
+
+/// A fresh database named `<prefix>_<random>` on the stack's PostgreSQL.
+pub struct BenchDb {
+    pub admin: sqlx::PgConnection,
+    pub name: String,
+    pub url: String,
+}
+
+impl BenchDb {
+    pub async fn create(prefix: &str) -> Self {
+        let admin_url = std::env::var("DATABASE_URL")
+            .expect("DATABASE_URL: run scripts/stack up and eval \"$(scripts/stack env)\"");
+        let name = format!("{prefix}_{}", uuid::Uuid::new_v4().simple());
+        let mut admin = <sqlx::PgConnection as sqlx::Connection>::connect(&admin_url)
+            .await
+            .unwrap();
+        sqlx::query(&format!("CREATE DATABASE {name}"))
+            .execute(&mut admin)
+            .await
+            .unwrap();
+        let url = format!("{}/{name}", admin_url.rsplit_once('/').unwrap().0);
+        Self { admin, name, url }
+    }
+
+    pub async fn drop_db(mut self) {
+        sqlx::query(&format!(
+            "DROP DATABASE IF EXISTS {} WITH (FORCE)",
+            self.name
+        ))
+        .execute(&mut self.admin)
+        .await
+        .ok();
+    }
+}
