@@ -90,17 +90,7 @@ pub async fn start(component: Component, rt: &Runtime) -> Result<Started, StartE
     match component {
         Component::Availability => {
             let availability =
-                Availability::connect(database_url(config)?, config.redis_url.as_deref())
-                    .await
-                    .map_err(|e| StartError::service("availability", e))?;
-            add_ready_check(rt, "availability", {
-                let a = availability.clone();
-                move || {
-                    let a = a.clone();
-                    async move { a.check_ready().await }
-                }
-            });
-            availability.spawn_sweeper(rt.stop_token());
+                start_availability(rt, database_url(config)?, config.redis_url.as_deref()).await?;
             Ok(Started {
                 rest: availability.rest_routes(),
                 grpc: Some(GrpcSurface {
@@ -136,20 +126,13 @@ pub async fn start(component: Component, rt: &Runtime) -> Result<Started, StartE
             })
         }
         Component::User => {
-            let users = Users::connect(
+            let users = start_users(
+                rt,
                 database_url(config)?,
                 config.redis_url.as_deref(),
                 user_config(config),
             )
-            .await
-            .map_err(|e| StartError::service("user", e))?;
-            add_ready_check(rt, "user", {
-                let u = users.clone();
-                move || {
-                    let u = u.clone();
-                    async move { u.check_ready().await }
-                }
-            });
+            .await?;
             Ok(Started {
                 rest: users.rest_routes(),
                 grpc: None,
@@ -199,23 +182,56 @@ pub async fn start_booking(
     let booking = Booking::connect(database_url, rt.config.redis_url.as_deref(), ledger, config)
         .await
         .map_err(|e| StartError::service("booking", e))?;
-    add_ready_check(rt, "booking", {
-        let b = booking.clone();
-        move || {
-            let b = b.clone();
-            async move { b.check_ready().await }
-        }
-    });
+    ready_check(
+        rt,
+        "booking",
+        &booking,
+        |b| async move { b.check_ready().await },
+    );
     booking.spawn_workers(rt.stop_token());
     Ok(booking)
 }
 
-pub fn add_ready_check<F, Fut>(rt: &Runtime, name: &str, check: F)
+/// Availability with its readiness check and hold sweeper, as both
+/// `berth serve availability` and `berth dev` run it.
+pub async fn start_availability(
+    rt: &Runtime,
+    database_url: &str,
+    redis_url: Option<&str>,
+) -> Result<Availability, StartError> {
+    let availability = Availability::connect(database_url, redis_url)
+        .await
+        .map_err(|e| StartError::service("availability", e))?;
+    ready_check(rt, "availability", &availability, |a| async move {
+        a.check_ready().await
+    });
+    availability.spawn_sweeper(rt.stop_token());
+    Ok(availability)
+}
+
+/// The user service with its readiness check.
+pub async fn start_users(
+    rt: &Runtime,
+    database_url: &str,
+    redis_url: Option<&str>,
+    config: UserConfig,
+) -> Result<Users, StartError> {
+    let users = Users::connect(database_url, redis_url, config)
+        .await
+        .map_err(|e| StartError::service("user", e))?;
+    ready_check(rt, "user", &users, |u| async move { u.check_ready().await });
+    Ok(users)
+}
+
+/// Registers `check(service)` under `name` in `/readyz`.
+fn ready_check<S, F, Fut>(rt: &Runtime, name: &str, service: &S, check: F)
 where
-    F: Fn() -> Fut + Send + Sync + 'static,
+    S: Clone + Send + Sync + 'static,
+    F: Fn(S) -> Fut + Send + Sync + 'static,
     Fut: std::future::Future<Output = Result<(), String>> + Send + 'static,
 {
-    rt.health.add_check(name, check);
+    let service = service.clone();
+    rt.health.add_check(name, move || check(service.clone()));
 }
 
 /// `berth migrate`: connecting runs each service's embedded migrations.

@@ -8,12 +8,11 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use axum::Router;
-use berth_availability::Availability;
 use berth_ledger::Ledger;
 use berth_runtime::{Runtime, RuntimeConfig};
-use berth_user::{UserConfig, Users};
+use berth_user::UserConfig;
 
-use crate::components::{StartError, add_ready_check, start_booking};
+use crate::components::{StartError, start_availability, start_booking, start_users};
 use crate::seed;
 
 fn default_data_dir() -> PathBuf {
@@ -41,30 +40,11 @@ pub async fn run(addr: SocketAddr, data_dir: Option<PathBuf>) -> Result<(), Star
         problem: format!("{} cannot be created: {e}", dir.display()),
     })?;
 
-    let availability = Availability::connect(&sqlite_url(&dir, "availability"), None)
-        .await
-        .map_err(|e| StartError::service("availability", e))?;
-    add_ready_check(&rt, "availability", {
-        let a = availability.clone();
-        move || {
-            let a = a.clone();
-            async move { a.check_ready().await }
-        }
-    });
-    availability.spawn_sweeper(rt.stop_token());
+    let availability = start_availability(&rt, &sqlite_url(&dir, "availability"), None).await?;
     let ledger: Arc<dyn Ledger> = Arc::new(availability.clone());
     let booking = start_booking(&rt, &sqlite_url(&dir, "booking"), ledger).await?;
 
-    let users = Users::connect(&sqlite_url(&dir, "user"), None, UserConfig::default())
-        .await
-        .map_err(|e| StartError::service("user", e))?;
-    add_ready_check(&rt, "user", {
-        let u = users.clone();
-        move || {
-            let u = u.clone();
-            async move { u.check_ready().await }
-        }
-    });
+    let users = start_users(&rt, &sqlite_url(&dir, "user"), None, UserConfig::default()).await?;
     users
         .ensure_demo_user(seed::DEMO_EMAIL, seed::DEMO_PASSWORD)
         .await
