@@ -55,72 +55,59 @@ impl GoDuration {
     }
 }
 
-impl JsonSchema for GoDuration {
-    fn schema_name() -> Cow<'static, str> {
-        "GoDuration".into()
-    }
-    fn inline_schema() -> bool {
-        true
-    }
-    fn json_schema(_: &mut SchemaGenerator) -> Schema {
-        json_schema!({
-            "type": "string",
-            "maxLength": 32,
-            "x-kubernetes-validations": [{
-                "rule": format!("self.matches('{DURATION_PATTERN}') && duration(self) > duration('0s')"),
-                "message": "must be a positive duration made of integers with units h, m, s or ms, such as 500ms, 2s or 1m30s"
-            }]
-        })
-    }
+/// Implements `JsonSchema` for a string newtype as an inline string with a
+/// length cap and one CEL rule, so the API server rejects bad values with a
+/// message a user understands.
+macro_rules! cel_string_schema {
+    ($ty:ident, max_length: $max:expr, rule: $rule:expr, message: $message:expr) => {
+        impl JsonSchema for $ty {
+            fn schema_name() -> Cow<'static, str> {
+                stringify!($ty).into()
+            }
+            fn inline_schema() -> bool {
+                true
+            }
+            fn json_schema(_: &mut SchemaGenerator) -> Schema {
+                json_schema!({
+                    "type": "string",
+                    "maxLength": $max,
+                    "x-kubernetes-validations": [{ "rule": $rule, "message": $message }]
+                })
+            }
+        }
+    };
 }
+
+cel_string_schema!(
+    GoDuration,
+    max_length: 32,
+    rule: format!("self.matches('{DURATION_PATTERN}') && duration(self) > duration('0s')"),
+    message: "must be a positive duration made of integers with units h, m, s or ms, such as 500ms, 2s or 1m30s"
+);
 
 /// A Kubernetes resource quantity such as `250m`, `1`, `512Mi` or `10Gi`.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Hash)]
 #[serde(transparent)]
 pub struct Quantity(pub String);
 
-impl JsonSchema for Quantity {
-    fn schema_name() -> Cow<'static, str> {
-        "Quantity".into()
-    }
-    fn inline_schema() -> bool {
-        true
-    }
-    fn json_schema(_: &mut SchemaGenerator) -> Schema {
-        json_schema!({
-            "type": "string",
-            "maxLength": 32,
-            "x-kubernetes-validations": [{
-                "rule": "isQuantity(self)",
-                "message": "must be a Kubernetes quantity such as 250m, 1, 512Mi or 10Gi"
-            }]
-        })
-    }
-}
+cel_string_schema!(
+    Quantity,
+    max_length: 32,
+    rule: "isQuantity(self)",
+    message: "must be a Kubernetes quantity such as 250m, 1, 512Mi or 10Gi"
+);
 
 /// A rollout bound: an absolute number of pods (`1`) or a percentage (`25%`).
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Hash)]
 #[serde(transparent)]
 pub struct IntOrPercent(pub String);
 
-impl JsonSchema for IntOrPercent {
-    fn schema_name() -> Cow<'static, str> {
-        "IntOrPercent".into()
-    }
-    fn inline_schema() -> bool {
-        true
-    }
-    fn json_schema(_: &mut SchemaGenerator) -> Schema {
-        json_schema!({
-            "type": "string",
-            "maxLength": 8,
-            "x-kubernetes-validations": [{
-                "rule": "self.matches('^[0-9]+%?$')",
-                "message": "must be a number of pods such as 1 or a percentage such as 25%"
-            }]
-        })
-    }
-}
+cel_string_schema!(
+    IntOrPercent,
+    max_length: 8,
+    rule: "self.matches('^[0-9]+%?$')",
+    message: "must be a number of pods such as 1 or a percentage such as 25%"
+);
 
 // ---------------------------------------------------------------------------
 // Shared pieces
