@@ -54,14 +54,9 @@ impl Runtime {
         let names: Vec<String> = services.iter().map(|s| (*s).to_owned()).collect();
         let watch_stop = stop.clone();
         tokio::spawn(async move {
-            loop {
-                if health.is_shutting_down() {
-                    break;
-                }
-                tokio::select! {
-                    _ = watch_stop.cancelled() => break,
-                    _ = tokio::time::sleep(std::time::Duration::from_millis(100)) => {}
-                }
+            tokio::select! {
+                _ = health.shutdown_started() => {}
+                _ = watch_stop.cancelled() => {}
             }
             reporter
                 .set_service_status("", ServingStatus::NotServing)

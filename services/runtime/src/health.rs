@@ -4,7 +4,6 @@
 use std::collections::BTreeMap;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
@@ -14,6 +13,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use http::{StatusCode, header};
 use serde::Serialize;
+use tokio_util::sync::CancellationToken;
 
 use crate::metrics::Metrics;
 
@@ -29,7 +29,8 @@ pub struct Health {
 
 #[derive(Default)]
 struct HealthInner {
-    shutting_down: AtomicBool,
+    /// Cancelled when shutdown begins; readiness and gRPC health follow it.
+    shutting_down: CancellationToken,
     checks: RwLock<Vec<(String, Check)>>,
 }
 
@@ -55,11 +56,16 @@ impl Health {
     }
 
     pub fn begin_shutdown(&self) {
-        self.inner.shutting_down.store(true, Ordering::SeqCst);
+        self.inner.shutting_down.cancel();
     }
 
     pub fn is_shutting_down(&self) -> bool {
-        self.inner.shutting_down.load(Ordering::SeqCst)
+        self.inner.shutting_down.is_cancelled()
+    }
+
+    /// Completes as soon as shutdown begins.
+    pub async fn shutdown_started(&self) {
+        self.inner.shutting_down.cancelled().await;
     }
 
     pub async fn readiness(&self) -> Readiness {
