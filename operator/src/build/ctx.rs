@@ -37,6 +37,11 @@ impl Ctx<'_> {
         json!({ LABEL_PLATFORM: self.name, LABEL_ROLE: role })
     }
 
+    /// Every pod of this platform.
+    pub(super) fn platform_selector(&self) -> Value {
+        json!({ LABEL_PLATFORM: self.name })
+    }
+
     pub(super) fn meta(&self, name: &str, role: &str, version: Option<&str>) -> Value {
         json!({
             "name": name,

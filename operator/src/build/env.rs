@@ -5,7 +5,9 @@ use serde_json::Value;
 
 use super::ctx::Ctx;
 use super::pod::{plain_env, secret_env};
-use super::{CONFIG_DIR, CONFIG_FILE, DEFAULT_DRAIN_MS, DEFAULT_SHUTDOWN_DELAY_MS, GRPC_PORT};
+use super::{
+    CONFIG_DIR, CONFIG_FILE, DEFAULT_DRAIN_MS, DEFAULT_SHUTDOWN_DELAY_MS, GRPC_PORT, HTTP_PORT,
+};
 use crate::crd::{BookingPlatform, Component, EnvVar, PaymentProvider};
 
 /// Milliseconds of (delay, drain) from the platform's shutdown settings.
@@ -55,11 +57,22 @@ pub(super) fn component_env(ctx: &Ctx<'_>, c: Component, overrides: &[EnvVar]) -
         ));
     }
     env.push(plain_env("BERTH_SERVICE__AUTH__ISSUER", &spec.auth.issuer));
-    env.push(secret_env(
-        "BERTH_SERVICE__AUTH__JWT_SIGNING_KEY",
-        &spec.auth.jwt_signing_key_secret_ref.name,
-        spec.auth.jwt_signing_key_secret_ref.key_or("signing-key"),
-    ));
+    if c == Component::User {
+        // Only the issuer holds the private key; the others verify with JWKS.
+        env.push(secret_env(
+            "BERTH_SERVICE__AUTH__JWT_SIGNING_KEY",
+            &spec.auth.jwt_signing_key_secret_ref.name,
+            spec.auth.jwt_signing_key_secret_ref.key_or("signing-key"),
+        ));
+    } else {
+        env.push(plain_env(
+            "BERTH_SERVICE__AUTH__JWKS_URL",
+            &format!(
+                "http://{}:{HTTP_PORT}/.well-known/jwks.json",
+                ctx.svc_host(Component::User)
+            ),
+        ));
+    }
     let provider = spec
         .payments
         .as_ref()

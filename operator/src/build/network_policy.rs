@@ -33,6 +33,13 @@ pub(super) fn component_network_policy(ctx: &Ctx<'_>, c: Component) -> Child {
         json!({"from": [namespace_peer(&ingress_ns)], "ports": [{"protocol": "TCP", "port": HTTP_PORT}]}),
         json!({"from": [namespace_peer(&prom_ns)], "ports": [{"protocol": "TCP", "port": HTTP_PORT}]}),
     ];
+    if c == Component::User {
+        // The other components fetch the JWKS to verify access tokens.
+        ingress.push(json!({
+            "from": [{"podSelector": {"matchLabels": ctx.platform_selector()}}],
+            "ports": [{"protocol": "TCP", "port": HTTP_PORT}],
+        }));
+    }
     if c == Component::Availability {
         ingress.push(json!({
             "from": [{"podSelector": {"matchLabels": ctx.selector(Component::Booking.as_str())}}],
@@ -50,6 +57,12 @@ pub(super) fn component_network_policy(ctx: &Ctx<'_>, c: Component) -> Child {
         }));
     } else {
         egress.push(json!({"ports": [{"protocol": "TCP", "port": REDIS_PORT}]}));
+    }
+    if c != Component::User {
+        egress.push(json!({
+            "to": [{"podSelector": {"matchLabels": ctx.selector(Component::User.as_str())}}],
+            "ports": [{"protocol": "TCP", "port": HTTP_PORT}],
+        }));
     }
     if c == Component::Booking {
         egress.push(json!({
