@@ -22,6 +22,8 @@ mod error;
 mod jwks;
 mod layer;
 mod principal;
+#[cfg(any(test, feature = "test-util"))]
+pub mod testing;
 mod verifier;
 
 use std::time::Duration;
