@@ -72,6 +72,10 @@ pub struct UserConfig {
     /// Prefix of this service's Redis keys (separates deployments sharing
     /// one Redis).
     pub redis_prefix: String,
+    /// Redis stream the account events go to (shared with other services).
+    pub event_stream_key: String,
+    /// How often the event relay looks for unpublished rows when not woken.
+    pub event_poll_interval: Duration,
 }
 
 impl std::fmt::Debug for UserConfig {
@@ -85,6 +89,7 @@ impl std::fmt::Debug for UserConfig {
             .field("smtp", &self.smtp)
             .field("sms", &self.sms)
             .field("oidc_providers", &self.oidc_providers)
+            .field("event_stream_key", &self.event_stream_key)
             .finish_non_exhaustive()
     }
 }
@@ -107,6 +112,8 @@ impl Default for UserConfig {
             oidc_providers: Vec::new(),
             trust_forwarded_for: true,
             redis_prefix: "berth:user:".into(),
+            event_stream_key: "berth:events".into(),
+            event_poll_interval: Duration::from_millis(500),
         }
     }
 }

@@ -16,7 +16,7 @@
 //! | `POST /v1/auth/phone/verify` | `{phone, code}` → tokens |
 //! | `GET /v1/auth/oidc/{provider}/start` | 303 to the provider (code + PKCE) |
 //! | `GET /v1/auth/oidc/{provider}/callback` | `?code&state` → tokens |
-//! | `GET/PATCH/DELETE /v1/me` | bearer; PATCH `{display_name}`; DELETE removes personal data |
+//! | `GET/PATCH/DELETE /v1/me` | bearer; PATCH `{display_name}`; DELETE removes personal data and emits `account.deleted` |
 //! | `POST /v1/me/email/verification` | bearer; re-sends the verification mail |
 //! | `PUT /v1/users/{id}/roles` | bearer, `admin` role; `{roles: [customer|staff|admin]}` |
 //!
@@ -50,11 +50,24 @@
 //! answer is 429 problem+json with `Retry-After`, even for the right
 //! password. OTP sends are throttled per phone (resend interval + hourly
 //! cap); each OTP allows a fixed number of attempts.
+//!
+//! # Events
+//! Other services learn of deletions (the booking service anonymises the
+//! person's bookings) through a transactional outbox:
+//!
+//! | | |
+//! |---|---|
+//! | written | `account_events` row in the deletion's transaction |
+//! | relayed by | [`Users::spawn_event_relay`]: woken by each deletion, polls every `event_poll_interval`, retries through Redis outages, purges rows published over 7 days ago |
+//! | Redis | `XADD <event_stream_key> * event_id <uuid v7> type account.deleted account_id <id>` (default stream `berth:events`) |
+//! | in process | [`Users::subscribe_account_events`] (`berth dev`; also mirrors Redis) |
+//! | guarantee | at-least-once; consumers deduplicate on `event_id` |
 
 mod config;
 mod crypto;
 mod email;
 mod error;
+mod events;
 pub mod keys;
 pub mod mail;
 mod oidc;
@@ -73,9 +86,11 @@ use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use berth_runtime::auth::Verifier;
 use ring::rand::SystemRandom;
+use tokio::sync::{Notify, broadcast};
 
 pub use config::{Limits, UserConfig};
 pub use error::UserError;
+pub use events::{ACCOUNT_DELETED, AccountEvent};
 pub use keys::SigningKeySource;
 pub use mail::{Mail, MailSender, MemoryMailer, SmtpConfig, SmtpMailer, SmtpSecurity};
 pub use oidc::OidcProviderConfig;
@@ -108,6 +123,12 @@ struct Inner {
     sms: Arc<dyn SmsSender>,
     oidc: oidc::Oidc,
     random: SystemRandom,
+    /// In-process account events (see [`events`]).
+    events: broadcast::Sender<AccountEvent>,
+    /// Where the relay sends account events; connected lazily.
+    events_redis: Option<redis::Client>,
+    /// Wakes the relay after a deletion commits.
+    relay_wake: Notify,
 }
 
 /// The user service. Cheap to clone.
@@ -144,14 +165,12 @@ impl Users {
         sms: Arc<dyn SmsSender>,
     ) -> Result<Self, UserError> {
         let store = Store::connect(database_url).await?;
-        let throttle = match redis_url {
-            Some(url) => {
-                let client = redis::Client::open(url)?;
-                Throttle::Redis(
-                    redis::aio::ConnectionManager::new(client).await?,
-                    Arc::from(config.redis_prefix.as_str()),
-                )
-            }
+        let events_redis = redis_url.map(redis::Client::open).transpose()?;
+        let throttle = match &events_redis {
+            Some(client) => Throttle::Redis(
+                redis::aio::ConnectionManager::new(client.clone()).await?,
+                Arc::from(config.redis_prefix.as_str()),
+            ),
             None => Throttle::memory(),
         };
         let active = SigningKey::load(&config.signing_key)?;
@@ -190,6 +209,9 @@ impl Users {
                 sms,
                 oidc,
                 random,
+                events: broadcast::channel(1024).0,
+                events_redis,
+                relay_wake: Notify::new(),
             }),
         })
     }

@@ -749,6 +749,14 @@ async fn me_patch_and_delete_removes_personal_data() {
             .await
             .unwrap();
     assert_eq!(n, 0);
+    // ...but the booking service is told, exactly once.
+    let types: Vec<String> =
+        sqlx::query_scalar("SELECT type FROM users.account_events WHERE account_id = $1")
+            .bind(id)
+            .fetch_all(&pool)
+            .await
+            .unwrap();
+    assert_eq!(types, ["account.deleted"]);
     pool.close().await;
     server.finish().await;
 }

@@ -87,18 +87,14 @@ pub(super) async fn patch_me(
 }
 
 /// Deletes the account and its personal data (email, phone, password hash,
-/// name, linked identities, sessions, pending tokens).
+/// name, linked identities, sessions, pending tokens and codes) and records
+/// `account.deleted` for the booking service in the same transaction.
 pub(super) async fn delete_me(
     State(users): State<Users>,
     principal: Principal,
 ) -> ApiResult<StatusCode> {
-    let store = &users.inner.store;
-    if let Some(account) = store.account_by_id(&principal.subject).await? {
-        if let Some(phone) = &account.phone {
-            store.delete_phone_challenges(phone).await?;
-        }
-        store.delete_account(&account.id).await?;
-        tracing::info!(account = %account.id, "account deleted");
+    if users.delete_account(&principal.subject).await? {
+        tracing::info!(account = %principal.subject, "account deleted");
     }
     Ok(StatusCode::NO_CONTENT)
 }

@@ -2,6 +2,7 @@
 //! PostgreSQL (schema `users`) or SQLite (`berth dev`), chosen by URL prefix.
 
 mod challenges;
+mod events;
 mod identities;
 mod tokens;
 
@@ -18,6 +19,8 @@ pub(crate) const SCHEMA: &str = "users";
 #[derive(Clone)]
 pub(crate) struct Store {
     pub(crate) pool: AnyPool,
+    /// Else SQLite.
+    postgres: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -113,7 +116,7 @@ impl Store {
             &SQLITE_MIGRATIONS
         };
         migrator.run(&pool).await?;
-        Ok(Self { pool })
+        Ok(Self { pool, postgres })
     }
 
     pub(crate) async fn ping(&self) -> Result<(), String> {
@@ -230,36 +233,5 @@ impl Store {
             .execute(&self.pool)
             .await?;
         Ok(done.rows_affected() == 1)
-    }
-
-    /// Deletes the account and every row that refers to it.
-    pub(crate) async fn delete_account(&self, id: &str) -> Result<(), UserError> {
-        let mut tx = self.pool.begin().await?;
-        for table in [
-            "refresh_tokens",
-            "one_time_tokens",
-            "oidc_identities",
-            "accounts",
-        ] {
-            let column = if table == "accounts" {
-                "id"
-            } else {
-                "account_id"
-            };
-            sqlx::query(&format!("DELETE FROM {table} WHERE {column} = $1"))
-                .bind(id)
-                .execute(&mut *tx)
-                .await?;
-        }
-        tx.commit().await?;
-        Ok(())
-    }
-
-    pub(crate) async fn delete_phone_challenges(&self, phone: &str) -> Result<(), UserError> {
-        sqlx::query("DELETE FROM phone_challenges WHERE phone = $1")
-            .bind(phone)
-            .execute(&self.pool)
-            .await?;
-        Ok(())
     }
 }
