@@ -7,12 +7,13 @@
 //! are computed and by the sweeper; a failed refresh keeps the previous
 //! busy times and records the error on the calendar.
 
-use std::time::Duration;
-
+use berth_runtime::auth::Principal;
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
 use crate::Availability;
+use crate::access;
+use crate::egress::{self, Refused};
 use crate::error::AvailabilityError;
 use crate::ics;
 use crate::ledger::now;
@@ -25,65 +26,99 @@ pub const MAX_FEED_BYTES: usize = 4 * 1024 * 1024;
 const DEFAULT_REFRESH_SECS: u32 = 15 * 60;
 const MIN_REFRESH_SECS: u32 = 60;
 const MAX_REFRESH_SECS: u32 = 7 * 24 * 3600;
-/// A feed that does not answer in this time is treated as failed.
-const FETCH_TIMEOUT: Duration = Duration::from_secs(10);
+/// Why a feed could not be read.
+enum FetchError {
+    /// The SSRF guard refused the destination (also on a redirect).
+    Refused(Refused),
+    Failed(String),
+}
 
-pub(crate) fn http_client() -> Result<reqwest::Client, AvailabilityError> {
-    reqwest::Client::builder()
-        .timeout(FETCH_TIMEOUT)
-        .connect_timeout(Duration::from_secs(5))
-        .redirect(reqwest::redirect::Policy::limited(5))
-        .user_agent(concat!("berth-availability/", env!("CARGO_PKG_VERSION")))
-        .build()
-        .map_err(|e| AvailabilityError::Config(format!("HTTP client: {e}")))
+impl FetchError {
+    fn from_reqwest(error: &reqwest::Error) -> Self {
+        match egress::refusal(error) {
+            Some(refused) => FetchError::Refused(refused),
+            None => FetchError::Failed(format!("fetch failed: {error}")),
+        }
+    }
+
+    fn message(self) -> String {
+        match self {
+            FetchError::Refused(refused) => refused.to_string(),
+            FetchError::Failed(message) => message,
+        }
+    }
+
+    /// As an answer to the request that gave the URL: a refused address is
+    /// a 400, anything else a 422 on `url`.
+    fn into_error(self) -> AvailabilityError {
+        match self {
+            FetchError::Refused(refused) => refused_error(refused),
+            FetchError::Failed(message) => AvailabilityError::invalid("url", message),
+        }
+    }
+}
+
+fn refused_error(refused: Refused) -> AvailabilityError {
+    match refused {
+        Refused::Private => AvailabilityError::BadRequest(refused.to_string()),
+        Refused::Scheme(_) => AvailabilityError::invalid("url", refused.to_string()),
+    }
 }
 
 fn valid_url(raw: &str) -> Result<reqwest::Url, AvailabilityError> {
     let url = reqwest::Url::parse(raw.trim())
         .map_err(|e| AvailabilityError::invalid("url", format!("not a URL: {e}")))?;
-    match url.scheme() {
-        "http" | "https" => Ok(url),
-        other => Err(AvailabilityError::invalid(
-            "url",
-            format!("scheme {other:?} is not supported; use http or https"),
-        )),
-    }
+    egress::check_url(&url, true).map_err(refused_error)?;
+    Ok(url)
 }
 
 impl Availability {
-    /// Downloads a feed, at most [`MAX_FEED_BYTES`].
-    async fn fetch(&self, url: &str) -> Result<String, String> {
-        let mut response = self
+    /// Downloads a feed, at most [`MAX_FEED_BYTES`], through the SSRF guard.
+    async fn fetch(&self, url: &str) -> Result<String, FetchError> {
+        let url =
+            reqwest::Url::parse(url).map_err(|e| FetchError::Failed(format!("not a URL: {e}")))?;
+        let client = self
             .inner
-            .http
+            .egress
+            .client_for(&url)
+            .map_err(FetchError::Refused)?;
+        let mut response = client
             .get(url)
             .send()
             .await
-            .map_err(|e| format!("fetch failed: {e}"))?;
+            .map_err(|e| FetchError::from_reqwest(&e))?;
         if !response.status().is_success() {
-            return Err(format!("feed answered HTTP {}", response.status()));
+            return Err(FetchError::Failed(format!(
+                "feed answered HTTP {}",
+                response.status()
+            )));
         }
         let mut body = Vec::new();
         while let Some(chunk) = response
             .chunk()
             .await
-            .map_err(|e| format!("fetch failed: {e}"))?
+            .map_err(|e| FetchError::from_reqwest(&e))?
         {
             body.extend_from_slice(&chunk);
             if body.len() > MAX_FEED_BYTES {
-                return Err(format!("feed is larger than {MAX_FEED_BYTES} bytes"));
+                return Err(FetchError::Failed(format!(
+                    "feed is larger than {MAX_FEED_BYTES} bytes"
+                )));
             }
         }
-        String::from_utf8(body).map_err(|_| "feed is not UTF-8 text".to_owned())
+        String::from_utf8(body).map_err(|_| FetchError::Failed("feed is not UTF-8 text".to_owned()))
     }
 
     /// Adds a calendar. A URL is fetched at once, so a wrong URL is a 422
-    /// now rather than a silently empty calendar later.
+    /// (a private address a 400) now rather than an empty calendar later.
+    /// Authorised first: nobody else can make the service fetch a URL.
     pub(crate) async fn add_calendar(
         &self,
+        p: &Principal,
         resource: Uuid,
         new: NewCalendar,
     ) -> Result<Calendar, AvailabilityError> {
+        let row = zone(&self.authorize(p, resource).await?)?;
         let interval = new.refresh_interval_secs.unwrap_or(DEFAULT_REFRESH_SECS);
         if !(MIN_REFRESH_SECS..=MAX_REFRESH_SECS).contains(&interval) {
             return Err(AvailabilityError::invalid(
@@ -96,14 +131,16 @@ impl Availability {
             .as_deref()
             .map(crate::model::valid_name)
             .transpose()?;
-        let row = self.read_resource_zone(resource).await?;
         let (url, text, field) = match (new.url, new.ics) {
             (Some(url), None) => {
                 let url = valid_url(&url)?;
+                egress::check_destination(&url, self.inner.egress.allow_private())
+                    .await
+                    .map_err(refused_error)?;
                 let text = self
                     .fetch(url.as_str())
                     .await
-                    .map_err(|e| AvailabilityError::invalid("url", e))?;
+                    .map_err(FetchError::into_error)?;
                 (Some(url.to_string()), text, "url")
             }
             (None, Some(text)) => (None, text, "ics"),
@@ -138,22 +175,17 @@ impl Availability {
         Ok(Calendar::from(&cal))
     }
 
-    async fn read_resource_zone(&self, resource: Uuid) -> Result<chrono_tz::Tz, AvailabilityError> {
-        let mut tx = self.inner.store.read().await?;
-        let row = tx
-            .get_resource(resource)
-            .await?
-            .ok_or_else(|| AvailabilityError::not_found("resource", resource))?;
-        zone(&row)
-    }
-
+    /// Only for those who may manage the resource; anyone else gets the
+    /// same 404 as for an unknown resource.
     pub(crate) async fn list_calendars(
         &self,
+        p: Option<&Principal>,
         resource: Uuid,
     ) -> Result<Vec<Calendar>, AvailabilityError> {
         let mut tx = self.inner.store.read().await?;
-        if tx.get_resource(resource).await?.is_none() {
-            return Err(AvailabilityError::not_found("resource", resource));
+        match tx.get_resource(resource).await? {
+            Some(r) if access::may_see_calendars(p, &r.owner_id) => {}
+            _ => return Err(AvailabilityError::not_found("resource", resource)),
         }
         Ok(tx
             .list_calendars(resource)
@@ -163,16 +195,36 @@ impl Availability {
             .collect())
     }
 
-    pub(crate) async fn get_calendar(&self, id: Uuid) -> Result<Calendar, AvailabilityError> {
+    /// Hidden (404) like [`Self::list_calendars`].
+    pub(crate) async fn get_calendar(
+        &self,
+        p: Option<&Principal>,
+        id: Uuid,
+    ) -> Result<Calendar, AvailabilityError> {
         let mut tx = self.inner.store.read().await?;
-        let cal = tx
-            .get_calendar(id)
-            .await?
-            .ok_or_else(|| AvailabilityError::not_found("calendar", id))?;
-        Ok(Calendar::from(&cal))
+        let missing = || AvailabilityError::not_found("calendar", id);
+        let cal = tx.get_calendar(id).await?.ok_or_else(missing)?;
+        match tx.get_resource(cal.resource_id).await? {
+            Some(r) if access::may_see_calendars(p, &r.owner_id) => Ok(Calendar::from(&cal)),
+            _ => Err(missing()),
+        }
     }
 
-    pub(crate) async fn delete_calendar(&self, id: Uuid) -> Result<(), AvailabilityError> {
+    /// Hidden (404) like [`Self::get_calendar`] from those who may not see it.
+    pub(crate) async fn delete_calendar(
+        &self,
+        p: &Principal,
+        id: Uuid,
+    ) -> Result<(), AvailabilityError> {
+        self.get_calendar(Some(p), id).await?;
+        let resource = {
+            let mut tx = self.inner.store.read().await?;
+            tx.get_calendar(id)
+                .await?
+                .ok_or_else(|| AvailabilityError::not_found("calendar", id))?
+                .resource_id
+        };
+        self.authorize(p, resource).await?;
         let mut tx = self.inner.store.write().await?;
         if !tx.delete_calendar(id).await? {
             return Err(AvailabilityError::not_found("calendar", id));
@@ -196,7 +248,7 @@ impl Availability {
         let mut refreshed = 0;
         for cal in due {
             let text = match (&cal.url, &cal.ics) {
-                (Some(url), _) => self.fetch(url).await,
+                (Some(url), _) => self.fetch(url).await.map_err(FetchError::message),
                 (None, Some(text)) => Ok(text.clone()),
                 (None, None) => continue,
             };

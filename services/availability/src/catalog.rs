@@ -2,20 +2,22 @@
 //! Everything is validated before the first write, so bad input changes
 //! nothing.
 
+use berth_runtime::auth::Principal;
 use berth_slots::{DateOverride, WeeklyHours};
 use chrono::NaiveDate;
 use sqlx::types::Json;
 use uuid::Uuid;
 
 use crate::Availability;
+use crate::access;
 use crate::error::AvailabilityError;
 use crate::ledger::{Queue, lock, now};
 use crate::model::{
     AppointmentType, AppointmentTypePatch, FIRST_DATE, LAST_DATE, NewAppointmentType, NewResource,
-    Page, Resource, ResourcePatch, WeeklyBody, valid_date, valid_name, valid_zone,
+    Page, Resource, ResourcePatch, WeeklyBody, valid_date, valid_name, valid_owner, valid_zone,
     validate_schedule,
 };
-use crate::store::{ResourceRow, TypeRow};
+use crate::store::{ResourceRow, RowLock, TypeRow};
 
 pub(crate) const MAX_PAGE: i64 = 500;
 
@@ -29,8 +31,10 @@ enum Deleted {
 impl Availability {
     pub(crate) async fn create_resource(
         &self,
+        p: &Principal,
         new: NewResource,
     ) -> Result<Resource, AvailabilityError> {
+        let owner_id = valid_owner(&access::new_owner(p, new.owner_id.as_deref())?)?;
         let name = valid_name(&new.name)?;
         let time_zone = valid_zone("time_zone", &new.time_zone)?;
         let now = now();
@@ -38,6 +42,7 @@ impl Availability {
             id: Uuid::now_v7(),
             name,
             time_zone: time_zone.name().to_owned(),
+            owner_id,
             weekly: Json(WeeklyHours::default()),
             created_at: now,
             updated_at: now,
@@ -50,12 +55,13 @@ impl Availability {
 
     pub(crate) async fn list_resources(
         &self,
+        owner: Option<&str>,
         after: Option<Uuid>,
         limit: i64,
     ) -> Result<Page<Resource>, AvailabilityError> {
         let limit = limit.clamp(1, MAX_PAGE);
         let mut tx = self.inner.store.read().await?;
-        let rows = tx.list_resources(after, limit).await?;
+        let rows = tx.list_resources(owner, after, limit).await?;
         let next_after = (rows.len() as i64 == limit)
             .then(|| rows.last().map(|r| r.id))
             .flatten();
@@ -76,24 +82,48 @@ impl Availability {
         Ok(Resource::from(&self.resource_row(id).await?))
     }
 
+    /// The resource, if `p` may manage it (404 if missing, else 403). Runs
+    /// before any write. Owner changes are admin-only and rare; a write that
+    /// races one is judged by the owner it saw at its start.
+    pub(crate) async fn authorize(
+        &self,
+        p: &Principal,
+        id: Uuid,
+    ) -> Result<ResourceRow, AvailabilityError> {
+        let row = self.resource_row(id).await?;
+        access::manage(p, &row.owner_id)?;
+        Ok(row)
+    }
+
     /// A new zone re-reads every calendar of the resource: all-day and
     /// floating events are local times.
     pub(crate) async fn update_resource(
         &self,
+        p: &Principal,
         id: Uuid,
         patch: ResourcePatch,
     ) -> Result<Resource, AvailabilityError> {
+        // Checked under the row lock, on the row the update rewrites, so a
+        // concurrent owner change cannot slip between check and write.
+        let mut tx = self.inner.store.write().await?;
+        if tx.lock_resource(id, None).await? == RowLock::Missing {
+            return Err(AvailabilityError::not_found("resource", id));
+        }
+        let mut row = tx
+            .get_resource(id)
+            .await?
+            .ok_or_else(|| AvailabilityError::not_found("resource", id))?;
+        access::manage(p, &row.owner_id)?;
+        access::change_owner(p, &row.owner_id, patch.owner_id.as_deref())?;
         let name = patch.name.as_deref().map(valid_name).transpose()?;
         let time_zone = patch
             .time_zone
             .as_deref()
             .map(|z| valid_zone("time_zone", z))
             .transpose()?;
-        let mut tx = self.inner.store.write().await?;
-        let mut row = tx
-            .get_resource(id)
-            .await?
-            .ok_or_else(|| AvailabilityError::not_found("resource", id))?;
+        if let Some(owner) = patch.owner_id.as_deref() {
+            row.owner_id = valid_owner(owner)?;
+        }
         if let Some(name) = name {
             row.name = name;
         }
@@ -114,7 +144,12 @@ impl Availability {
 
     /// Refused (409) while the resource has live claims: deleting it would
     /// silently cancel bookings.
-    pub(crate) async fn delete_resource(&self, id: Uuid) -> Result<(), AvailabilityError> {
+    pub(crate) async fn delete_resource(
+        &self,
+        p: &Principal,
+        id: Uuid,
+    ) -> Result<(), AvailabilityError> {
+        self.authorize(p, id).await?;
         let outcome = self
             .serialised(id, Queue::RowOnly, |token| async move {
                 let mut tx = self.inner.store.write().await?;
@@ -137,9 +172,11 @@ impl Availability {
 
     pub(crate) async fn create_type(
         &self,
+        p: &Principal,
         resource: Uuid,
         new: NewAppointmentType,
     ) -> Result<AppointmentType, AvailabilityError> {
+        self.authorize(p, resource).await?;
         let mut ty = AppointmentType::from_new(Uuid::now_v7(), resource, new, now());
         ty.validate()?;
         let mut tx = self.inner.store.write().await?;
@@ -177,9 +214,12 @@ impl Availability {
     /// Existing claims keep the length, buffers and price they were made with.
     pub(crate) async fn update_type(
         &self,
+        p: &Principal,
         id: Uuid,
         patch: AppointmentTypePatch,
     ) -> Result<AppointmentType, AvailabilityError> {
+        self.authorize(p, self.get_type(id).await?.resource_id)
+            .await?;
         let mut tx = self.inner.store.write().await?;
         let mut ty: AppointmentType = tx
             .get_type(id)
@@ -195,8 +235,13 @@ impl Availability {
     }
 
     /// Refused (409) while claims of this type are live.
-    pub(crate) async fn delete_type(&self, id: Uuid) -> Result<(), AvailabilityError> {
+    pub(crate) async fn delete_type(
+        &self,
+        p: &Principal,
+        id: Uuid,
+    ) -> Result<(), AvailabilityError> {
         let resource = self.get_type(id).await?.resource_id;
+        self.authorize(p, resource).await?;
         let outcome = self
             .serialised(resource, Queue::RowOnly, |token| async move {
                 let mut tx = self.inner.store.write().await?;
@@ -225,9 +270,11 @@ impl Availability {
 
     pub(crate) async fn put_schedule(
         &self,
+        p: &Principal,
         resource: Uuid,
         body: WeeklyBody,
     ) -> Result<WeeklyHours, AvailabilityError> {
+        self.authorize(p, resource).await?;
         // Interval checks do not depend on the zone.
         let weekly = body.into_weekly(chrono_tz::UTC)?;
         let mut tx = self.inner.store.write().await?;
@@ -263,9 +310,11 @@ impl Availability {
 
     pub(crate) async fn put_override(
         &self,
+        p: &Principal,
         resource: Uuid,
         o: DateOverride,
     ) -> Result<DateOverride, AvailabilityError> {
+        self.authorize(p, resource).await?;
         valid_date("date", o.date)?;
         // Interval checks do not depend on the zone.
         validate_schedule(
@@ -284,9 +333,11 @@ impl Availability {
 
     pub(crate) async fn delete_override(
         &self,
+        p: &Principal,
         resource: Uuid,
         date: NaiveDate,
     ) -> Result<(), AvailabilityError> {
+        self.authorize(p, resource).await?;
         let mut tx = self.inner.store.write().await?;
         if tx.get_resource(resource).await?.is_none() {
             return Err(AvailabilityError::not_found("resource", resource));

@@ -2,6 +2,7 @@
 
 use berth_ledger::LedgerError;
 use berth_runtime::Problem;
+use http::StatusCode;
 
 #[derive(Debug, thiserror::Error)]
 pub enum AvailabilityError {
@@ -13,6 +14,9 @@ pub enum AvailabilityError {
     /// A request that cannot be understood as asked (400), e.g. a bad window.
     #[error("{0}")]
     BadRequest(String),
+    /// The caller may not do this to this resource (403).
+    #[error("{0}")]
+    Forbidden(String),
     /// The request conflicts with the ledger's state (409).
     #[error("{0}")]
     Conflict(String),
@@ -71,6 +75,9 @@ impl From<AvailabilityError> for Problem {
                 Problem::validation(format!("{field}: {message}")).with_extension("field", field)
             }
             AvailabilityError::BadRequest(detail) => Problem::bad_request(detail),
+            AvailabilityError::Forbidden(detail) => {
+                Problem::new(StatusCode::FORBIDDEN, "forbidden", "Forbidden").with_detail(detail)
+            }
             AvailabilityError::Conflict(detail) => Problem::conflict("conflict", detail),
             AvailabilityError::Ledger(error) => Problem::from(error),
             // A row referenced a parent deleted concurrently (PostgreSQL, SQLite codes).

@@ -96,6 +96,7 @@ fn receipt_to_pb(r: ClaimReceipt) -> pb::ClaimReceipt {
         expires_at: r.expires_at.map(to_timestamp),
         price_minor: r.price_minor,
         currency: r.currency,
+        resource_owner: r.resource_owner,
     }
 }
 
@@ -117,6 +118,7 @@ fn receipt_from_pb(r: pb::ClaimReceipt) -> Result<ClaimReceipt, LedgerError> {
             .map_err(internal)?,
         price_minor: r.price_minor,
         currency: r.currency,
+        resource_owner: r.resource_owner,
     })
 }
 

@@ -170,7 +170,7 @@ impl Availability {
                     req.owner, existing.seats
                 )));
             }
-            return receipt(&existing);
+            return receipt(&existing, &resource.owner_id);
         }
         let end = req.start + TimeDelta::minutes(ty.duration_minutes.into());
         let (from, to) = widen(req.start, end);
@@ -203,7 +203,7 @@ impl Availability {
         };
         tx.insert_claim(&claim, now).await?;
         tx.commit().await?;
-        receipt(&claim)
+        receipt(&claim, &resource.owner_id)
     }
 
     async fn confirm_once(&self, id: Uuid, token: Option<i64>) -> Result<ClaimReceipt, Failure> {
@@ -213,14 +213,18 @@ impl Availability {
         if !claim.is_live(now) {
             return Err(gone(&claim, now).into());
         }
+        let owner = resource_owner(&mut tx, claim.resource_id).await?;
         if claim.expires_at.is_some() {
             tx.confirm_claim(id).await?;
             tx.commit().await?;
         }
-        receipt(&ClaimRow {
-            expires_at: None,
-            ..claim
-        })
+        receipt(
+            &ClaimRow {
+                expires_at: None,
+                ..claim
+            },
+            &owner,
+        )
     }
 
     async fn release_once(&self, id: Uuid, token: Option<i64>) -> Result<(), Failure> {
@@ -249,7 +253,8 @@ impl Availability {
             return Err(gone(&claim, now).into());
         }
         if claim.starts_at == new_start {
-            return receipt(&claim);
+            let owner = resource_owner(&mut tx, claim.resource_id).await?;
+            return receipt(&claim, &owner);
         }
         let (resource, ty) =
             resource_and_type(&mut tx, claim.resource_id, claim.appointment_type_id).await?;
@@ -287,7 +292,7 @@ impl Availability {
         };
         tx.place_claim(&moved).await?;
         tx.commit().await?;
-        receipt(&moved)
+        receipt(&moved, &resource.owner_id)
     }
 
     /// The resource a claim belongs to (read without locks; claims never
@@ -444,7 +449,15 @@ async fn take_seats(
     Ok(block.id)
 }
 
-fn receipt(c: &ClaimRow) -> Result<ClaimReceipt, Failure> {
+/// Who manages the resource, for receipts (read under the row lock).
+async fn resource_owner(tx: &mut Tx, resource: Uuid) -> Result<String, Failure> {
+    match tx.get_resource(resource).await? {
+        Some(r) => Ok(r.owner_id),
+        None => Err(LedgerError::NotFound(format!("resource {resource}")).into()),
+    }
+}
+
+fn receipt(c: &ClaimRow, resource_owner: &str) -> Result<ClaimReceipt, Failure> {
     Ok(ClaimReceipt {
         claim_id: c.id,
         resource_id: c.resource_id,
@@ -455,6 +468,7 @@ fn receipt(c: &ClaimRow) -> Result<ClaimReceipt, Failure> {
         expires_at: c.expires_at,
         price_minor: c.price_minor,
         currency: c.currency.clone(),
+        resource_owner: resource_owner.to_owned(),
     })
 }
 

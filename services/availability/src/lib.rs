@@ -12,9 +12,11 @@
 //! Storage is PostgreSQL (schema `availability`) in production and SQLite
 //! for `berth dev`; see [`Availability::connect`].
 
+mod access;
 mod calendars;
 mod catalog;
 mod currency;
+mod egress;
 mod error;
 pub mod grpc;
 mod ics;
@@ -30,11 +32,13 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+use berth_runtime::auth::Verifier;
 use tokio_util::sync::CancellationToken;
 
 pub use error::AvailabilityError;
 pub use grpc::{FILE_DESCRIPTOR_SET, GrpcLedger, LEDGER_SERVICE_NAME};
 
+use egress::Egress;
 use locks::Locks;
 use store::Store;
 
@@ -54,7 +58,7 @@ pub struct Availability {
 struct Inner {
     store: Store,
     locks: Locks,
-    http: reqwest::Client,
+    egress: Egress,
 }
 
 impl Availability {
@@ -66,6 +70,9 @@ impl Availability {
     /// serialised on one connection (see the `store::sqlite` module).
     /// `redis_url`, when given, adds cross-process lock queueing; Redis is
     /// connected lazily, so it may be down at start.
+    ///
+    /// Calendar feed URLs that point to private or local addresses are
+    /// refused; see [`Availability::with_private_calendar_urls`].
     pub async fn connect(
         database_url: &str,
         redis_url: Option<&str>,
@@ -77,15 +84,34 @@ impl Availability {
             inner: Arc::new(Inner {
                 store,
                 locks,
-                http: calendars::http_client()?,
+                egress: Egress::new()
+                    .map_err(|e| AvailabilityError::Config(format!("HTTP client: {e}")))?,
             }),
         })
     }
 
+    /// A handle that also fetches calendar feeds from loopback, private and
+    /// link-local addresses (`allow = true`): for `berth dev` and tests that
+    /// serve feeds locally, never for a deployment reachable by users. It
+    /// shares pools and locks with `self`; clones made earlier keep their
+    /// setting, so call it right after [`Availability::connect`].
+    #[must_use]
+    pub fn with_private_calendar_urls(self, allow: bool) -> Self {
+        let inner = &self.inner;
+        Self {
+            inner: Arc::new(Inner {
+                store: inner.store.clone(),
+                locks: inner.locks.clone(),
+                egress: inner.egress.clone().allowing_private(allow),
+            }),
+        }
+    }
+
     /// All REST routes (`/v1/resources…`, `/v1/appointment-types…`,
-    /// `/v1/calendars…`), state included.
-    pub fn rest_routes(&self) -> axum::Router {
-        rest::router(self.clone())
+    /// `/v1/calendars…`), state included, behind `verifier`: reads are
+    /// public, writes need a token (see the `access` module for the rules).
+    pub fn rest_routes(&self, verifier: &Verifier) -> axum::Router {
+        rest::router(self.clone()).layer(verifier.layer())
     }
 
     /// The `berth.availability.v1.Ledger` gRPC service.

@@ -26,6 +26,8 @@ const DEFAULT_HORIZON_MINUTES: u32 = 60 * 24 * 90;
 pub struct NewResource {
     pub name: String,
     pub time_zone: String,
+    /// Who manages it; defaults to the caller. Only an admin may name another.
+    pub owner_id: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -33,6 +35,8 @@ pub struct NewResource {
 pub struct ResourcePatch {
     pub name: Option<String>,
     pub time_zone: Option<String>,
+    /// Admins only.
+    pub owner_id: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -40,6 +44,9 @@ pub struct Resource {
     pub id: Uuid,
     pub name: String,
     pub time_zone: String,
+    /// The account (token subject) that manages it; empty for resources
+    /// created before owners existed (admins manage those).
+    pub owner_id: String,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
 }
@@ -222,6 +229,20 @@ pub(crate) fn valid_name(name: &str) -> Result<String, AvailabilityError> {
         ));
     }
     Ok(name.to_owned())
+}
+
+/// An account id as it appears in tokens' `sub`.
+pub(crate) fn valid_owner(owner: &str) -> Result<String, AvailabilityError> {
+    if owner.is_empty()
+        || owner.chars().count() > MAX_NAME_CHARS
+        || owner.chars().any(char::is_control)
+    {
+        return Err(AvailabilityError::invalid(
+            "owner_id",
+            format!("must be 1 to {MAX_NAME_CHARS} characters, without control characters"),
+        ));
+    }
+    Ok(owner.to_owned())
 }
 
 /// An IANA zone name, checked against chrono-tz's database.

@@ -69,6 +69,7 @@ impl From<&ResourceRow> for Resource {
             id: r.id,
             name: r.name.clone(),
             time_zone: r.time_zone.clone(),
+            owner_id: r.owner_id.clone(),
             created_at: r.created_at,
             updated_at: r.updated_at,
         }

@@ -1,5 +1,6 @@
 //! Calendar feeds: fetched from a real local HTTP server, parsed (TZID,
-//! all-day, cancelled), and their busy times block slots and claims.
+//! all-day, cancelled), and their busy times block slots and claims. The
+//! feeds are on 127.0.0.1, so these handles allow private feed URLs.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
@@ -241,13 +242,14 @@ async fn feed_blocks_slots_and_claims(av: &Availability) {
 
 #[tokio::test]
 async fn feed_on_sqlite() {
-    feed_blocks_slots_and_claims(&common::sqlite().await).await;
+    let av = common::sqlite().await.with_private_calendar_urls(true);
+    feed_blocks_slots_and_claims(&av).await;
 }
 
 #[tokio::test]
 async fn feed_on_postgres() {
     let (av, _db) = common::pg(false).await;
-    feed_blocks_slots_and_claims(&av).await;
+    feed_blocks_slots_and_claims(&av.with_private_calendar_urls(true)).await;
 }
 
 /// A due feed is fetched again before slots are computed; a failing fetch
@@ -255,6 +257,7 @@ async fn feed_on_postgres() {
 #[tokio::test]
 async fn feeds_refresh_and_survive_failures() {
     let (av, db) = common::pg(false).await;
+    let av = av.with_private_calendar_urls(true);
     let s = setup(&av).await;
     let d = s.day;
     let (feed, addr) = Feed::start(ics(d)).await;

@@ -57,6 +57,7 @@ async fn ledger_round_trip_over_grpc() {
         .unwrap();
     assert_eq!((held.start, held.seats, held.price_minor), (start, 1, 2500));
     assert!(held.expires_at.is_some());
+    assert_eq!(held.resource_owner, common::OWNER, "owner crosses the wire");
     let again = remote
         .claim(ClaimRequest {
             hold_for: Some(Duration::from_secs(60)),
@@ -79,6 +80,7 @@ async fn ledger_round_trip_over_grpc() {
     );
     let confirmed = remote.confirm(held.claim_id).await.unwrap();
     assert_eq!(confirmed.expires_at, None);
+    assert_eq!(confirmed.resource_owner, common::OWNER);
     assert_eq!(
         av.confirm(held.claim_id).await.unwrap(),
         confirmed,
@@ -89,6 +91,7 @@ async fn ledger_round_trip_over_grpc() {
         .await
         .unwrap();
     assert_eq!(moved.start, common::day_at(2, 11, 0));
+    assert_eq!(moved.resource_owner, common::OWNER);
     remote.release(held.claim_id).await.unwrap();
     remote.release(held.claim_id).await.unwrap();
     remote

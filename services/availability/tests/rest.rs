@@ -439,9 +439,19 @@ async fn bad_input(av: &Availability) {
     api.post(&calendars, json!({"url": "ftp://example.invalid/cal.ics"}))
         .await
         .assert_problem(422);
+    let p = api
+        .post(
+            &calendars,
+            json!({"url": "http://127.0.0.1:9/unreachable.ics"}),
+        )
+        .await;
+    assert_eq!(
+        p.assert_problem(400)["detail"],
+        "calendar URL points to a private or local address"
+    );
     api.post(
         &calendars,
-        json!({"url": "http://127.0.0.1:9/unreachable.ics"}),
+        json!({"url": "http://unreachable.invalid/x.ics"}),
     )
     .await
     .assert_problem(422);

@@ -40,6 +40,10 @@ pub struct ClaimReceipt {
     /// Price of the claimed seats, in minor units of `currency`.
     pub price_minor: i64,
     pub currency: String,
+    /// The account that manages the resource (its staff owner), so the
+    /// booking service can show staff the bookings on their resources.
+    #[serde(default)]
+    pub resource_owner: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

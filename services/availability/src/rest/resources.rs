@@ -3,6 +3,7 @@
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::Response;
+use berth_runtime::auth::Principal;
 use berth_runtime::{Json, Path, Query};
 use berth_slots::{DateOverride, WeeklyHours};
 use chrono::NaiveDate;
@@ -19,6 +20,7 @@ type Result<T> = std::result::Result<T, AvailabilityError>;
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct ListQuery {
+    owner_id: Option<String>,
     after: Option<Uuid>,
     limit: Option<i64>,
 }
@@ -32,9 +34,10 @@ pub(super) struct DateRange {
 
 pub(super) async fn create(
     State(av): State<Availability>,
+    principal: Principal,
     Json(new): Json<NewResource>,
 ) -> Result<Response> {
-    let resource = av.create_resource(new).await?;
+    let resource = av.create_resource(&principal, new).await?;
     Ok(created(format!("/v1/resources/{}", resource.id), resource))
 }
 
@@ -43,7 +46,8 @@ pub(super) async fn list(
     Query(q): Query<ListQuery>,
 ) -> Result<Json<Page<Resource>>> {
     Ok(Json(
-        av.list_resources(q.after, q.limit.unwrap_or(100)).await?,
+        av.list_resources(q.owner_id.as_deref(), q.after, q.limit.unwrap_or(100))
+            .await?,
     ))
 }
 
@@ -56,17 +60,19 @@ pub(super) async fn get(
 
 pub(super) async fn update(
     State(av): State<Availability>,
+    principal: Principal,
     Path(id): Path<Uuid>,
     Json(patch): Json<ResourcePatch>,
 ) -> Result<Json<Resource>> {
-    Ok(Json(av.update_resource(id, patch).await?))
+    Ok(Json(av.update_resource(&principal, id, patch).await?))
 }
 
 pub(super) async fn remove(
     State(av): State<Availability>,
+    principal: Principal,
     Path(id): Path<Uuid>,
 ) -> Result<StatusCode> {
-    av.delete_resource(id).await?;
+    av.delete_resource(&principal, id).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -79,10 +85,11 @@ pub(super) async fn get_schedule(
 
 pub(super) async fn put_schedule(
     State(av): State<Availability>,
+    principal: Principal,
     Path(id): Path<Uuid>,
     Json(body): Json<WeeklyBody>,
 ) -> Result<Json<WeeklyHours>> {
-    Ok(Json(av.put_schedule(id, body).await?))
+    Ok(Json(av.put_schedule(&principal, id, body).await?))
 }
 
 pub(super) async fn list_overrides(
@@ -95,16 +102,18 @@ pub(super) async fn list_overrides(
 
 pub(super) async fn put_override(
     State(av): State<Availability>,
+    principal: Principal,
     Path(id): Path<Uuid>,
     Json(o): Json<DateOverride>,
 ) -> Result<Json<DateOverride>> {
-    Ok(Json(av.put_override(id, o).await?))
+    Ok(Json(av.put_override(&principal, id, o).await?))
 }
 
 pub(super) async fn delete_override(
     State(av): State<Availability>,
+    principal: Principal,
     Path((id, date)): Path<(Uuid, NaiveDate)>,
 ) -> Result<StatusCode> {
-    av.delete_override(id, date).await?;
+    av.delete_override(&principal, id, date).await?;
     Ok(StatusCode::NO_CONTENT)
 }

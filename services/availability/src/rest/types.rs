@@ -3,6 +3,7 @@
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::Response;
+use berth_runtime::auth::Principal;
 use berth_runtime::{Json, Path};
 use uuid::Uuid;
 
@@ -15,10 +16,11 @@ type Result<T> = std::result::Result<T, AvailabilityError>;
 
 pub(super) async fn create(
     State(av): State<Availability>,
+    principal: Principal,
     Path(resource): Path<Uuid>,
     Json(new): Json<NewAppointmentType>,
 ) -> Result<Response> {
-    let ty = av.create_type(resource, new).await?;
+    let ty = av.create_type(&principal, resource, new).await?;
     Ok(created(format!("/v1/appointment-types/{}", ty.id), ty))
 }
 
@@ -38,16 +40,18 @@ pub(super) async fn get(
 
 pub(super) async fn update(
     State(av): State<Availability>,
+    principal: Principal,
     Path(id): Path<Uuid>,
     Json(patch): Json<AppointmentTypePatch>,
 ) -> Result<Json<AppointmentType>> {
-    Ok(Json(av.update_type(id, patch).await?))
+    Ok(Json(av.update_type(&principal, id, patch).await?))
 }
 
 pub(super) async fn remove(
     State(av): State<Availability>,
+    principal: Principal,
     Path(id): Path<Uuid>,
 ) -> Result<StatusCode> {
-    av.delete_type(id).await?;
+    av.delete_type(&principal, id).await?;
     Ok(StatusCode::NO_CONTENT)
 }

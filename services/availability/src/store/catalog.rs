@@ -13,7 +13,7 @@ pub(crate) const CLAIM_COLUMNS: &str = "id, block_id, resource_id, appointment_t
      ends_at, seats, buffer_before_minutes, buffer_after_minutes, price_minor, currency, owner, \
      expires_at, released_at";
 
-const RESOURCE_COLUMNS: &str = "id, name, time_zone, weekly, created_at, updated_at";
+const RESOURCE_COLUMNS: &str = "id, name, time_zone, owner_id, weekly, created_at, updated_at";
 const TYPE_COLUMNS: &str = "id, resource_id, name, duration_minutes, interval_minutes, \
      buffer_before_minutes, buffer_after_minutes, min_notice_minutes, horizon_minutes, capacity, \
      price_minor, currency, created_at, updated_at";
@@ -34,13 +34,15 @@ pub(crate) const TABLES: &[&str] = &[
 
 impl Tx {
     pub async fn insert_resource(&mut self, r: &ResourceRow) -> Result<(), sqlx::Error> {
-        let sql = "INSERT INTO resources (id, name, time_zone, weekly, created_at, updated_at) \
-                   VALUES ($1, $2, $3, $4, $5, $6)";
+        let sql = format!(
+            "INSERT INTO resources ({RESOURCE_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7)"
+        );
         both!(self, |c| {
-            sqlx::query(sql)
+            sqlx::query(&sql)
                 .bind(r.id)
                 .bind(&r.name)
                 .bind(&r.time_zone)
+                .bind(&r.owner_id)
                 .bind(&r.weekly)
                 .bind(r.created_at)
                 .bind(r.updated_at)
@@ -50,18 +52,22 @@ impl Tx {
         })
     }
 
+    /// A page by id, optionally only `owner`'s resources.
     pub async fn list_resources(
         &mut self,
+        owner: Option<&str>,
         after: Option<Uuid>,
         limit: i64,
     ) -> Result<Vec<ResourceRow>, sqlx::Error> {
         let sql = format!(
-            "SELECT {RESOURCE_COLUMNS} FROM resources WHERE ($1 IS NULL OR id > $1) ORDER BY id LIMIT $2"
+            "SELECT {RESOURCE_COLUMNS} FROM resources WHERE ($1 IS NULL OR id > $1) \
+             AND ($3 IS NULL OR owner_id = $3) ORDER BY id LIMIT $2"
         );
         both!(self, |c| {
             sqlx::query_as(&sql)
                 .bind(after)
                 .bind(limit)
+                .bind(owner)
                 .fetch_all(c)
                 .await
         })
@@ -76,7 +82,8 @@ impl Tx {
     }
 
     pub async fn update_resource(&mut self, r: &ResourceRow) -> Result<(), sqlx::Error> {
-        let sql = "UPDATE resources SET name = $2, time_zone = $3, weekly = $4, updated_at = $5 WHERE id = $1";
+        let sql = "UPDATE resources SET name = $2, time_zone = $3, weekly = $4, updated_at = $5, \
+                   owner_id = $6 WHERE id = $1";
         both!(self, |c| {
             sqlx::query(sql)
                 .bind(r.id)
@@ -84,6 +91,7 @@ impl Tx {
                 .bind(&r.time_zone)
                 .bind(&r.weekly)
                 .bind(r.updated_at)
+                .bind(&r.owner_id)
                 .execute(c)
                 .await
                 .map(drop)

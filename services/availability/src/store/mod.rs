@@ -116,6 +116,7 @@ pub(crate) struct ResourceRow {
     pub id: Uuid,
     pub name: String,
     pub time_zone: String,
+    pub owner_id: String,
     pub weekly: Json<WeeklyHours>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,

@@ -1,13 +1,16 @@
 //! Test support: fresh databases, an in-process HTTP client for the REST
-//! routes, and fixtures.
+//! routes (authenticated with tokens from one test issuer), and fixtures.
 #![allow(clippy::unwrap_used, clippy::expect_used, dead_code)]
 
 pub mod scenarios;
 
 use axum::Router;
 use axum::body::Body;
+use std::sync::LazyLock;
+
 use axum::http::{HeaderMap, Method, Request, StatusCode, header};
 use berth_availability::Availability;
+use berth_runtime::auth::testing::TestIssuer;
 use chrono::{DateTime, Days, NaiveTime, Utc};
 use http_body_util::BodyExt;
 use serde_json::{Value, json};
@@ -112,10 +115,33 @@ pub async fn sqlite() -> Availability {
         .unwrap()
 }
 
-/// Calls REST routes in process.
+/// The issuer every test's routes trust.
+pub static ISSUER: LazyLock<TestIssuer> = LazyLock::new(TestIssuer::new);
+
+/// The staff member who owns what [`Api::new`] creates.
+pub const OWNER: &str = "staff-a";
+
+pub fn token(subject: &str, roles: &[&str]) -> String {
+    ISSUER.token(subject, roles)
+}
+
+pub fn staff(subject: &str) -> Option<String> {
+    Some(token(subject, &["staff"]))
+}
+
+pub fn admin() -> Option<String> {
+    Some(token("admin-1", &["admin"]))
+}
+
+pub fn customer() -> Option<String> {
+    Some(token("customer-1", &["customer"]))
+}
+
+/// Calls REST routes in process, sending `token` as a bearer token.
 #[derive(Clone)]
 pub struct Api {
     pub router: Router,
+    pub token: Option<String>,
 }
 
 pub struct Reply {
@@ -149,17 +175,28 @@ impl Reply {
 }
 
 impl Api {
+    /// As the staff member [`OWNER`].
     pub fn new(av: &Availability) -> Api {
         Api {
-            router: av.rest_routes(),
+            router: av.rest_routes(&ISSUER.verifier()),
+            token: staff(OWNER),
         }
     }
 
     /// Through `Runtime::finish_app`, as the binary serves it (body limit,
-    /// problem+json fallbacks).
+    /// problem+json fallbacks), as [`OWNER`].
     pub fn finished(av: &Availability, rt: &berth_runtime::Runtime) -> Api {
         Api {
-            router: rt.finish_app(av.rest_routes()),
+            router: rt.finish_app(av.rest_routes(&ISSUER.verifier())),
+            token: staff(OWNER),
+        }
+    }
+
+    /// The same routes with another token (`None`: anonymous).
+    pub fn with_token(&self, token: Option<String>) -> Api {
+        Api {
+            router: self.router.clone(),
+            token,
         }
     }
 
@@ -173,6 +210,9 @@ impl Api {
         let mut request = Request::builder().method(method).uri(uri);
         if let Some(ct) = content_type {
             request = request.header(header::CONTENT_TYPE, ct);
+        }
+        if let Some(token) = &self.token {
+            request = request.header(header::AUTHORIZATION, format!("Bearer {token}"));
         }
         let response = self
             .router

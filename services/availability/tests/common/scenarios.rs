@@ -240,6 +240,7 @@ pub async fn hold_expiry(av: &Availability, ledger: &dyn Ledger, fx: &Fixture) {
         .unwrap();
     let confirmed = ledger.confirm(kept.claim_id).await.unwrap();
     assert_eq!(confirmed.expires_at, None);
+    assert_eq!(confirmed.resource_owner, super::OWNER);
     assert_eq!(confirmed.claim_id, kept.claim_id);
     assert!(av.find_overlaps().await.unwrap().is_empty());
 }
@@ -270,6 +271,7 @@ pub async fn reschedule(av: &Availability, ledger: &dyn Ledger, fx: &Fixture) {
     assert_eq!(moved.claim_id, a.claim_id);
     assert_eq!((moved.start, moved.end), (at(12, 0), at(12, 30)));
     assert_eq!(moved.price_minor, a.price_minor);
+    assert_eq!(moved.resource_owner, super::OWNER);
     ledger
         .claim(request(fx.resource, fx.single, at(10, 0), "c"))
         .await
@@ -338,6 +340,11 @@ pub async fn claim_idempotent(ledger: &dyn Ledger, fx: &Fixture) -> ClaimReceipt
         .await
         .unwrap();
     assert_eq!(first, again);
+    assert_eq!(
+        first.resource_owner,
+        super::OWNER,
+        "receipts name the owner"
+    );
     assert_eq!(first.price_minor, 2500);
     assert_eq!(first.currency, "EUR");
 
