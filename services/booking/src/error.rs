@@ -18,8 +18,13 @@ pub enum BookingError {
     Invalid(String),
     #[error("request body too large")]
     TooLarge,
+    /// Also the answer for a booking the caller may not see, so its
+    /// existence is not revealed.
     #[error("booking {0} not found")]
     NotFound(Uuid),
+    /// Authenticated, but the principal's roles do not allow this.
+    #[error("{0}")]
+    Forbidden(String),
     #[error("the booking is {status}; it cannot be {action}")]
     WrongState {
         status: BookingStatus,
@@ -85,6 +90,9 @@ impl From<BookingError> for Problem {
             )
             .with_detail("the request body exceeds the size limit"),
             E::NotFound(_) => Problem::not_found(error.to_string()),
+            E::Forbidden(detail) => {
+                Problem::new(StatusCode::FORBIDDEN, "forbidden", "Forbidden").with_detail(detail)
+            }
             E::WrongState { status, .. } => Problem::conflict("booking-state", error.to_string())
                 .with_extension("booking_status", status.as_str()),
             E::PaymentRequired => {

@@ -10,12 +10,17 @@
 //! - a key reserved by a request that died is taken over after
 //!   `idempotency_lock_timeout`; keys are forgotten after `idempotency_ttl`.
 //!
-//! Keys are scoped per key for now (there is no principal yet).
+//! Keys are scoped per principal: the key is stored with the subject of the
+//! authenticated caller, so another caller reusing the same key neither gets
+//! the first caller's response replayed nor a 409/422 caused by it. The
+//! guard runs inside the bearer-verification layer; a request without a
+//! principal is refused (401) before any key is reserved.
 
 use axum::body::{Body, Bytes, to_bytes};
 use axum::extract::{Request, State};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
+use berth_runtime::auth::{AuthError, Principal};
 use chrono::{DateTime, Utc};
 use http::{HeaderName, HeaderValue, Method, StatusCode, header};
 use serde_json::Value;
@@ -41,13 +46,25 @@ pub(crate) async fn guard(
     if request.method() != Method::POST {
         return next.run(request).await;
     }
-    match guarded(booking, request, next).await {
+    let Some(subject) = request
+        .extensions()
+        .get::<Principal>()
+        .map(|p| p.subject.clone())
+    else {
+        return AuthError::Missing.into_response();
+    };
+    match guarded(booking, subject, request, next).await {
         Ok(response) => response,
         Err(error) => error.into_response(),
     }
 }
 
-async fn guarded(booking: Booking, request: Request, next: Next) -> Result<Response, BookingError> {
+async fn guarded(
+    booking: Booking,
+    subject: String,
+    request: Request,
+    next: Next,
+) -> Result<Response, BookingError> {
     let key = idempotency_key(&request)?;
     let (parts, body) = request.into_parts();
     let body = to_bytes(body, booking.inner.config.max_body_bytes)
@@ -62,7 +79,7 @@ async fn guarded(booking: Booking, request: Request, next: Next) -> Result<Respo
         expired_before: before(now, config.idempotency_ttl),
     };
     let store = booking.inner.store.clone();
-    match store.claim_key(&key, &fingerprint, times).await? {
+    match store.claim_key(&subject, &key, &fingerprint, times).await? {
         KeyClaim::Started => {}
         KeyClaim::Replay(stored) => return Ok(replay(stored)),
         KeyClaim::Mismatch => return Err(BookingError::IdempotencyKeyReused),
@@ -72,15 +89,15 @@ async fn guarded(booking: Booking, request: Request, next: Next) -> Result<Respo
     // Run to completion even if the client goes away, so the outcome is
     // recorded and a retry replays it instead of waiting for the lock timeout.
     let task_store = store.clone();
-    let task_key = key.clone();
+    let (task_subject, task_key) = (subject.clone(), key.clone());
     let task = tokio::spawn(async move {
         let response = next.run(request).await;
-        record(&*task_store, &task_key, now, response).await
+        record(&*task_store, &task_subject, &task_key, now, response).await
     });
     match task.await {
         Ok(response) => Ok(response),
         Err(join) => {
-            let _ = store.release_key(&key, now).await;
+            let _ = store.release_key(&subject, &key, now).await;
             Err(BookingError::Internal(format!(
                 "request handler failed: {join}"
             )))
@@ -108,12 +125,18 @@ fn idempotency_key(request: &Request) -> Result<String, BookingError> {
 
 /// Stores the handler's response under the key, or frees the key if the
 /// response decided nothing.
-async fn record(store: &dyn Store, key: &str, lock: DateTime<Utc>, response: Response) -> Response {
+async fn record(
+    store: &dyn Store,
+    subject: &str,
+    key: &str,
+    lock: DateTime<Utc>,
+    response: Response,
+) -> Response {
     let (parts, body) = response.into_parts();
     let body = match to_bytes(body, usize::MAX).await {
         Ok(body) => body,
         Err(error) => {
-            let _ = store.release_key(key, lock).await;
+            let _ = store.release_key(subject, key, lock).await;
             return BookingError::Internal(format!("reading the response: {error}"))
                 .into_response();
         }
@@ -133,9 +156,9 @@ async fn record(store: &dyn Store, key: &str, lock: DateTime<Utc>, response: Res
                 .collect(),
             body: body.to_vec(),
         };
-        store.complete_key(key, lock, &stored).await
+        store.complete_key(subject, key, lock, &stored).await
     } else {
-        store.release_key(key, lock).await
+        store.release_key(subject, key, lock).await
     };
     if let Err(error) = outcome {
         // The operation itself is done; only its replay record is missing.

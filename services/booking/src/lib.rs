@@ -6,8 +6,15 @@
 //! - every state change writes an outbox row in the same transaction, and a
 //!   relay publishes it at least once (module `outbox`);
 //! - a compensation (releasing the ledger claim) is persisted on the booking
-//!   and retried until it succeeds, across restarts (module `saga`).
+//!   and retried until it succeeds, across restarts (module `saga`);
+//! - every route needs an authenticated principal, and a booking is visible
+//!   only to its customer, the staff owning its resource, and admins (module
+//!   `access`);
+//! - a deleted account's personal data is erased from its bookings (module
+//!   `accounts`).
 
+mod access;
+mod accounts;
 mod error;
 mod idempotency;
 mod model;
@@ -22,9 +29,11 @@ use std::time::Duration;
 
 use axum::Router;
 use berth_ledger::Ledger;
+use berth_runtime::auth::Verifier;
 use tokio::sync::{Notify, broadcast};
 use tokio_util::sync::CancellationToken;
 
+pub use accounts::{ACCOUNT_DELETED, GROUP as ACCOUNT_CONSUMER_GROUP};
 pub use error::BookingError;
 pub use model::{BookingRecord, BookingStatus, Customer, Event, event_type};
 
@@ -156,9 +165,10 @@ impl Booking {
         })
     }
 
-    /// `/v1/bookings…`; every POST goes through the idempotency layer.
-    pub fn rest_routes(&self) -> Router {
-        rest::routes(self.clone())
+    /// `/v1/bookings…`, behind `verifier` (every route needs a principal);
+    /// every POST goes through the idempotency layer, keyed per principal.
+    pub fn rest_routes(&self, verifier: &Verifier) -> Router {
+        rest::routes(self.clone(), verifier)
     }
 
     /// Readiness: the database answers. Redis is deliberately not checked:
@@ -167,11 +177,13 @@ impl Booking {
         self.inner.store.ping().await.map_err(|e| e.to_string())
     }
 
-    /// Starts the outbox relay, the saga worker and the sweeper; they stop
-    /// when `stop` is cancelled.
+    /// Starts the outbox relay, the saga worker, the sweeper and (with
+    /// Redis) the account-deletion consumer; they stop when `stop` is
+    /// cancelled.
     pub fn spawn_workers(&self, stop: CancellationToken) {
         outbox::spawn_relay(self.clone(), stop.clone());
         saga::spawn_worker(self.clone(), stop.clone());
+        self.spawn_account_consumer(stop.clone());
         if let Some(every) = self.inner.config.sweep_interval {
             saga::spawn_sweeper(self.clone(), every, stop);
         }

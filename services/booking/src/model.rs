@@ -88,6 +88,10 @@ pub struct BookingRecord {
     pub status: BookingStatus,
     pub price_minor: i64,
     pub currency: String,
+    /// Subject of the principal who created the booking; `None` only on
+    /// bookings made before authentication existed.
+    #[serde(default)]
+    pub customer_id: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub customer: Option<Customer>,
     pub hold_expires_at: Option<DateTime<Utc>>,
@@ -95,6 +99,10 @@ pub struct BookingRecord {
     pub updated_at: DateTime<Utc>,
     /// Bumped by every write; updates are compare-and-set on it.
     pub version: i64,
+    /// Staff account managing the resource (from the ledger). Decides staff
+    /// visibility; not shown to clients.
+    #[serde(skip)]
+    pub(crate) resource_owner_id: Option<String>,
     #[serde(skip)]
     pub(crate) saga: Option<Saga>,
 }
@@ -149,6 +157,8 @@ pub mod event_type {
     pub const RESCHEDULED: &str = "booking.rescheduled";
     pub const EXPIRED: &str = "booking.expired";
     pub const PAYMENT_FAILED: &str = "booking.payment_failed";
+    /// The customer's account was deleted and their personal data erased.
+    pub const CUSTOMER_ANONYMISED: &str = "booking.customer_anonymised";
 }
 
 /// A booking state change, published at least once; consumers deduplicate

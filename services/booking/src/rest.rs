@@ -1,5 +1,6 @@
 //! REST handlers. Input is validated before anything is written; every
-//! error is problem+json.
+//! error is problem+json. Every route needs a [`Principal`] (401 without
+//! one); what it may see is decided in `access`.
 
 use axum::Router;
 use axum::extract::State;
@@ -8,12 +9,14 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use berth_runtime::auth::{Principal, Verifier};
 use berth_runtime::{Json, Path, Query};
 use chrono::{DateTime, SecondsFormat, Utc};
 use http::{StatusCode, header};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
+use crate::access::Caller;
 use crate::error::BookingError;
 use crate::model::{BookingRecord, BookingStatus, Customer, micros, now};
 use crate::service::NewBooking;
@@ -26,7 +29,7 @@ const MAX_LIMIT: u32 = 100;
 const MAX_NAME_CHARS: usize = 200;
 const MAX_EMAIL_LEN: usize = 254;
 
-pub(crate) fn routes(booking: Booking) -> Router {
+pub(crate) fn routes(booking: Booking, verifier: &Verifier) -> Router {
     Router::new()
         .route("/v1/bookings", post(create).get(list))
         .route("/v1/bookings/{id}", get(get_one))
@@ -34,6 +37,9 @@ pub(crate) fn routes(booking: Booking) -> Router {
         .route("/v1/bookings/{id}/cancel", post(cancel))
         .route("/v1/bookings/{id}/reschedule", post(reschedule))
         .layer(from_fn_with_state(booking.clone(), idempotency::guard))
+        // Outermost, so the idempotency guard sees the principal and scopes
+        // keys by it.
+        .layer(verifier.layer())
         .with_state(booking)
 }
 
@@ -54,13 +60,14 @@ fn one_seat() -> u32 {
 }
 
 impl CreateRequest {
-    fn validate(self) -> Result<NewBooking, BookingError> {
+    fn validate(self, customer_id: String) -> Result<NewBooking, BookingError> {
         if !(1..=MAX_SEATS).contains(&self.seats) {
             return Err(BookingError::Invalid(format!(
                 "seats must be between 1 and {MAX_SEATS}"
             )));
         }
         Ok(NewBooking {
+            customer_id,
             resource_id: self.resource_id,
             appointment_type_id: self.appointment_type_id,
             start: micros(self.start),
@@ -110,10 +117,17 @@ fn plausible_email(email: &str) -> bool {
 }
 
 async fn create(
+    principal: Principal,
     State(booking): State<Booking>,
     Json(request): Json<CreateRequest>,
 ) -> Result<Response, BookingError> {
-    let record = booking.create(request.validate()?).await?;
+    let caller = Caller::new(&principal);
+    if !caller.may_create() {
+        return Err(BookingError::Forbidden(
+            "booking requires the customer, staff or admin role".into(),
+        ));
+    }
+    let record = booking.create(request.validate(caller.subject)?).await?;
     let location = format!("/v1/bookings/{}", record.id);
     Ok((
         StatusCode::CREATED,
@@ -124,24 +138,27 @@ async fn create(
 }
 
 async fn get_one(
+    principal: Principal,
     State(booking): State<Booking>,
     Path(id): Path<Uuid>,
 ) -> Result<Json<BookingRecord>, BookingError> {
-    Ok(Json(booking.get(id).await?))
+    Ok(Json(booking.get(id, &Caller::new(&principal)).await?))
 }
 
 async fn confirm(
+    principal: Principal,
     State(booking): State<Booking>,
     Path(id): Path<Uuid>,
 ) -> Result<Json<BookingRecord>, BookingError> {
-    Ok(Json(booking.confirm(id).await?))
+    Ok(Json(booking.confirm(id, &Caller::new(&principal)).await?))
 }
 
 async fn cancel(
+    principal: Principal,
     State(booking): State<Booking>,
     Path(id): Path<Uuid>,
 ) -> Result<Json<BookingRecord>, BookingError> {
-    Ok(Json(booking.cancel(id).await?))
+    Ok(Json(booking.cancel(id, &Caller::new(&principal)).await?))
 }
 
 #[derive(Debug, Deserialize)]
@@ -151,11 +168,13 @@ struct RescheduleRequest {
 }
 
 async fn reschedule(
+    principal: Principal,
     State(booking): State<Booking>,
     Path(id): Path<Uuid>,
     Json(request): Json<RescheduleRequest>,
 ) -> Result<Json<BookingRecord>, BookingError> {
-    Ok(Json(booking.reschedule(id, request.start).await?))
+    let caller = Caller::new(&principal);
+    Ok(Json(booking.reschedule(id, request.start, &caller).await?))
 }
 
 #[derive(Debug, Deserialize)]
@@ -180,6 +199,7 @@ struct Page {
 }
 
 async fn list(
+    principal: Principal,
     State(booking): State<Booking>,
     Query(params): Query<ListParams>,
 ) -> Result<Json<Page>, BookingError> {
@@ -204,6 +224,7 @@ async fn list(
         // One extra row tells whether there is a next page.
         limit: limit + 1,
         now: now(),
+        visible: Caller::new(&principal).visibility(),
     };
     let mut items = booking.list(&filter).await?;
     let next_cursor = if items.len() > limit as usize {

@@ -1,11 +1,14 @@
 //! Booking operations: each calls the ledger first and then writes the
 //! booking and its event in one transaction, so the booking never claims
-//! time the ledger does not hold.
+//! time the ledger does not hold. Operations on behalf of a client take its
+//! [`Caller`] and treat a booking it may not see as unknown, before anything
+//! is read from or written to the ledger.
 
 use berth_ledger::{ClaimRequest, LedgerError};
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
+use crate::access::Caller;
 use crate::error::BookingError;
 use crate::model::{
     BookingRecord, BookingStatus, Customer, Event, Saga, SagaStep, after, event_type, micros, now,
@@ -15,6 +18,8 @@ use crate::{Booking, saga};
 
 /// A validated `POST /v1/bookings`.
 pub(crate) struct NewBooking {
+    /// Subject of the creating principal.
+    pub customer_id: String,
     pub resource_id: Uuid,
     pub appointment_type_id: Uuid,
     pub start: DateTime<Utc>,
@@ -57,11 +62,13 @@ impl Booking {
             },
             price_minor: receipt.price_minor,
             currency: receipt.currency,
+            customer_id: Some(new.customer_id),
             customer: new.customer,
             hold_expires_at: Some(receipt.expires_at.map_or(fallback_expiry, micros)),
             created_at: now,
             updated_at: now,
             version: 1,
+            resource_owner_id: owner(receipt.resource_owner),
             saga: None,
         };
         let event = Event::new(event_type::CREATED, &record);
@@ -75,8 +82,8 @@ impl Booking {
         Ok(record)
     }
 
-    pub(crate) async fn get(&self, id: Uuid) -> Result<BookingRecord> {
-        Ok(self.load(id).await?.effective(now()))
+    pub(crate) async fn get(&self, id: Uuid, caller: &Caller) -> Result<BookingRecord> {
+        Ok(self.load_visible(id, caller).await?.effective(now()))
     }
 
     pub(crate) async fn list(&self, filter: &ListFilter) -> Result<Vec<BookingRecord>> {
@@ -84,8 +91,8 @@ impl Booking {
         Ok(rows.into_iter().map(|b| b.effective(filter.now)).collect())
     }
 
-    pub(crate) async fn confirm(&self, id: Uuid) -> Result<BookingRecord> {
-        let current = self.load(id).await?;
+    pub(crate) async fn confirm(&self, id: Uuid, caller: &Caller) -> Result<BookingRecord> {
+        let current = self.load_visible(id, caller).await?;
         if current.is_lapsed(now()) {
             self.expire(current).await?;
             return Err(LedgerError::HoldExpired.into());
@@ -116,8 +123,8 @@ impl Booking {
         self.settle(saved, id, BookingStatus::Confirmed).await
     }
 
-    pub(crate) async fn cancel(&self, id: Uuid) -> Result<BookingRecord> {
-        let current = self.load(id).await?;
+    pub(crate) async fn cancel(&self, id: Uuid, caller: &Caller) -> Result<BookingRecord> {
+        let current = self.load_visible(id, caller).await?;
         if current.is_lapsed(now()) {
             self.expire(current).await?;
             return Err(BookingError::WrongState {
@@ -160,8 +167,13 @@ impl Booking {
         }
     }
 
-    pub(crate) async fn reschedule(&self, id: Uuid, start: DateTime<Utc>) -> Result<BookingRecord> {
-        let current = self.load(id).await?;
+    pub(crate) async fn reschedule(
+        &self,
+        id: Uuid,
+        start: DateTime<Utc>,
+        caller: &Caller,
+    ) -> Result<BookingRecord> {
+        let current = self.load_visible(id, caller).await?;
         if current.is_lapsed(now()) {
             self.expire(current).await?;
             return Err(LedgerError::HoldExpired.into());
@@ -191,6 +203,9 @@ impl Booking {
         next.end = micros(receipt.end);
         next.price_minor = receipt.price_minor;
         next.currency = receipt.currency;
+        // A ledger that does not report the owner keeps the one we know.
+        next.resource_owner_id =
+            owner(receipt.resource_owner).or(current.resource_owner_id.clone());
         if current.status.is_hold() {
             next.hold_expires_at = receipt.expires_at.map(micros).or(current.hold_expires_at);
         }
@@ -249,6 +264,16 @@ impl Booking {
         Ok(self.compensate(saved).await)
     }
 
+    /// Like [`Self::load`], but a booking `caller` may not see is "not found",
+    /// with the same error (and so the same response) as an unknown id.
+    pub(crate) async fn load_visible(&self, id: Uuid, caller: &Caller) -> Result<BookingRecord> {
+        match self.load(id).await {
+            Ok(booking) if caller.can_see(&booking) => Ok(booking),
+            Ok(_) => Err(BookingError::NotFound(id)),
+            Err(error) => Err(error),
+        }
+    }
+
     pub(crate) async fn load(&self, id: Uuid) -> Result<BookingRecord> {
         self.inner
             .store
@@ -301,4 +326,9 @@ impl Booking {
             other => other,
         }
     }
+}
+
+/// The ledger reports an unknown owner as "" (older peers leave it out).
+fn owner(resource_owner: String) -> Option<String> {
+    (!resource_owner.is_empty()).then_some(resource_owner)
 }

@@ -62,11 +62,13 @@ fn booking(n: i64) -> BookingRecord {
         status: BookingStatus::Held,
         price_minor: 0,
         currency: "EUR".into(),
+        customer_id: Some("customer-1".into()),
         customer: None,
         hold_expires_at: Some(now + TimeDelta::minutes(10)),
         created_at: now,
         updated_at: now,
         version: 1,
+        resource_owner_id: None,
         saga: None,
     }
 }

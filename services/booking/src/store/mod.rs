@@ -12,6 +12,7 @@ use chrono::{DateTime, Utc};
 use futures::future::BoxFuture;
 use uuid::Uuid;
 
+use crate::access::Visibility;
 use crate::error::BookingError;
 use crate::model::{BookingRecord, BookingStatus, Event};
 
@@ -47,6 +48,8 @@ pub(crate) struct ListFilter {
     pub limit: u32,
     /// Holds lapsed at `now` count as expired.
     pub now: DateTime<Utc>,
+    /// Only bookings the caller may see; filtered in SQL so pages stay full.
+    pub visible: Visibility,
 }
 
 /// A response kept for replay under its idempotency key.
@@ -121,19 +124,28 @@ pub(crate) trait Store: Send + Sync + 'static {
     /// Holds whose expiry passed but are still stored as held.
     async fn lapsed_holds(&self, now: DateTime<Utc>, limit: u32) -> Result<Vec<BookingRecord>>;
 
-    async fn claim_key(&self, key: &str, fingerprint: &str, times: KeyTimes) -> Result<KeyClaim>;
+    /// Keys are per principal: `key` of `subject` is unrelated to the same
+    /// key of another subject.
+    async fn claim_key(
+        &self,
+        subject: &str,
+        key: &str,
+        fingerprint: &str,
+        times: KeyTimes,
+    ) -> Result<KeyClaim>;
 
     /// Stores the response, if the key is still locked by `lock` (a request
     /// whose key was taken over as stale must not overwrite the new owner).
     async fn complete_key(
         &self,
+        subject: &str,
         key: &str,
         lock: DateTime<Utc>,
         response: &StoredResponse,
     ) -> Result<()>;
 
     /// Frees an in-flight key locked by `lock` so the client can retry it.
-    async fn release_key(&self, key: &str, lock: DateTime<Utc>) -> Result<()>;
+    async fn release_key(&self, subject: &str, key: &str, lock: DateTime<Utc>) -> Result<()>;
 
     async fn purge_keys(&self, created_before: DateTime<Utc>) -> Result<u64>;
 
@@ -145,6 +157,18 @@ pub(crate) trait Store: Send + Sync + 'static {
         now: DateTime<Utc>,
         publisher: &dyn Publisher,
     ) -> Result<usize>;
+
+    /// In one transaction: erases name and email on `customer_id`'s bookings
+    /// that still have any (bumping their version, so a concurrent
+    /// compare-and-set cannot write them back), writes one
+    /// `booking.customer_anonymised` event each, strips the customer from
+    /// their earlier outbox payloads, and drops the customer's stored
+    /// idempotent responses (they may hold the same data). Returns how many
+    /// bookings changed; a repeat finds nothing to do and returns 0.
+    async fn anonymise_customer(&self, customer_id: &str, now: DateTime<Utc>) -> Result<u64>;
+
+    /// Whether `consumer` already recorded `event_id` (see `process_once`).
+    async fn was_processed(&self, consumer: &str, event_id: Uuid) -> Result<bool>;
 
     /// Runs `handler` unless `consumer` already processed `event_id`, and
     /// records it in the same transaction. Returns whether it ran.
@@ -190,7 +214,7 @@ pub(crate) fn decode_error(column: &str, message: impl std::fmt::Display) -> sql
 }
 
 /// Booking columns, in the bind order both backends use.
-pub(crate) const COLUMNS: [&str; 20] = [
+pub(crate) const COLUMNS: [&str; 22] = [
     "id",
     "resource_id",
     "appointment_type_id",
@@ -211,6 +235,8 @@ pub(crate) const COLUMNS: [&str; 20] = [
     "created_at",
     "updated_at",
     "version",
+    "customer_id",
+    "resource_owner_id",
 ];
 
 /// `sigil` is `$` for PostgreSQL and `?` for SQLite (`?1`, `?2`, …).
@@ -261,6 +287,8 @@ pub(crate) struct RawBooking {
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
     pub version: i64,
+    pub customer_id: Option<String>,
+    pub resource_owner_id: Option<String>,
 }
 
 impl RawBooking {
@@ -294,11 +322,13 @@ impl RawBooking {
             status,
             price_minor: self.price_minor,
             currency: self.currency,
+            customer_id: self.customer_id,
             customer,
             hold_expires_at: self.hold_expires_at,
             created_at: self.created_at,
             updated_at: self.updated_at,
             version: self.version,
+            resource_owner_id: self.resource_owner_id,
             saga,
         })
     }

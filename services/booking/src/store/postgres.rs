@@ -18,8 +18,9 @@ use super::{
     KeyClaim, KeyTimes, ListFilter, Publisher, RawBooking, Result, Store, StoredResponse,
     customer_columns, decode_headers, encode_headers, judge_existing_key, saga_columns,
 };
+use crate::access::Visibility;
 use crate::error::BookingError;
-use crate::model::{BookingRecord, BookingStatus, Event};
+use crate::model::{BookingRecord, BookingStatus, Event, event_type};
 
 const TABLE: &str = "booking.bookings";
 static SELECT: LazyLock<String> =
@@ -89,6 +90,8 @@ fn bind_booking<'q>(
         .bind(b.created_at)
         .bind(b.updated_at)
         .bind(b.version)
+        .bind(b.customer_id.as_deref())
+        .bind(b.resource_owner_id.as_deref())
 }
 
 fn booking_from_row(row: &PgRow) -> std::result::Result<BookingRecord, sqlx::Error> {
@@ -113,6 +116,8 @@ fn booking_from_row(row: &PgRow) -> std::result::Result<BookingRecord, sqlx::Err
         created_at: row.try_get("created_at")?,
         updated_at: row.try_get("updated_at")?,
         version: row.try_get("version")?,
+        customer_id: row.try_get("customer_id")?,
+        resource_owner_id: row.try_get("resource_owner_id")?,
     }
     .into_record()
 }
@@ -166,6 +171,20 @@ impl Store for PgStore {
 
     async fn list_bookings(&self, f: &ListFilter) -> Result<Vec<BookingRecord>> {
         let mut q = QueryBuilder::<Postgres>::new(format!("{} WHERE TRUE", *SELECT));
+        match &f.visible {
+            Visibility::All => {}
+            Visibility::Only { subject, .. } if subject.is_empty() => {
+                q.push(" AND FALSE");
+            }
+            Visibility::Only { subject, staff } => {
+                q.push(" AND (customer_id = ").push_bind(subject.clone());
+                if *staff {
+                    q.push(" OR resource_owner_id = ")
+                        .push_bind(subject.clone());
+                }
+                q.push(")");
+            }
+        }
         if let Some(resource_id) = f.resource_id {
             q.push(" AND resource_id = ").push_bind(resource_id);
         }
@@ -264,21 +283,33 @@ impl Store for PgStore {
         bookings_from_rows(&rows)
     }
 
-    async fn claim_key(&self, key: &str, fingerprint: &str, t: KeyTimes) -> Result<KeyClaim> {
-        sqlx::query("DELETE FROM booking.idempotency_keys WHERE key = $1 AND created_at < $2")
-            .bind(key)
-            .bind(t.expired_before)
-            .execute(&self.pool)
-            .await?;
+    async fn claim_key(
+        &self,
+        subject: &str,
+        key: &str,
+        fingerprint: &str,
+        t: KeyTimes,
+    ) -> Result<KeyClaim> {
+        sqlx::query(
+            "DELETE FROM booking.idempotency_keys \
+             WHERE subject = $1 AND key = $2 AND created_at < $3",
+        )
+        .bind(subject)
+        .bind(key)
+        .bind(t.expired_before)
+        .execute(&self.pool)
+        .await?;
         // Retried only if the row vanished between our insert and select.
         for _ in 0..3 {
             let inserted = sqlx::query(
-                "INSERT INTO booking.idempotency_keys (key, fingerprint, state, created_at, locked_at) \
-                 VALUES ($1, $2, 'in_flight', $3, $3) ON CONFLICT (key) DO NOTHING",
+                "INSERT INTO booking.idempotency_keys \
+                 (subject, key, fingerprint, state, created_at, locked_at) \
+                 VALUES ($4, $1, $2, 'in_flight', $3, $3) ON CONFLICT (subject, key) DO NOTHING",
             )
             .bind(key)
             .bind(fingerprint)
             .bind(t.now)
+            .bind(subject)
             .execute(&self.pool)
             .await?
             .rows_affected();
@@ -287,9 +318,10 @@ impl Store for PgStore {
             }
             let Some(row) = sqlx::query(
                 "SELECT fingerprint, state, status, headers, body, locked_at \
-                 FROM booking.idempotency_keys WHERE key = $1",
+                 FROM booking.idempotency_keys WHERE subject = $2 AND key = $1",
             )
             .bind(key)
+            .bind(subject)
             .fetch_optional(&self.pool)
             .await?
             else {
@@ -319,11 +351,12 @@ impl Store for PgStore {
             if locked_at < t.stale_before {
                 let taken = sqlx::query(
                     "UPDATE booking.idempotency_keys SET locked_at = $2 \
-                     WHERE key = $1 AND state = 'in_flight' AND locked_at = $3",
+                     WHERE subject = $4 AND key = $1 AND state = 'in_flight' AND locked_at = $3",
                 )
                 .bind(key)
                 .bind(t.now)
                 .bind(locked_at)
+                .bind(subject)
                 .execute(&self.pool)
                 .await?
                 .rows_affected();
@@ -338,30 +371,36 @@ impl Store for PgStore {
 
     async fn complete_key(
         &self,
+        subject: &str,
         key: &str,
         lock: DateTime<Utc>,
         response: &StoredResponse,
     ) -> Result<()> {
         sqlx::query(
             "UPDATE booking.idempotency_keys SET state = 'done', status = $2, headers = $3, body = $4 \
-             WHERE key = $1 AND state = 'in_flight' AND locked_at = $5",
+             WHERE subject = $6 AND key = $1 AND state = 'in_flight' AND locked_at = $5",
         )
         .bind(key)
         .bind(i32::from(response.status))
         .bind(encode_headers(&response.headers))
         .bind(&response.body)
         .bind(lock)
+        .bind(subject)
         .execute(&self.pool)
         .await?;
         Ok(())
     }
 
-    async fn release_key(&self, key: &str, lock: DateTime<Utc>) -> Result<()> {
-        sqlx::query("DELETE FROM booking.idempotency_keys WHERE key = $1 AND state = 'in_flight' AND locked_at = $2")
-            .bind(key)
-            .bind(lock)
-            .execute(&self.pool)
-            .await?;
+    async fn release_key(&self, subject: &str, key: &str, lock: DateTime<Utc>) -> Result<()> {
+        sqlx::query(
+            "DELETE FROM booking.idempotency_keys \
+             WHERE subject = $3 AND key = $1 AND state = 'in_flight' AND locked_at = $2",
+        )
+        .bind(key)
+        .bind(lock)
+        .bind(subject)
+        .execute(&self.pool)
+        .await?;
         Ok(())
     }
 
@@ -411,6 +450,56 @@ impl Store for PgStore {
             .await?;
         tx.commit().await?;
         Ok(events.len())
+    }
+
+    async fn anonymise_customer(&self, customer_id: &str, now: DateTime<Utc>) -> Result<u64> {
+        let mut tx = self.pool.begin().await?;
+        // Row locks make a concurrent run wait, then re-check the WHERE and
+        // find nothing left: one event per booking even then.
+        let rows = sqlx::query(&format!(
+            "UPDATE {TABLE} SET customer_name = NULL, customer_email = NULL, \
+             version = version + 1, updated_at = GREATEST(updated_at, $2) \
+             WHERE customer_id = $1 AND (customer_name IS NOT NULL OR customer_email IS NOT NULL) \
+             RETURNING {}",
+            super::COLUMNS.join(", ")
+        ))
+        .bind(customer_id)
+        .bind(now)
+        .fetch_all(&mut *tx)
+        .await?;
+        let bookings = bookings_from_rows(&rows)?;
+        sqlx::query(&format!(
+            "UPDATE booking.outbox SET payload = payload #- '{{booking,customer}}' \
+             WHERE booking_id IN (SELECT id FROM {TABLE} WHERE customer_id = $1) \
+             AND payload->'booking' ? 'customer'"
+        ))
+        .bind(customer_id)
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query("DELETE FROM booking.idempotency_keys WHERE subject = $1 AND state = 'done'")
+            .bind(customer_id)
+            .execute(&mut *tx)
+            .await?;
+        for booking in &bookings {
+            insert_event(
+                &mut tx,
+                &Event::new(event_type::CUSTOMER_ANONYMISED, booking),
+            )
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(u64::try_from(bookings.len()).unwrap_or(u64::MAX))
+    }
+
+    async fn was_processed(&self, consumer: &str, event_id: Uuid) -> Result<bool> {
+        let found = sqlx::query(
+            "SELECT 1 FROM booking.processed_events WHERE consumer = $1 AND event_id = $2",
+        )
+        .bind(consumer)
+        .bind(event_id)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(found.is_some())
     }
 
     async fn process_once(

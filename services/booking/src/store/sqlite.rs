@@ -22,8 +22,9 @@ use super::{
     customer_columns, decode_error, decode_headers, encode_headers, judge_existing_key,
     saga_columns,
 };
+use crate::access::Visibility;
 use crate::error::BookingError;
-use crate::model::{BookingRecord, BookingStatus, Event};
+use crate::model::{BookingRecord, BookingStatus, Event, event_type};
 
 const TABLE: &str = "bookings";
 static SELECT: LazyLock<String> =
@@ -116,6 +117,8 @@ fn bind_booking<'q>(
         .bind(ts(b.created_at))
         .bind(ts(b.updated_at))
         .bind(b.version)
+        .bind(b.customer_id.as_deref())
+        .bind(b.resource_owner_id.as_deref())
 }
 
 fn booking_from_row(row: &SqliteRow) -> std::result::Result<BookingRecord, sqlx::Error> {
@@ -140,6 +143,8 @@ fn booking_from_row(row: &SqliteRow) -> std::result::Result<BookingRecord, sqlx:
         created_at: get_ts(row, "created_at")?,
         updated_at: get_ts(row, "updated_at")?,
         version: row.try_get("version")?,
+        customer_id: row.try_get("customer_id")?,
+        resource_owner_id: row.try_get("resource_owner_id")?,
     }
     .into_record()
 }
@@ -195,6 +200,20 @@ impl Store for SqliteStore {
 
     async fn list_bookings(&self, f: &ListFilter) -> Result<Vec<BookingRecord>> {
         let mut q = QueryBuilder::<Sqlite>::new(format!("{} WHERE 1 = 1", *SELECT));
+        match &f.visible {
+            Visibility::All => {}
+            Visibility::Only { subject, .. } if subject.is_empty() => {
+                q.push(" AND 1 = 0");
+            }
+            Visibility::Only { subject, staff } => {
+                q.push(" AND (customer_id = ").push_bind(subject.clone());
+                if *staff {
+                    q.push(" OR resource_owner_id = ")
+                        .push_bind(subject.clone());
+                }
+                q.push(")");
+            }
+        }
         if let Some(resource_id) = f.resource_id {
             q.push(" AND resource_id = ")
                 .push_bind(resource_id.to_string());
@@ -294,20 +313,31 @@ impl Store for SqliteStore {
         bookings_from_rows(&rows)
     }
 
-    async fn claim_key(&self, key: &str, fingerprint: &str, t: KeyTimes) -> Result<KeyClaim> {
-        sqlx::query("DELETE FROM idempotency_keys WHERE key = ?1 AND created_at < ?2")
-            .bind(key)
-            .bind(ts(t.expired_before))
-            .execute(&self.pool)
-            .await?;
+    async fn claim_key(
+        &self,
+        subject: &str,
+        key: &str,
+        fingerprint: &str,
+        t: KeyTimes,
+    ) -> Result<KeyClaim> {
+        sqlx::query(
+            "DELETE FROM idempotency_keys WHERE subject = ?3 AND key = ?1 AND created_at < ?2",
+        )
+        .bind(key)
+        .bind(ts(t.expired_before))
+        .bind(subject)
+        .execute(&self.pool)
+        .await?;
         for _ in 0..3 {
             let inserted = sqlx::query(
-                "INSERT INTO idempotency_keys (key, fingerprint, state, created_at, locked_at) \
-                 VALUES (?1, ?2, 'in_flight', ?3, ?3) ON CONFLICT (key) DO NOTHING",
+                "INSERT INTO idempotency_keys \
+                 (subject, key, fingerprint, state, created_at, locked_at) \
+                 VALUES (?4, ?1, ?2, 'in_flight', ?3, ?3) ON CONFLICT (subject, key) DO NOTHING",
             )
             .bind(key)
             .bind(fingerprint)
             .bind(ts(t.now))
+            .bind(subject)
             .execute(&self.pool)
             .await?
             .rows_affected();
@@ -316,9 +346,10 @@ impl Store for SqliteStore {
             }
             let Some(row) = sqlx::query(
                 "SELECT fingerprint, state, status, headers, body, locked_at \
-                 FROM idempotency_keys WHERE key = ?1",
+                 FROM idempotency_keys WHERE subject = ?2 AND key = ?1",
             )
             .bind(key)
+            .bind(subject)
             .fetch_optional(&self.pool)
             .await?
             else {
@@ -348,11 +379,12 @@ impl Store for SqliteStore {
             if parse_ts("locked_at", &locked_at)? < t.stale_before {
                 let taken = sqlx::query(
                     "UPDATE idempotency_keys SET locked_at = ?2 \
-                     WHERE key = ?1 AND state = 'in_flight' AND locked_at = ?3",
+                     WHERE subject = ?4 AND key = ?1 AND state = 'in_flight' AND locked_at = ?3",
                 )
                 .bind(key)
                 .bind(ts(t.now))
                 .bind(&locked_at)
+                .bind(subject)
                 .execute(&self.pool)
                 .await?
                 .rows_affected();
@@ -367,30 +399,36 @@ impl Store for SqliteStore {
 
     async fn complete_key(
         &self,
+        subject: &str,
         key: &str,
         lock: DateTime<Utc>,
         response: &StoredResponse,
     ) -> Result<()> {
         sqlx::query(
             "UPDATE idempotency_keys SET state = 'done', status = ?2, headers = ?3, body = ?4 \
-             WHERE key = ?1 AND state = 'in_flight' AND locked_at = ?5",
+             WHERE subject = ?6 AND key = ?1 AND state = 'in_flight' AND locked_at = ?5",
         )
         .bind(key)
         .bind(i64::from(response.status))
         .bind(encode_headers(&response.headers))
         .bind(&response.body)
         .bind(ts(lock))
+        .bind(subject)
         .execute(&self.pool)
         .await?;
         Ok(())
     }
 
-    async fn release_key(&self, key: &str, lock: DateTime<Utc>) -> Result<()> {
-        sqlx::query("DELETE FROM idempotency_keys WHERE key = ?1 AND state = 'in_flight' AND locked_at = ?2")
-            .bind(key)
-            .bind(ts(lock))
-            .execute(&self.pool)
-            .await?;
+    async fn release_key(&self, subject: &str, key: &str, lock: DateTime<Utc>) -> Result<()> {
+        sqlx::query(
+            "DELETE FROM idempotency_keys \
+             WHERE subject = ?3 AND key = ?1 AND state = 'in_flight' AND locked_at = ?2",
+        )
+        .bind(key)
+        .bind(ts(lock))
+        .bind(subject)
+        .execute(&self.pool)
+        .await?;
         Ok(())
     }
 
@@ -443,6 +481,55 @@ impl Store for SqliteStore {
         q.push(")");
         q.build().execute(&self.pool).await?;
         Ok(events.len())
+    }
+
+    async fn anonymise_customer(&self, customer_id: &str, now: DateTime<Utc>) -> Result<u64> {
+        // `BEGIN` is deferred: the UPDATE takes the write lock, so a concurrent
+        // run waits and then finds nothing left to erase.
+        let mut tx = self.pool.begin().await?;
+        let rows = sqlx::query(&format!(
+            "UPDATE {TABLE} SET customer_name = NULL, customer_email = NULL, \
+             version = version + 1, updated_at = max(updated_at, ?2) \
+             WHERE customer_id = ?1 AND (customer_name IS NOT NULL OR customer_email IS NOT NULL) \
+             RETURNING {}",
+            super::COLUMNS.join(", ")
+        ))
+        .bind(customer_id)
+        .bind(ts(now))
+        .fetch_all(&mut *tx)
+        .await?;
+        let bookings = bookings_from_rows(&rows)?;
+        sqlx::query(&format!(
+            "UPDATE outbox SET payload = json_remove(payload, '$.booking.customer') \
+             WHERE booking_id IN (SELECT id FROM {TABLE} WHERE customer_id = ?1) \
+             AND json_type(payload, '$.booking.customer') IS NOT NULL"
+        ))
+        .bind(customer_id)
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query("DELETE FROM idempotency_keys WHERE subject = ?1 AND state = 'done'")
+            .bind(customer_id)
+            .execute(&mut *tx)
+            .await?;
+        for booking in &bookings {
+            insert_event(
+                &mut tx,
+                &Event::new(event_type::CUSTOMER_ANONYMISED, booking),
+            )
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(u64::try_from(bookings.len()).unwrap_or(u64::MAX))
+    }
+
+    async fn was_processed(&self, consumer: &str, event_id: Uuid) -> Result<bool> {
+        let found =
+            sqlx::query("SELECT 1 FROM processed_events WHERE consumer = ?1 AND event_id = ?2")
+                .bind(consumer)
+                .bind(event_id.to_string())
+                .fetch_optional(&self.pool)
+                .await?;
+        Ok(found.is_some())
     }
 
     async fn process_once(

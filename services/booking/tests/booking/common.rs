@@ -1,5 +1,5 @@
 //! Test support: an in-memory ledger double, scratch databases, and a small
-//! HTTP client for the router.
+//! HTTP client for the router that authenticates with real tokens.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -11,6 +11,7 @@ use axum::Router;
 use axum::body::{Body, Bytes, to_bytes};
 use berth_booking::{Booking, BookingConfig};
 use berth_ledger::{ClaimReceipt, ClaimRequest, Ledger, LedgerError};
+use berth_runtime::auth::testing::TestIssuer;
 use chrono::{DateTime, TimeDelta, TimeZone, Utc};
 use http::{HeaderMap, Method, Request, StatusCode};
 use serde_json::Value;
@@ -47,6 +48,7 @@ pub struct MemLedger {
     pub capacity: u32,
     pub slot: TimeDelta,
     prices: Mutex<HashMap<Uuid, i64>>,
+    owners: Mutex<HashMap<Uuid, String>>,
     pub fail_release: AtomicBool,
     pub unavailable: AtomicBool,
     pub claim_calls: AtomicUsize,
@@ -60,6 +62,7 @@ impl MemLedger {
             capacity: 1,
             slot: TimeDelta::minutes(30),
             prices: Mutex::new(HashMap::new()),
+            owners: Mutex::new(HashMap::new()),
             fail_release: AtomicBool::new(false),
             unavailable: AtomicBool::new(false),
             claim_calls: AtomicUsize::new(0),
@@ -73,6 +76,14 @@ impl MemLedger {
             .lock()
             .unwrap()
             .insert(appointment_type_id, price);
+    }
+
+    /// The staff account managing `resource` (receipts report it).
+    pub fn set_owner(&self, resource: Uuid, owner: &str) {
+        self.owners
+            .lock()
+            .unwrap()
+            .insert(resource, owner.to_owned());
     }
 
     /// The next claim signals `entered` and then waits for `proceed`.
@@ -138,6 +149,13 @@ impl MemLedger {
             expires_at: c.expires_at,
             price_minor: price * i64::from(c.seats),
             currency: "EUR".into(),
+            resource_owner: self
+                .owners
+                .lock()
+                .unwrap()
+                .get(&c.resource_id)
+                .cloned()
+                .unwrap_or_default(),
         }
     }
 }
@@ -432,11 +450,23 @@ pub fn test_config() -> BookingConfig {
     }
 }
 
+/// The subject of `Env::api`, a customer.
+pub const ALICE: &str = "alice";
+
 pub struct Env {
     pub db: TestDb,
     pub ledger: Arc<MemLedger>,
     pub booking: Booking,
+    pub issuer: Arc<TestIssuer>,
+    /// Authenticated as the customer [`ALICE`].
     pub api: Api,
+}
+
+impl Env {
+    /// The same router, authenticated as `subject` with `roles`.
+    pub fn api_as(&self, subject: &str, roles: &[&str]) -> Api {
+        self.api.with_token(&self.issuer.token(subject, roles))
+    }
 }
 
 pub async fn setup(backend: Backend) -> Env {
@@ -449,13 +479,13 @@ pub async fn setup_with(backend: Backend, config: BookingConfig, redis: Option<&
     let booking = Booking::connect(&db.url, redis, ledger.clone(), config)
         .await
         .unwrap();
-    let api = Api {
-        router: booking.rest_routes(),
-    };
+    let issuer = Arc::new(TestIssuer::new());
+    let api = Api::new(&booking, &issuer, ALICE, &["customer"]);
     Env {
         db,
         ledger,
         booking,
+        issuer,
         api,
     }
 }
@@ -478,6 +508,8 @@ pub fn new_key() -> String {
 #[derive(Clone)]
 pub struct Api {
     pub router: Router,
+    /// Sent as `Authorization: Bearer`; `None` sends no credentials.
+    pub token: Option<String>,
 }
 
 #[derive(Debug)]
@@ -516,6 +548,28 @@ impl Resp {
 }
 
 impl Api {
+    pub fn new(booking: &Booking, issuer: &TestIssuer, subject: &str, roles: &[&str]) -> Self {
+        Self {
+            router: booking.rest_routes(&issuer.verifier()),
+            token: Some(issuer.token(subject, roles)),
+        }
+    }
+
+    pub fn with_token(&self, token: &str) -> Self {
+        Self {
+            router: self.router.clone(),
+            token: Some(token.to_owned()),
+        }
+    }
+
+    /// The same router without credentials.
+    pub fn anonymous(&self) -> Self {
+        Self {
+            router: self.router.clone(),
+            token: None,
+        }
+    }
+
     pub async fn send(
         &self,
         method: Method,
@@ -525,6 +579,9 @@ impl Api {
         body: impl Into<Body>,
     ) -> Resp {
         let mut request = Request::builder().method(method).uri(path);
+        if let Some(token) = &self.token {
+            request = request.header("authorization", format!("Bearer {token}"));
+        }
         if let Some(key) = key {
             request = request.header("idempotency-key", key);
         }

@@ -243,9 +243,8 @@ async fn in_memory_sqlite_is_supported() {
     let booking = Booking::connect("sqlite::memory:", None, ledger, test_config())
         .await
         .unwrap();
-    let api = Api {
-        router: booking.rest_routes(),
-    };
+    let issuer = berth_runtime::auth::testing::TestIssuer::new();
+    let api = Api::new(&booking, &issuer, ALICE, &["customer"]);
     let id = api
         .create(Uuid::now_v7(), Uuid::now_v7(), slot(0))
         .await

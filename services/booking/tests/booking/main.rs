@@ -10,6 +10,8 @@
 
 mod common;
 
+mod accounts;
+mod authz;
 mod bad_input;
 mod idempotency;
 mod lifecycle;
