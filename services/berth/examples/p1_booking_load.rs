@@ -43,6 +43,7 @@ async fn main() {
     let db = support::BenchDb::create("p1").await;
     let db_url = db.url.clone();
     let name = db.name.clone();
+    let auth = support::Auth::start().await;
 
     let (a_http, a_grpc, b_http) = (
         support::free_port(),
@@ -52,25 +53,33 @@ async fn main() {
     let _availability = support::spawn(
         &["serve", "availability"],
         &[
-            ("BERTH_DATABASE_URL", db_url.clone()),
-            ("BERTH_REDIS_URL", redis.clone()),
-            ("BERTH_HTTP_ADDR", format!("127.0.0.1:{a_http}")),
-            ("BERTH_GRPC_ADDR", format!("127.0.0.1:{a_grpc}")),
-        ],
+            auth.env().as_slice(),
+            &[
+                ("BERTH_DATABASE_URL", db_url.clone()),
+                ("BERTH_REDIS_URL", redis.clone()),
+                ("BERTH_HTTP_ADDR", format!("127.0.0.1:{a_http}")),
+                ("BERTH_GRPC_ADDR", format!("127.0.0.1:{a_grpc}")),
+            ],
+        ]
+        .concat(),
     );
     let a = format!("http://127.0.0.1:{a_http}");
     support::wait_ready(&a).await;
     let _booking = support::spawn(
         &["serve", "booking"],
         &[
-            ("BERTH_DATABASE_URL", db_url.clone()),
-            ("BERTH_REDIS_URL", redis.clone()),
-            ("BERTH_HTTP_ADDR", format!("127.0.0.1:{b_http}")),
-            (
-                "BERTH_SERVICE__AVAILABILITY_GRPC",
-                format!("http://127.0.0.1:{a_grpc}"),
-            ),
-        ],
+            auth.env().as_slice(),
+            &[
+                ("BERTH_DATABASE_URL", db_url.clone()),
+                ("BERTH_REDIS_URL", redis.clone()),
+                ("BERTH_HTTP_ADDR", format!("127.0.0.1:{b_http}")),
+                (
+                    "BERTH_SERVICE__AVAILABILITY_GRPC",
+                    format!("http://127.0.0.1:{a_grpc}"),
+                ),
+            ],
+        ]
+        .concat(),
     );
     let b = format!("http://127.0.0.1:{b_http}");
     support::wait_ready(&b).await;
@@ -82,10 +91,12 @@ async fn main() {
         .unwrap();
     let day = json!([{"start": "00:00", "end": "24:00"}]);
     let week = json!({"monday": day, "tuesday": day, "wednesday": day, "thursday": day, "friday": day, "saturday": day, "sunday": day});
+    let staff = auth.bearer("staff-1", "staff");
     let mut work = Vec::new();
     for i in 0..RESOURCES {
         let r: Value = client
             .post(format!("{a}/v1/resources"))
+            .header("authorization", &staff)
             .json(&json!({"name": format!("room-{i}"), "time_zone": "UTC"}))
             .send()
             .await
@@ -96,12 +107,14 @@ async fn main() {
         let rid = r["id"].as_str().unwrap().to_owned();
         client
             .put(format!("{a}/v1/resources/{rid}/schedule"))
+            .header("authorization", &staff)
             .json(&week)
             .send()
             .await
             .unwrap();
         let t: Value = client
             .post(format!("{a}/v1/resources/{rid}/appointment-types"))
+            .header("authorization", &staff)
             .json(&json!({"name": "s", "duration_minutes": 30, "currency": "EUR", "min_notice_minutes": 60}))
             .send()
             .await
@@ -140,8 +153,9 @@ async fn main() {
     let next = Arc::new(AtomicUsize::new(0));
     let started = Instant::now();
     let workers: Vec<_> = (0..CLIENTS)
-        .map(|_| {
+        .map(|c| {
             let (client, work, next, b) = (client.clone(), work.clone(), next.clone(), b.clone());
+            let customer = auth.bearer(&format!("customer-{c}"), "customer");
             tokio::spawn(async move {
                 let mut seen = Vec::new();
                 loop {
@@ -150,6 +164,7 @@ async fn main() {
                     let t0 = Instant::now();
                     let r = client
                         .post(format!("{b}/v1/bookings"))
+                        .header("authorization", &customer)
                         .header("Idempotency-Key", uuid::Uuid::new_v4().to_string())
                         .json(body)
                         .send()

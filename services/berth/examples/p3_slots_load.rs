@@ -24,14 +24,20 @@ const SECONDS: u64 = 10;
 #[tokio::main]
 async fn main() {
     let db = support::BenchDb::create("p3").await;
+    let auth = support::Auth::start().await;
+    let staff = auth.bearer("staff-1", "staff");
     let (http, grpc) = (support::free_port(), support::free_port());
     let process = support::spawn(
         &["serve", "availability"],
         &[
-            ("BERTH_DATABASE_URL", db.url.clone()),
-            ("BERTH_HTTP_ADDR", format!("127.0.0.1:{http}")),
-            ("BERTH_GRPC_ADDR", format!("127.0.0.1:{grpc}")),
-        ],
+            auth.env().as_slice(),
+            &[
+                ("BERTH_DATABASE_URL", db.url.clone()),
+                ("BERTH_HTTP_ADDR", format!("127.0.0.1:{http}")),
+                ("BERTH_GRPC_ADDR", format!("127.0.0.1:{grpc}")),
+            ],
+        ]
+        .concat(),
     );
     let base = format!("http://127.0.0.1:{http}");
     support::wait_ready(&base).await;
@@ -41,6 +47,7 @@ async fn main() {
         .unwrap();
     let r: Value = client
         .post(format!("{base}/v1/resources"))
+        .header("authorization", &staff)
         .json(&json!({"name": "p3", "time_zone": "Europe/Berlin"}))
         .send()
         .await
@@ -53,12 +60,14 @@ async fn main() {
     let week = json!({"monday": day, "tuesday": day, "wednesday": day, "thursday": day, "friday": day, "saturday": day, "sunday": day});
     client
         .put(format!("{base}/v1/resources/{rid}/schedule"))
+        .header("authorization", &staff)
         .json(&week)
         .send()
         .await
         .unwrap();
     let t: Value = client
         .post(format!("{base}/v1/resources/{rid}/appointment-types"))
+        .header("authorization", &staff)
         .json(&json!({"name": "s", "duration_minutes": 30, "interval_minutes": 15, "currency": "EUR", "min_notice_minutes": 60}))
         .send()
         .await

@@ -7,6 +7,7 @@ use axum::Router;
 use berth_availability::{Availability, GrpcLedger};
 use berth_booking::{Booking, BookingConfig};
 use berth_ledger::Ledger;
+use berth_runtime::auth::{RemoteJwksOptions, Verifier};
 use berth_runtime::grpc::grpc_channel;
 use berth_runtime::{Runtime, RuntimeConfig, RuntimeError};
 use berth_user::{SigningKeySource, UserConfig, Users};
@@ -89,10 +90,22 @@ pub async fn start(component: Component, rt: &Runtime) -> Result<Started, StartE
     let config = &rt.config;
     match component {
         Component::Availability => {
-            let availability =
-                start_availability(rt, database_url(config)?, config.redis_url.as_deref()).await?;
+            let verifier = remote_verifier(config)?;
+            // Off unless asked for: feeds on internal addresses are an SSRF risk.
+            let private_feeds = config
+                .service
+                .get("allow_private_calendar_urls")
+                .and_then(|v| v.as_bool())
+                .unwrap_or(false);
+            let availability = start_availability(
+                rt,
+                database_url(config)?,
+                config.redis_url.as_deref(),
+                private_feeds,
+            )
+            .await?;
             Ok(Started {
-                rest: availability.rest_routes(),
+                rest: availability.rest_routes(&verifier),
                 grpc: Some(GrpcSurface {
                     routes: availability.grpc_routes(),
                     services: vec![berth_availability::LEDGER_SERVICE_NAME],
@@ -119,9 +132,10 @@ pub async fn start(component: Component, rt: &Runtime) -> Result<Started, StartE
                 channel,
                 rt.dependencies.get("availability"),
             )));
+            let verifier = remote_verifier(config)?;
             let booking = start_booking(rt, database_url(config)?, ledger).await?;
             Ok(Started {
-                rest: booking.rest_routes(),
+                rest: booking.rest_routes(&verifier),
                 grpc: None,
             })
         }
@@ -149,12 +163,49 @@ pub async fn start(component: Component, rt: &Runtime) -> Result<Started, StartE
     }
 }
 
+/// A string from the `[service.auth]` table (`BERTH_SERVICE__AUTH__*`).
+fn auth_setting<'a>(config: &'a RuntimeConfig, key: &str) -> Option<&'a str> {
+    config
+        .service
+        .get("auth")
+        .and_then(|v| v.as_table())
+        .and_then(|t| t.get(key))
+        .and_then(|v| v.as_str())
+}
+
+/// Verifies access tokens against the user service's JWKS. Issuer and
+/// audience default to the user service's defaults.
+fn remote_verifier(config: &RuntimeConfig) -> Result<Verifier, StartError> {
+    let url = auth_setting(config, "jwks_url").ok_or(StartError::Setting {
+        setting: "service.auth.jwks_url",
+        problem: "is required: the user service's JWKS, e.g. \
+                  http://user:8080/.well-known/jwks.json (BERTH_SERVICE__AUTH__JWKS_URL)"
+            .to_owned(),
+    })?;
+    let parsed: http::Uri = url.parse().map_err(|e| StartError::Setting {
+        setting: "service.auth.jwks_url",
+        problem: format!("is not a valid URL: {e}"),
+    })?;
+    if !matches!(parsed.scheme_str(), Some("http" | "https")) || parsed.host().is_none() {
+        return Err(StartError::Setting {
+            setting: "service.auth.jwks_url",
+            problem: "must be an http or https URL".to_owned(),
+        });
+    }
+    let defaults = UserConfig::default();
+    Ok(Verifier::from_jwks_url(
+        auth_setting(config, "issuer").unwrap_or(&defaults.issuer),
+        auth_setting(config, "audience").unwrap_or(&defaults.audience),
+        url,
+        RemoteJwksOptions::default(),
+    ))
+}
+
 /// User-service settings from the `[service]` table (the operator sets them
 /// as `BERTH_SERVICE__AUTH__*`); unset keys keep the dev defaults.
 fn user_config(config: &RuntimeConfig) -> UserConfig {
     let mut user = UserConfig::default();
-    let auth = config.service.get("auth").and_then(|v| v.as_table());
-    let auth_setting = |key: &str| auth.and_then(|t| t.get(key)).and_then(|v| v.as_str());
+    let auth_setting = |key: &str| auth_setting(config, key);
     if let Some(issuer) = auth_setting("issuer") {
         user.issuer = issuer.to_owned();
     }
@@ -198,10 +249,12 @@ pub async fn start_availability(
     rt: &Runtime,
     database_url: &str,
     redis_url: Option<&str>,
+    private_calendar_urls: bool,
 ) -> Result<Availability, StartError> {
     let availability = Availability::connect(database_url, redis_url)
         .await
-        .map_err(|e| StartError::service("availability", e))?;
+        .map_err(|e| StartError::service("availability", e))?
+        .with_private_calendar_urls(private_calendar_urls);
     ready_check(rt, "availability", &availability, |a| async move {
         a.check_ready().await
     });
@@ -209,7 +262,7 @@ pub async fn start_availability(
     Ok(availability)
 }
 
-/// The user service with its readiness check.
+/// The user service with its readiness check and account-event relay.
 pub async fn start_users(
     rt: &Runtime,
     database_url: &str,
@@ -220,6 +273,7 @@ pub async fn start_users(
         .await
         .map_err(|e| StartError::service("user", e))?;
     ready_check(rt, "user", &users, |u| async move { u.check_ready().await });
+    users.spawn_event_relay(rt.stop_token());
     Ok(users)
 }
 

@@ -23,11 +23,15 @@ pub struct Demo {
 
 async fn call(
     app: &Router,
+    token: Option<&str>,
     method: Method,
     uri: &str,
     body: Option<Value>,
 ) -> Result<(StatusCode, Value), StartError> {
     let mut request = Request::builder().method(method).uri(uri);
+    if let Some(token) = token {
+        request = request.header("authorization", format!("Bearer {token}"));
+    }
     let body = match body {
         Some(json) => {
             request = request.header("content-type", "application/json");
@@ -70,7 +74,20 @@ fn id_of(value: &Value) -> Result<String, StartError> {
 /// Ensures the demo resource (open 08:00–20:00 UTC every day) with a free
 /// 30-minute appointment type, and finds its next open slot.
 pub async fn ensure_demo(app: &Router) -> Result<Demo, StartError> {
-    let (_, resources) = call(app, Method::GET, "/v1/resources?limit=100", None).await?;
+    // Logs in like a user would; the demo user has every role.
+    let (_, login) = call(
+        app,
+        None,
+        Method::POST,
+        "/v1/auth/login",
+        Some(json!({ "email": DEMO_EMAIL, "password": DEMO_PASSWORD })),
+    )
+    .await?;
+    let token = login["access_token"]
+        .as_str()
+        .ok_or_else(|| StartError::service("seed", "login answered without an access token"))?;
+    let token = Some(token);
+    let (_, resources) = call(app, token, Method::GET, "/v1/resources?limit=100", None).await?;
     let existing = resources["items"]
         .as_array()
         .and_then(|items| items.iter().find(|r| r["name"] == DEMO_RESOURCE).cloned());
@@ -79,6 +96,7 @@ pub async fn ensure_demo(app: &Router) -> Result<Demo, StartError> {
         None => {
             let (_, resource) = call(
                 app,
+                token,
                 Method::POST,
                 "/v1/resources",
                 Some(json!({ "name": DEMO_RESOURCE, "time_zone": "UTC" })),
@@ -100,6 +118,7 @@ pub async fn ensure_demo(app: &Router) -> Result<Demo, StartError> {
             .collect();
             call(
                 app,
+                token,
                 Method::PUT,
                 &format!("/v1/resources/{id}/schedule"),
                 Some(Value::Object(week)),
@@ -111,17 +130,19 @@ pub async fn ensure_demo(app: &Router) -> Result<Demo, StartError> {
 
     let (_, types) = call(
         app,
+        token,
         Method::GET,
         &format!("/v1/resources/{resource_id}/appointment-types"),
         None,
     )
     .await?;
-    let existing = types["items"].as_array().and_then(|t| t.first().cloned());
+    let existing = types.as_array().and_then(|t| t.first().cloned());
     let appointment_type_id = match existing {
         Some(t) => id_of(&t)?,
         None => {
             let (_, t) = call(
                 app,
+                token,
                 Method::POST,
                 &format!("/v1/resources/{resource_id}/appointment-types"),
                 Some(json!({ "name": "Consultation", "duration_minutes": 30, "currency": "EUR" })),
@@ -133,6 +154,7 @@ pub async fn ensure_demo(app: &Router) -> Result<Demo, StartError> {
 
     let (_, slots) = call(
         app,
+        token,
         Method::GET,
         &format!("/v1/resources/{resource_id}/slots?type={appointment_type_id}"),
         None,

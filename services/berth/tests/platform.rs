@@ -7,21 +7,16 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+#[path = "../examples/support/mod.rs"]
+mod support;
+
+use std::process::Command;
 
 use serde_json::{Value, json};
+use support::{Auth, BenchDb as TestDb, Process, free_port, spawn, wait_ready};
 
 const CLIENTS: usize = 64;
-
-struct Process(Child);
-
-impl Drop for Process {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
+const STAFF: &str = "staff-1";
 
 fn env_or_fail(name: &str) -> String {
     std::env::var(name).unwrap_or_else(|_| {
@@ -29,81 +24,14 @@ fn env_or_fail(name: &str) -> String {
     })
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-/// A fresh database per test run, dropped at the end.
-struct TestDb {
-    admin: String,
-    name: String,
-    url: String,
-}
-
-impl TestDb {
-    async fn create() -> Self {
-        let admin = env_or_fail("DATABASE_URL");
-        let name = format!("platform_test_{}", uuid::Uuid::new_v4().simple());
-        let mut conn = <sqlx::PgConnection as sqlx::Connection>::connect(&admin)
-            .await
-            .unwrap();
-        sqlx::query(&format!("CREATE DATABASE {name}"))
-            .execute(&mut conn)
-            .await
-            .unwrap();
-        let base = admin.rsplit_once('/').unwrap().0;
-        Self {
-            url: format!("{base}/{name}"),
-            admin,
-            name,
-        }
-    }
-
-    async fn drop_db(&self) {
-        if let Ok(mut conn) = <sqlx::PgConnection as sqlx::Connection>::connect(&self.admin).await {
-            let _ = sqlx::query(&format!(
-                "DROP DATABASE IF EXISTS {} WITH (FORCE)",
-                self.name
-            ))
-            .execute(&mut conn)
-            .await;
-        }
-    }
-}
-
-fn spawn(args: &[&str], env: &[(&str, String)]) -> Process {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_berth"));
-    command
-        .args(args)
-        .env_remove("BERTH_CONFIG")
-        .env("BERTH_LOG", "warn")
-        .env("BERTH_LOG_FORMAT", "json")
-        .stdout(Stdio::null());
-    for (k, v) in env {
-        command.env(k, v);
-    }
-    Process(command.spawn().unwrap())
-}
-
-async fn wait_ready(base: &str) {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while Instant::now() < deadline {
-        if let Ok(r) = reqwest::get(format!("{base}/readyz")).await
-            && r.status() == 200
-        {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    panic!("{base} never became ready");
-}
-
-async fn post(client: &reqwest::Client, url: &str, body: Value) -> Value {
-    let response = client.post(url).json(&body).send().await.unwrap();
+async fn post(client: &reqwest::Client, auth: &str, url: &str, body: Value) -> Value {
+    let response = client
+        .post(url)
+        .header("authorization", auth)
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
     assert!(
         response.status().is_success(),
         "{url}: {}",
@@ -115,39 +43,50 @@ async fn post(client: &reqwest::Client, url: &str, body: Value) -> Value {
 struct Platform {
     _availability: Process,
     _booking: Process,
+    auth: Auth,
     availability: String,
     booking: String,
 }
 
 async fn start_platform(db: &TestDb, redis_url: &str) -> Platform {
+    let auth = Auth::start().await;
     let (a_http, a_grpc, b_http) = (free_port(), free_port(), free_port());
     let availability = spawn(
         &["serve", "availability"],
         &[
-            ("BERTH_DATABASE_URL", db.url.clone()),
-            ("BERTH_REDIS_URL", redis_url.to_owned()),
-            ("BERTH_HTTP_ADDR", format!("127.0.0.1:{a_http}")),
-            ("BERTH_GRPC_ADDR", format!("127.0.0.1:{a_grpc}")),
-        ],
+            auth.env().as_slice(),
+            &[
+                ("BERTH_DATABASE_URL", db.url.clone()),
+                ("BERTH_REDIS_URL", redis_url.to_owned()),
+                ("BERTH_HTTP_ADDR", format!("127.0.0.1:{a_http}")),
+                ("BERTH_GRPC_ADDR", format!("127.0.0.1:{a_grpc}")),
+            ],
+        ]
+        .concat(),
     );
     let a_base = format!("http://127.0.0.1:{a_http}");
     wait_ready(&a_base).await;
     let booking = spawn(
         &["serve", "booking"],
         &[
-            ("BERTH_DATABASE_URL", db.url.clone()),
-            ("BERTH_HTTP_ADDR", format!("127.0.0.1:{b_http}")),
-            (
-                "BERTH_SERVICE__AVAILABILITY_GRPC",
-                format!("http://127.0.0.1:{a_grpc}"),
-            ),
-        ],
+            auth.env().as_slice(),
+            &[
+                ("BERTH_DATABASE_URL", db.url.clone()),
+                ("BERTH_HTTP_ADDR", format!("127.0.0.1:{b_http}")),
+                (
+                    "BERTH_SERVICE__AVAILABILITY_GRPC",
+                    format!("http://127.0.0.1:{a_grpc}"),
+                ),
+            ],
+        ]
+        .concat(),
     );
     let b_base = format!("http://127.0.0.1:{b_http}");
     wait_ready(&b_base).await;
     Platform {
         _availability: availability,
         _booking: booking,
+        auth,
         availability: a_base,
         booking: b_base,
     }
@@ -158,8 +97,10 @@ async fn start_platform(db: &TestDb, redis_url: &str) -> Platform {
 async fn bookable(platform: &Platform, capacity: u32, n: usize) -> (String, String, Vec<String>) {
     let client = reqwest::Client::new();
     let base = &platform.availability;
+    let staff = platform.auth.bearer(STAFF, "staff");
     let resource = post(
         &client,
+        &staff,
         &format!("{base}/v1/resources"),
         json!({"name": "Room", "time_zone": "Europe/Berlin"}),
     )
@@ -169,6 +110,7 @@ async fn bookable(platform: &Platform, capacity: u32, n: usize) -> (String, Stri
     let week = json!({"monday": day, "tuesday": day, "wednesday": day, "thursday": day, "friday": day, "saturday": day, "sunday": day});
     let r = client
         .put(format!("{base}/v1/resources/{rid}/schedule"))
+        .header("authorization", &staff)
         .json(&week)
         .send()
         .await
@@ -176,6 +118,7 @@ async fn bookable(platform: &Platform, capacity: u32, n: usize) -> (String, Stri
     assert!(r.status().is_success(), "schedule: {}", r.status());
     let kind = post(
         &client,
+        &staff,
         &format!("{base}/v1/resources/{rid}/appointment-types"),
         json!({"name": "Session", "duration_minutes": 30, "capacity": capacity, "currency": "EUR", "min_notice_minutes": 60}),
     )
@@ -212,9 +155,11 @@ async fn race(platform: &Platform, rid: &str, tid: &str, starts: &[String]) -> V
             let client = client.clone();
             let url = format!("{}/v1/bookings", platform.booking);
             let body = json!({"resource_id": rid, "appointment_type_id": tid, "start": start});
+            let auth = platform.auth.bearer(&format!("customer-{i}"), "customer");
             async move {
                 let r = client
                     .post(url)
+                    .header("authorization", auth)
                     .header(
                         "Idempotency-Key",
                         format!("{start}-{i}-{}", uuid::Uuid::new_v4()),
@@ -268,15 +213,78 @@ fn check_ledger(db: &TestDb) {
     assert!(stdout.contains("ledger sound"), "{stdout}");
 }
 
+/// Across processes, a customer's booking is invisible to other customers
+/// (404, as if it did not exist) and visible to the resource's staff.
+async fn bookings_stay_private(platform: &Platform, rid: &str, tid: &str, start: &str) {
+    let client = reqwest::Client::new();
+    let base = &platform.booking;
+    let alice = platform.auth.bearer("alice", "customer");
+    let mallory = platform.auth.bearer("mallory", "customer");
+    let anonymous = client
+        .post(format!("{base}/v1/bookings"))
+        .header("Idempotency-Key", uuid::Uuid::new_v4().to_string())
+        .json(&json!({"resource_id": rid, "appointment_type_id": tid, "start": start}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(anonymous.status(), 401);
+    let booking = client
+        .post(format!("{base}/v1/bookings"))
+        .header("authorization", &alice)
+        .header("Idempotency-Key", uuid::Uuid::new_v4().to_string())
+        .json(&json!({"resource_id": rid, "appointment_type_id": tid, "start": start}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(booking.status(), 201);
+    let id = booking.json::<Value>().await.unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let status_for = |auth: String| {
+        let client = client.clone();
+        let url = format!("{base}/v1/bookings/{id}");
+        async move {
+            let r = client.get(url).header("authorization", auth).send().await;
+            r.unwrap().status().as_u16()
+        }
+    };
+    assert_eq!(status_for(alice.clone()).await, 200);
+    assert_eq!(status_for(platform.auth.bearer(STAFF, "staff")).await, 200);
+    assert_eq!(status_for(mallory.clone()).await, 404);
+    let cancel = client
+        .post(format!("{base}/v1/bookings/{id}/cancel"))
+        .header("authorization", &mallory)
+        .header("Idempotency-Key", uuid::Uuid::new_v4().to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(cancel.status(), 404);
+    let after: Value = client
+        .get(format!("{base}/v1/bookings/{id}"))
+        .header("authorization", &alice)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_ne!(after["status"], "cancelled", "{after}");
+}
+
 async fn run(redis_url: &str) {
-    let db = TestDb::create().await;
+    let db = TestDb::create("platform_test").await;
     {
         let platform = start_platform(&db, redis_url).await;
         for capacity in [1, 3] {
-            let (rid, tid, starts) = bookable(&platform, capacity, 3).await;
+            let (rid, tid, mut starts) = bookable(&platform, capacity, 4).await;
+            let spare = starts.pop().unwrap();
             for (won, lost) in race(&platform, &rid, &tid, &starts).await {
                 assert_eq!(won, capacity as usize, "capacity {capacity}");
                 assert_eq!(lost, CLIENTS - capacity as usize);
+            }
+            if capacity == 1 {
+                bookings_stay_private(&platform, &rid, &tid, &spare).await;
             }
         }
         check_ledger(&db);

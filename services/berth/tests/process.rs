@@ -119,3 +119,86 @@ fn bad_configuration_names_the_setting() {
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("shutdown.drain_timeout"), "{stderr}");
 }
+
+/// The README's first command, end to end: `berth dev` seeds the demo, the
+/// demo user logs in through the real user service, books the next free
+/// slot with its token; anonymous booking is refused, a second booking of
+/// the slot conflicts.
+#[tokio::test]
+async fn dev_books_the_demo_slot_as_the_demo_user() {
+    let port = free_port();
+    let data = std::env::temp_dir().join(format!("berth-dev-test-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&data);
+    let _guard = KillOnDrop(
+        Command::new(env!("CARGO_BIN_EXE_berth"))
+            .args(["dev", "--addr", &format!("127.0.0.1:{port}")])
+            .arg("--data-dir")
+            .arg(&data)
+            .env("BERTH_LOG", "warn")
+            .env_remove("BERTH_CONFIG")
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let base = format!("http://127.0.0.1:{port}");
+    wait_ready(&format!("{base}/readyz")).await;
+    let client = reqwest::Client::new();
+
+    let login: serde_json::Value = client
+        .post(format!("{base}/v1/auth/login"))
+        .json(&serde_json::json!({"email": "demo@berth.dev", "password": "demo-password"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let token = login["access_token"].as_str().expect("access token");
+
+    let get = |path: String| {
+        let client = client.clone();
+        async move {
+            let r = client.get(path).send().await.unwrap();
+            r.json::<serde_json::Value>().await.unwrap()
+        }
+    };
+    let resources = get(format!("{base}/v1/resources")).await;
+    let resource = resources["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["name"] == "Demo room")
+        .expect("demo resource")["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let types = get(format!("{base}/v1/resources/{resource}/appointment-types")).await;
+    let kind = types[0]["id"].as_str().unwrap().to_owned();
+    let slots = get(format!("{base}/v1/resources/{resource}/slots?type={kind}")).await;
+    let start = slots["slots"][0]["start_utc"].as_str().unwrap().to_owned();
+    let body =
+        serde_json::json!({"resource_id": resource, "appointment_type_id": kind, "start": start});
+
+    let book = |bearer: Option<String>| {
+        let request = client
+            .post(format!("{base}/v1/bookings"))
+            .header("Idempotency-Key", uuid::Uuid::new_v4().to_string())
+            .json(&body);
+        let request = match bearer {
+            Some(token) => request.bearer_auth(token),
+            None => request,
+        };
+        async move { request.send().await.unwrap() }
+    };
+    let anonymous = book(None).await;
+    assert_eq!(anonymous.status(), 401);
+    assert_eq!(
+        anonymous.headers()["content-type"],
+        "application/problem+json"
+    );
+    let booked = book(Some(token.to_owned())).await;
+    assert_eq!(booked.status(), 201);
+    let again = book(Some(token.to_owned())).await;
+    assert_eq!(again.status(), 409);
+    let _ = std::fs::remove_dir_all(&data);
+}

@@ -93,3 +93,59 @@ impl BenchDb {
         .ok();
     }
 }
+
+/// Access tokens for the services under test: a real EdDSA issuer whose
+/// JWKS is served over HTTP, so `berth serve` verifies exactly as in
+/// Kubernetes (where the user service serves it).
+pub struct Auth {
+    pub issuer: berth_runtime::auth::testing::TestIssuer,
+    pub jwks_url: String,
+    server: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Auth {
+    fn drop(&mut self) {
+        self.server.abort();
+    }
+}
+
+impl Auth {
+    pub async fn start() -> Self {
+        let issuer = berth_runtime::auth::testing::TestIssuer::new();
+        let jwks = issuer.jwks();
+        let app = axum::Router::new().route(
+            "/.well-known/jwks.json",
+            axum::routing::get(move || {
+                let jwks = jwks.clone();
+                async move { axum::Json(jwks) }
+            }),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let jwks_url = format!(
+            "http://{}/.well-known/jwks.json",
+            listener.local_addr().unwrap()
+        );
+        let server = tokio::spawn(async move {
+            axum::serve(listener, app).await.ok();
+        });
+        Self {
+            issuer,
+            jwks_url,
+            server,
+        }
+    }
+
+    /// The settings that point `berth serve` at this issuer.
+    pub fn env(&self) -> Vec<(&'static str, String)> {
+        use berth_runtime::auth::testing::{TEST_AUDIENCE, TEST_ISSUER};
+        vec![
+            ("BERTH_SERVICE__AUTH__JWKS_URL", self.jwks_url.clone()),
+            ("BERTH_SERVICE__AUTH__ISSUER", TEST_ISSUER.to_owned()),
+            ("BERTH_SERVICE__AUTH__AUDIENCE", TEST_AUDIENCE.to_owned()),
+        ]
+    }
+
+    pub fn bearer(&self, subject: &str, role: &str) -> String {
+        format!("Bearer {}", self.issuer.token(subject, &[role]))
+    }
+}

@@ -3,6 +3,9 @@
 //! so the verifier under test is the production one. It is not a mock of the
 //! user service; tests of the user service itself use its own keys.
 
+// Test support: a failing RNG or signer should stop the test loudly.
+#![allow(clippy::expect_used)]
+
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use base64::Engine;
