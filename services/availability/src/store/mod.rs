@@ -11,8 +11,8 @@ mod catalog;
 mod postgres;
 mod sqlite;
 
-use berth_slots::{BusyInterval, WeeklyHours};
-use chrono::{DateTime, Utc};
+use berth_slots::{BusyInterval, DateOverride, WeeklyHours};
+use chrono::{DateTime, TimeDelta, Utc};
 use sqlx::types::Json;
 use uuid::Uuid;
 
@@ -90,6 +90,45 @@ impl Store {
         })
     }
 
+    /// [`Tx::slot_view`] in one statement outside any transaction and lock,
+    /// for a claim's read-only pre-check. PostgreSQL only: `None` on SQLite,
+    /// where there is no such statement and writers are serialised anyway.
+    pub async fn peek_slot(
+        &self,
+        resource: Uuid,
+        appointment_type: Uuid,
+        start: DateTime<Utc>,
+        reach: TimeDelta,
+        now: DateTime<Utc>,
+    ) -> Result<Option<SlotView>, sqlx::Error> {
+        match self {
+            Store::Postgres(pool) => {
+                postgres::slot_view(pool, resource, appointment_type, start, reach, now).await
+            }
+            Store::Sqlite(_) => Ok(None),
+        }
+    }
+
+    /// Commits a claim decided on the [`SlotView`] read by [`Store::peek_slot`]
+    /// in one statement, if the resource's claims and blocks are still those
+    /// of that view (its `seq`); `false` if they changed (or on SQLite, where
+    /// there are no such views) and the caller must take the locked path.
+    pub async fn claim_if_unchanged(
+        &self,
+        claim: &ClaimRow,
+        plan: BlockPlan,
+        seq: i64,
+        token: Option<i64>,
+        now: DateTime<Utc>,
+    ) -> Result<bool, sqlx::Error> {
+        match self {
+            Store::Postgres(pool) => {
+                postgres::claim_if_unchanged(pool, claim, plan, seq, token, now).await
+            }
+            Store::Sqlite(_) => Ok(false),
+        }
+    }
+
     pub async fn ping(&self) -> Result<(), sqlx::Error> {
         match self {
             Store::Postgres(pool) => sqlx::query("SELECT 1").execute(pool).await.map(drop),
@@ -154,7 +193,7 @@ pub(crate) struct CalendarRow {
 }
 
 /// A ledger entry. Live iff not released and not lapsed at "now".
-#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow, serde::Deserialize)]
 pub(crate) struct ClaimRow {
     pub id: Uuid,
     pub block_id: Option<Uuid>,
@@ -194,6 +233,50 @@ pub(crate) struct Block {
     pub capacity: i64,
 }
 
+/// Everything a claim for one slot is decided on: the resource, the
+/// appointment type, and what lies within `reach` of the slot
+/// `[start, start + duration)`. On PostgreSQL it is one statement.
+#[derive(Debug, Clone)]
+pub(crate) struct SlotView {
+    pub resource: ResourceRow,
+    pub ty: TypeRow,
+    /// Live claims overlapping `[start - reach, end + reach)`, by start.
+    pub claims: Vec<ClaimRow>,
+    /// Calendar busy times overlapping the same span.
+    pub busy: Vec<BusyInterval>,
+    /// Date overrides for at least the local dates two days either side of
+    /// the slot (a superset is harmless: the engine looks up dates).
+    pub overrides: Vec<DateOverride>,
+    /// Whether lapsed but unreleased holds overlap the span (always true on
+    /// SQLite, which does not look: the caller then clears them anyway).
+    pub lapsed: bool,
+    /// The slot's block, if it exists (not read on SQLite: `None` with
+    /// `lapsed` set, so the caller looks it up after clearing lapsed holds).
+    pub block: Option<Block>,
+    /// The resource's `ledger_seq` in the same snapshot (PostgreSQL; 0 on
+    /// SQLite, which has none).
+    pub seq: i64,
+}
+
+/// Where a new claim goes.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum BlockPlan {
+    /// A new block with this id and capacity (the exclusion constraint or
+    /// trigger refuses it if the period overlaps another block).
+    New { id: Uuid, capacity: i64 },
+    /// The existing block, first set to `capacity` if that differs.
+    Existing { block: Block, capacity: i64 },
+}
+
+impl BlockPlan {
+    pub fn block_id(&self) -> Uuid {
+        match self {
+            BlockPlan::New { id, .. } => *id,
+            BlockPlan::Existing { block, .. } => block.id,
+        }
+    }
+}
+
 /// The ledger primitives. Each takes the row lock's protection for granted:
 /// callers run them only after [`Tx::lock_resource`] succeeded.
 impl Tx {
@@ -206,6 +289,9 @@ impl Tx {
 
     /// Locks the resource's row for the rest of the transaction; with a
     /// fencing token, also refuses a holder older than the last one seen.
+    /// On PostgreSQL it also raises the row's `ledger_seq`, which is what
+    /// lets [`Store::claim_if_unchanged`] see that a snapshot went stale:
+    /// every write to claims or blocks must follow this lock.
     pub async fn lock_resource(
         &mut self,
         id: Uuid,
@@ -244,17 +330,6 @@ impl Tx {
         now: DateTime<Utc>,
     ) -> Result<bool, sqlx::Error> {
         dialect!(self, has_live_claims(resource, appointment_type, now))
-    }
-
-    /// The live claim `owner` already holds on this slot, if any.
-    pub async fn claim_by_owner(
-        &mut self,
-        appointment_type: Uuid,
-        start: DateTime<Utc>,
-        owner: &str,
-        now: DateTime<Utc>,
-    ) -> Result<Option<ClaimRow>, sqlx::Error> {
-        dialect!(self, claim_by_owner(appointment_type, start, owner, now))
     }
 
     pub async fn get_claim(&mut self, id: Uuid) -> Result<Option<ClaimRow>, sqlx::Error> {
@@ -316,6 +391,97 @@ impl Tx {
         now: DateTime<Utc>,
     ) -> Result<(), sqlx::Error> {
         dialect!(self, insert_claim(claim, now))
+    }
+
+    /// Reads the [`SlotView`] for a claim of `appointment_type` at `start`;
+    /// `None` if the type does not exist or belongs to another resource.
+    pub async fn slot_view(
+        &mut self,
+        resource: Uuid,
+        appointment_type: Uuid,
+        start: DateTime<Utc>,
+        reach: TimeDelta,
+        now: DateTime<Utc>,
+    ) -> Result<Option<SlotView>, sqlx::Error> {
+        if let Tx::Postgres(tx) = self {
+            return postgres::slot_view(&mut **tx, resource, appointment_type, start, reach, now)
+                .await;
+        }
+        let Some(resource) = self.get_resource(resource).await? else {
+            return Ok(None);
+        };
+        let Some(ty) = self
+            .get_type(appointment_type)
+            .await?
+            .filter(|t| t.resource_id == resource.id)
+        else {
+            return Ok(None);
+        };
+        let end = start + TimeDelta::minutes(ty.duration_minutes);
+        let (from, to) = (
+            start.checked_sub_signed(reach).unwrap_or(start),
+            end.checked_add_signed(reach).unwrap_or(end),
+        );
+        let claims = self.live_claims(resource.id, from, to, now).await?;
+        let busy = self.busy_times(resource.id, from, to).await?;
+        let day = |t: DateTime<Utc>, days: u64, later: bool| {
+            let d = t.date_naive();
+            let moved = if later {
+                d.checked_add_days(chrono::Days::new(days))
+            } else {
+                d.checked_sub_days(chrono::Days::new(days))
+            };
+            moved.unwrap_or(d)
+        };
+        let overrides = self
+            .list_overrides(resource.id, day(start, 3, false), day(end, 3, true))
+            .await?
+            .into_iter()
+            .map(|(date, hours)| DateOverride {
+                date,
+                hours: hours.0,
+            })
+            .collect();
+        Ok(Some(SlotView {
+            resource,
+            ty,
+            claims,
+            busy,
+            overrides,
+            lapsed: true,
+            block: None,
+            seq: 0,
+        }))
+    }
+
+    /// Inserts a live claim into its block as `plan` says.
+    pub async fn insert_claim_into(
+        &mut self,
+        claim: &ClaimRow,
+        plan: BlockPlan,
+        now: DateTime<Utc>,
+    ) -> Result<(), sqlx::Error> {
+        if let Tx::Postgres(tx) = self {
+            return postgres::insert_claim_into(tx, claim, plan, now).await;
+        }
+        match plan {
+            BlockPlan::New { id, capacity } => {
+                self.insert_block(
+                    id,
+                    claim.resource_id,
+                    claim.appointment_type_id,
+                    claim.starts_at,
+                    claim.ends_at,
+                    capacity,
+                )
+                .await?;
+            }
+            BlockPlan::Existing { block, capacity } if block.capacity != capacity => {
+                self.set_block_capacity(block.id, capacity).await?;
+            }
+            BlockPlan::Existing { .. } => {}
+        }
+        self.insert_claim(claim, now).await
     }
 
     /// Takes a claim out of its block (marks it released) and returns the

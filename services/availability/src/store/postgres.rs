@@ -5,15 +5,17 @@
 //! transaction.
 
 use std::str::FromStr;
+use std::sync::LazyLock;
 use std::time::Duration;
 
-use berth_slots::BusyInterval;
-use chrono::{DateTime, Utc};
+use berth_slots::{BusyInterval, DateOverride};
+use chrono::{DateTime, TimeDelta, Utc};
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
-use sqlx::{PgPool, Postgres, Transaction};
+use sqlx::types::Json;
+use sqlx::{PgExecutor, PgPool, Postgres, Row, Transaction};
 use uuid::Uuid;
 
-use super::{Block, CLAIM_COLUMNS, ClaimRow, RowLock};
+use super::{Block, BlockPlan, CLAIM_COLUMNS, ClaimRow, ResourceRow, RowLock, SlotView, TypeRow};
 use crate::error::AvailabilityError;
 
 type PgTx = Transaction<'static, Postgres>;
@@ -25,8 +27,14 @@ pub(super) async fn connect(url: &str) -> Result<PgPool, AvailabilityError> {
     let options = PgConnectOptions::from_str(url)
         .map_err(|e| AvailabilityError::Config(format!("database URL: {e}")))?
         .options([("search_path", SEARCH_PATH)]);
+    // Most claims use a connection for two single statements (the snapshot
+    // read and the conditional write), so a few connections serve many
+    // concurrent claims; more only make the database switch between
+    // backends. They are opened up front, so the first requests do not pay
+    // for connecting.
     let pool = PgPoolOptions::new()
-        .max_connections(16)
+        .max_connections(8)
+        .min_connections(8)
         .acquire_timeout(Duration::from_secs(10))
         .connect_with(options)
         .await?;
@@ -55,21 +63,27 @@ pub(super) async fn lock_resource(
     id: Uuid,
     token: Option<i64>,
 ) -> Result<RowLock, sqlx::Error> {
+    // Both statements raise `ledger_seq` (see `claim_if_unchanged`); a lock
+    // that ends in a rollback takes its raise back with it.
     if let Some(token) = token {
-        let fenced = sqlx::query("UPDATE resources SET fence = $2 WHERE id = $1 AND fence < $2")
-            .bind(id)
-            .bind(token)
-            .execute(&mut **tx)
-            .await?;
+        let fenced = sqlx::query(
+            "UPDATE resources SET fence = $2, ledger_seq = ledger_seq + 1 \
+             WHERE id = $1 AND fence < $2",
+        )
+        .bind(id)
+        .bind(token)
+        .execute(&mut **tx)
+        .await?;
         if fenced.rows_affected() == 1 {
             return Ok(RowLock::Locked);
         }
     }
-    let fence: Option<i64> =
-        sqlx::query_scalar("SELECT fence FROM resources WHERE id = $1 FOR UPDATE")
-            .bind(id)
-            .fetch_optional(&mut **tx)
-            .await?;
+    let fence: Option<i64> = sqlx::query_scalar(
+        "UPDATE resources SET ledger_seq = ledger_seq + 1 WHERE id = $1 RETURNING fence",
+    )
+    .bind(id)
+    .fetch_optional(&mut **tx)
+    .await?;
     Ok(match (fence, token) {
         (None, _) => RowLock::Missing,
         (Some(_), None) => RowLock::Locked,
@@ -145,26 +159,6 @@ pub(super) async fn has_live_claims(
     .bind(now)
     .fetch_one(&mut **tx)
     .await
-}
-
-pub(super) async fn claim_by_owner(
-    tx: &mut PgTx,
-    appointment_type: Uuid,
-    start: DateTime<Utc>,
-    owner: &str,
-    now: DateTime<Utc>,
-) -> Result<Option<ClaimRow>, sqlx::Error> {
-    let sql = format!(
-        "SELECT {CLAIM_COLUMNS} FROM claims WHERE owner = $1 AND appointment_type_id = $2 \
-           AND starts_at = $3 AND released_at IS NULL AND (expires_at IS NULL OR expires_at > $4)"
-    );
-    sqlx::query_as(&sql)
-        .bind(owner)
-        .bind(appointment_type)
-        .bind(start)
-        .bind(now)
-        .fetch_optional(&mut **tx)
-        .await
 }
 
 pub(super) async fn get_claim(tx: &mut PgTx, id: Uuid) -> Result<Option<ClaimRow>, sqlx::Error> {
@@ -414,4 +408,201 @@ pub(super) async fn replace_busy(
     .execute(&mut **tx)
     .await
     .map(drop)
+}
+
+/// The [`SlotView`] in one statement: `$1` resource, `$2` type, `$3` start,
+/// `$4` now, `$5` reach in minutes. The span and the slot's end come from the
+/// type's duration in the same statement; overrides are read for the UTC
+/// dates three days either side of the slot, which covers the local dates
+/// two days either side in every zone.
+static SLOT_VIEW: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "SELECT t.id, t.resource_id, t.name, t.duration_minutes, t.interval_minutes, \
+           t.buffer_before_minutes, t.buffer_after_minutes, t.min_notice_minutes, \
+           t.horizon_minutes, t.capacity, t.price_minor, t.currency, t.created_at, t.updated_at, \
+           r.name AS r_name, r.time_zone AS r_time_zone, r.owner_id AS r_owner_id, \
+           r.weekly AS r_weekly, r.created_at AS r_created_at, r.updated_at AS r_updated_at, \
+           r.ledger_seq AS r_ledger_seq, \
+           (SELECT COALESCE(json_agg(c ORDER BY c.starts_at), '[]'::json) FROM \
+              (SELECT {CLAIM_COLUMNS} FROM claims WHERE resource_id = $1 AND released_at IS NULL \
+                 AND (expires_at IS NULL OR expires_at > $4) AND period && w.span) c) AS live, \
+           EXISTS (SELECT 1 FROM claims WHERE resource_id = $1 AND released_at IS NULL \
+              AND expires_at <= $4 AND period && w.span) AS lapsed, \
+           (SELECT COALESCE(json_agg(json_build_object('start', starts_at, 'end', ends_at)), '[]'::json) \
+              FROM busy_times WHERE resource_id = $1 AND starts_at < upper(w.span) \
+              AND ends_at > lower(w.span)) AS busy, \
+           (SELECT COALESCE(json_agg(json_build_object('date', date, 'hours', hours) ORDER BY date), '[]'::json) \
+              FROM date_overrides WHERE resource_id = $1 \
+              AND date >= ($3 AT TIME ZONE 'UTC')::date - 3 \
+              AND date <= (w.slot_end AT TIME ZONE 'UTC')::date + 3) AS overrides, \
+           bl.id AS block_id, bl.capacity AS block_capacity \
+         FROM appointment_types t \
+         JOIN resources r ON r.id = t.resource_id \
+         CROSS JOIN LATERAL (SELECT $3 + make_interval(mins => t.duration_minutes::int) AS slot_end) e \
+         CROSS JOIN LATERAL (SELECT e.slot_end, tstzrange($3 - make_interval(mins => $5), \
+           e.slot_end + make_interval(mins => $5), '[)') AS span) w \
+         LEFT JOIN blocks bl ON bl.resource_id = $1 AND bl.period && tstzrange($3, w.slot_end, '[)') \
+           AND bl.appointment_type_id = t.id AND bl.starts_at = $3 AND bl.ends_at = w.slot_end \
+         WHERE t.id = $2 AND t.resource_id = $1"
+    )
+});
+
+pub(super) async fn slot_view<'e>(
+    executor: impl PgExecutor<'e>,
+    resource: Uuid,
+    appointment_type: Uuid,
+    start: DateTime<Utc>,
+    reach: TimeDelta,
+    now: DateTime<Utc>,
+) -> Result<Option<SlotView>, sqlx::Error> {
+    let reach = i32::try_from(reach.num_minutes()).unwrap_or(i32::MAX);
+    let Some(row) = sqlx::query(&SLOT_VIEW)
+        .bind(resource)
+        .bind(appointment_type)
+        .bind(start)
+        .bind(now)
+        .bind(reach)
+        .fetch_optional(executor)
+        .await?
+    else {
+        return Ok(None);
+    };
+    let ty = <TypeRow as sqlx::FromRow<_>>::from_row(&row)?;
+    let block_id: Option<Uuid> = row.try_get("block_id")?;
+    let block_capacity: Option<i64> = row.try_get("block_capacity")?;
+    Ok(Some(SlotView {
+        resource: ResourceRow {
+            id: ty.resource_id,
+            name: row.try_get("r_name")?,
+            time_zone: row.try_get("r_time_zone")?,
+            owner_id: row.try_get("r_owner_id")?,
+            weekly: row.try_get("r_weekly")?,
+            created_at: row.try_get("r_created_at")?,
+            updated_at: row.try_get("r_updated_at")?,
+        },
+        claims: row.try_get::<Json<Vec<ClaimRow>>, _>("live")?.0,
+        lapsed: row.try_get("lapsed")?,
+        seq: row.try_get("r_ledger_seq")?,
+        busy: row.try_get::<Json<Vec<BusyInterval>>, _>("busy")?.0,
+        overrides: row.try_get::<Json<Vec<DateOverride>>, _>("overrides")?.0,
+        block: block_id
+            .zip(block_capacity)
+            .map(|(id, capacity)| Block { id, capacity }),
+        ty,
+    }))
+}
+
+/// The claim (and its new block, or the block's capacity change) in one
+/// statement. Constraint checks run at its end, so the claim's foreign key
+/// sees the block inserted beside it.
+pub(super) async fn insert_claim_into(
+    tx: &mut PgTx,
+    c: &ClaimRow,
+    plan: BlockPlan,
+    now: DateTime<Utc>,
+) -> Result<(), sqlx::Error> {
+    let insert = format!(
+        "INSERT INTO claims ({CLAIM_COLUMNS}, created_at) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)"
+    );
+    let (sql, capacity) = match plan {
+        BlockPlan::New { capacity, .. } => (
+            format!(
+                "WITH b AS (INSERT INTO blocks (id, resource_id, appointment_type_id, starts_at, \
+                 ends_at, capacity) VALUES ($2, $3, $4, $5, $6, $16)) {insert}"
+            ),
+            Some(capacity),
+        ),
+        BlockPlan::Existing { block, capacity } if block.capacity != capacity => (
+            format!(
+                "WITH b AS (UPDATE blocks SET capacity = $16 WHERE id = $2 AND capacity <> $16) \
+                 {insert}"
+            ),
+            Some(capacity),
+        ),
+        BlockPlan::Existing { .. } => (insert, None),
+    };
+    // The claim's block is the plan's (the caller builds it so).
+    let query = sqlx::query(&sql)
+        .bind(c.id)
+        .bind(plan.block_id())
+        .bind(c.resource_id)
+        .bind(c.appointment_type_id)
+        .bind(c.starts_at)
+        .bind(c.ends_at)
+        .bind(c.seats)
+        .bind(c.buffer_before_minutes)
+        .bind(c.buffer_after_minutes)
+        .bind(c.price_minor)
+        .bind(&c.currency)
+        .bind(&c.owner)
+        .bind(c.expires_at)
+        .bind(c.released_at)
+        .bind(now);
+    match capacity {
+        Some(capacity) => query.bind(capacity).execute(&mut **tx).await.map(drop),
+        None => query.execute(&mut **tx).await.map(drop),
+    }
+}
+
+/// The claim of [`insert_claim_into`] as one autocommitted statement that
+/// first locks the resource row, and writes only if the row's `ledger_seq`
+/// is still `seq` (and, with a fencing token, the token is newer than the
+/// stored fence). Every transaction that changes a resource's claims or
+/// blocks raises `ledger_seq` under the same row lock before it commits, so
+/// an unchanged counter, read here under the lock, means the claims and
+/// blocks are exactly those of the snapshot the claim was decided on.
+/// Returns whether it wrote; constraint violations fail the statement.
+pub(super) async fn claim_if_unchanged(
+    pool: &PgPool,
+    c: &ClaimRow,
+    plan: BlockPlan,
+    seq: i64,
+    token: Option<i64>,
+    now: DateTime<Utc>,
+) -> Result<bool, sqlx::Error> {
+    let block = match plan {
+        BlockPlan::New { .. } => {
+            "b AS (INSERT INTO blocks (id, resource_id, appointment_type_id, starts_at, ends_at, \
+             capacity) SELECT $2, $3, $4, $5, $6, $18 FROM r), "
+        }
+        BlockPlan::Existing { block, capacity } if block.capacity != capacity => {
+            "b AS (UPDATE blocks SET capacity = $18 WHERE id = $2 AND capacity <> $18 \
+             AND EXISTS (SELECT 1 FROM r)), "
+        }
+        BlockPlan::Existing { .. } => "",
+    };
+    let capacity = match plan {
+        BlockPlan::New { capacity, .. } | BlockPlan::Existing { capacity, .. } => capacity,
+    };
+    let sql = format!(
+        "WITH r AS (UPDATE resources SET ledger_seq = ledger_seq + 1, fence = COALESCE($17, fence) \
+           WHERE id = $3 AND ledger_seq = $16 AND fence < COALESCE($17, fence + 1) RETURNING id), \
+         {block}\
+         c AS (INSERT INTO claims ({CLAIM_COLUMNS}, created_at) \
+           SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15 FROM r) \
+         SELECT count(*) FROM r"
+    );
+    let mut query = sqlx::query_scalar::<_, i64>(&sql)
+        .bind(c.id)
+        .bind(plan.block_id())
+        .bind(c.resource_id)
+        .bind(c.appointment_type_id)
+        .bind(c.starts_at)
+        .bind(c.ends_at)
+        .bind(c.seats)
+        .bind(c.buffer_before_minutes)
+        .bind(c.buffer_after_minutes)
+        .bind(c.price_minor)
+        .bind(&c.currency)
+        .bind(&c.owner)
+        .bind(c.expires_at)
+        .bind(c.released_at)
+        .bind(now)
+        .bind(seq)
+        .bind(token);
+    if !block.is_empty() {
+        query = query.bind(capacity);
+    }
+    Ok(query.fetch_one(pool).await? == 1)
 }

@@ -223,27 +223,6 @@ pub(super) async fn has_live_claims(
     .await
 }
 
-pub(super) async fn claim_by_owner(
-    tx: &mut LiteTx,
-    appointment_type: Uuid,
-    start: DateTime<Utc>,
-    owner: &str,
-    now: DateTime<Utc>,
-) -> Result<Option<ClaimRow>, sqlx::Error> {
-    let sql = format!(
-        "SELECT {CLAIM_COLUMNS} FROM claims WHERE owner = $1 AND appointment_type_id = $2 \
-           AND starts_at = $3 AND released_at IS NULL AND (expires_at IS NULL OR expires_at > $4)"
-    );
-    let found: Option<StoredClaim> = sqlx::query_as(&sql)
-        .bind(owner)
-        .bind(appointment_type)
-        .bind(us(start))
-        .bind(us(now))
-        .fetch_optional(&mut **tx)
-        .await?;
-    found.map(StoredClaim::into_row).transpose()
-}
-
 pub(super) async fn get_claim(tx: &mut LiteTx, id: Uuid) -> Result<Option<ClaimRow>, sqlx::Error> {
     let sql = format!("SELECT {CLAIM_COLUMNS} FROM claims WHERE id = $1");
     let found: Option<StoredClaim> = sqlx::query_as(&sql)
