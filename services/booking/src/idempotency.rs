@@ -10,11 +10,18 @@
 //! - a key reserved by a request that died is taken over after
 //!   `idempotency_lock_timeout`; keys are forgotten after `idempotency_ttl`.
 //!
+//! A handler whose write can carry the response (creating a booking) stores
+//! it in the same transaction as the write ([`HeldKey`]); the guard then
+//! checks that the response it sends is the one stored, and stores it
+//! itself otherwise.
+//!
 //! Keys are scoped per principal: the key is stored with the subject of the
 //! authenticated caller, so another caller reusing the same key neither gets
 //! the first caller's response replayed nor a 409/422 caused by it. The
 //! guard runs inside the bearer-verification layer; a request without a
 //! principal is refused (401) before any key is reserved.
+
+use std::sync::{Arc, Mutex};
 
 use axum::body::{Body, Bytes, to_bytes};
 use axum::extract::{Request, State};
@@ -28,14 +35,79 @@ use sha2::{Digest, Sha256};
 
 use crate::Booking;
 use crate::error::{BookingError, NotReplayable};
+use crate::model::BookingRecord;
 use crate::model::{before, now};
-use crate::store::{KeyClaim, KeyTimes, Store, StoredResponse};
+use crate::store::{KeyAnswer, KeyClaim, KeyTimes, Store, StoredResponse};
 
 pub(crate) const HEADER: &str = "idempotency-key";
 const REPLAYED: &str = "idempotent-replayed";
 const MAX_KEY_LEN: usize = 255;
 /// Response headers worth replaying.
 const KEPT_HEADERS: [HeaderName; 2] = [header::CONTENT_TYPE, header::LOCATION];
+
+tokio::task_local! {
+    /// The key the request being handled holds (set around the handler).
+    static HELD: Arc<HeldKey>;
+}
+
+/// The idempotency key of the request being handled, for a handler that
+/// stores its response in the same transaction as its write.
+pub(crate) struct HeldKey {
+    subject: String,
+    key: String,
+    lock: DateTime<Utc>,
+    /// What the handler stored, for the guard to compare with what it sends.
+    stored: Mutex<Option<StoredResponse>>,
+}
+
+impl HeldKey {
+    /// The key of the request this task is handling, if it is guarded.
+    pub(crate) fn current() -> Option<Arc<HeldKey>> {
+        HELD.try_with(Arc::clone).ok()
+    }
+
+    /// What `POST /v1/bookings` answers for `booking` (201, `Location`, the
+    /// booking as JSON), as it is stored for replay. If the handler ever
+    /// answers differently, the guard notices and stores its real response.
+    /// `None` if the booking cannot be encoded (the guard then stores
+    /// whatever the handler answers, as for any other request).
+    pub(crate) fn created(booking: &BookingRecord) -> Option<StoredResponse> {
+        Some(StoredResponse {
+            status: StatusCode::CREATED.as_u16(),
+            headers: vec![
+                (
+                    header::CONTENT_TYPE.as_str().to_owned(),
+                    "application/json".to_owned(),
+                ),
+                (
+                    header::LOCATION.as_str().to_owned(),
+                    format!("/v1/bookings/{}", booking.id),
+                ),
+            ],
+            body: serde_json::to_vec(booking).ok()?,
+        })
+    }
+
+    /// The key and `response`, for the store to write with the handler's
+    /// state change.
+    pub(crate) fn answer<'a>(&'a self, response: &'a StoredResponse) -> KeyAnswer<'a> {
+        KeyAnswer {
+            subject: &self.subject,
+            key: &self.key,
+            lock: self.lock,
+            response,
+        }
+    }
+
+    /// Records that `response` was stored under the key (call after commit).
+    pub(crate) fn stored(&self, response: StoredResponse) {
+        *self.stored.lock().unwrap_or_else(|p| p.into_inner()) = Some(response);
+    }
+
+    fn take_stored(&self) -> Option<StoredResponse> {
+        self.stored.lock().unwrap_or_else(|p| p.into_inner()).take()
+    }
+}
 
 /// Middleware wrapping the service's routes; only POSTs are guarded.
 pub(crate) async fn guard(
@@ -89,11 +161,16 @@ async fn guarded(
     // Run to completion even if the client goes away, so the outcome is
     // recorded and a retry replays it instead of waiting for the lock timeout.
     let task_store = store.clone();
-    let (task_subject, task_key) = (subject.clone(), key.clone());
-    let task = tokio::spawn(async move {
-        let response = next.run(request).await;
-        record(&*task_store, &task_subject, &task_key, now, response).await
+    let held = Arc::new(HeldKey {
+        subject: subject.clone(),
+        key: key.clone(),
+        lock: now,
+        stored: Mutex::new(None),
     });
+    let task = tokio::spawn(HELD.scope(held.clone(), async move {
+        let response = next.run(request).await;
+        record(&*task_store, &held, response).await
+    }));
     match task.await {
         Ok(response) => Ok(response),
         Err(join) => {
@@ -124,14 +201,11 @@ fn idempotency_key(request: &Request) -> Result<String, BookingError> {
 }
 
 /// Stores the handler's response under the key, or frees the key if the
-/// response decided nothing.
-async fn record(
-    store: &dyn Store,
-    subject: &str,
-    key: &str,
-    lock: DateTime<Utc>,
-    response: Response,
-) -> Response {
+/// response decided nothing. A response the handler already stored with its
+/// write is not written again.
+async fn record(store: &dyn Store, held: &HeldKey, response: Response) -> Response {
+    let (subject, key, lock) = (held.subject.as_str(), held.key.as_str(), held.lock);
+    let already = held.take_stored();
     let (parts, body) = response.into_parts();
     let body = match to_bytes(body, usize::MAX).await {
         Ok(body) => body,
@@ -156,7 +230,15 @@ async fn record(
                 .collect(),
             body: body.to_vec(),
         };
-        store.complete_key(subject, key, lock, &stored).await
+        if already.as_ref() == Some(&stored) {
+            Ok(())
+        } else {
+            store.complete_key(subject, key, lock, &stored).await
+        }
+    } else if already.is_some() {
+        // The handler's write committed with its answer; that stays the
+        // key's outcome.
+        Ok(())
     } else {
         store.release_key(subject, key, lock).await
     };

@@ -10,6 +10,7 @@ use uuid::Uuid;
 
 use crate::access::Caller;
 use crate::error::BookingError;
+use crate::idempotency::HeldKey;
 use crate::model::{
     BookingRecord, BookingStatus, Customer, Event, Saga, SagaStep, after, event_type, micros, now,
 };
@@ -72,11 +73,27 @@ impl Booking {
             saga: None,
         };
         let event = Event::new(event_type::CREATED, &record);
-        if let Err(error) = self.inner.store.insert_booking(&record, &event).await {
+        // Under an Idempotency-Key the response is stored with the booking,
+        // in the same transaction.
+        let held = HeldKey::current();
+        let answer = held.as_ref().and_then(|_| HeldKey::created(&record));
+        let store = &self.inner.store;
+        let inserted = match (&held, &answer) {
+            (Some(held), Some(answer)) => {
+                store
+                    .insert_booking_answered(&record, &event, held.answer(answer))
+                    .await
+            }
+            _ => store.insert_booking(&record, &event).await,
+        };
+        if let Err(error) = inserted {
             // Nothing refers to the claim: give it back now rather than let
             // it block the slot until the hold lapses.
             saga::release_now(&*self.inner.ledger, record.claim_id).await;
             return Err(error);
+        }
+        if let (Some(held), Some(answer)) = (held, answer) {
+            held.stored(answer);
         }
         self.wake_relay();
         Ok(record)

@@ -53,7 +53,7 @@ pub(crate) struct ListFilter {
 }
 
 /// A response kept for replay under its idempotency key.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct StoredResponse {
     pub status: u16,
     pub headers: Vec<(String, String)>,
@@ -72,6 +72,16 @@ pub(crate) enum KeyClaim {
     Mismatch,
     /// The request already ran: replay its response.
     Replay(StoredResponse),
+}
+
+/// The response to store under an idempotency key locked by `lock`, written
+/// together with the state change that produced it.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct KeyAnswer<'a> {
+    pub subject: &'a str,
+    pub key: &'a str,
+    pub lock: DateTime<Utc>,
+    pub response: &'a StoredResponse,
 }
 
 /// Times for [`Store::claim_key`].
@@ -96,6 +106,17 @@ pub(crate) trait Store: Send + Sync + 'static {
 
     /// Inserts a new booking and its event in one transaction.
     async fn insert_booking(&self, booking: &BookingRecord, event: &Event) -> Result<()>;
+
+    /// [`Store::insert_booking`], and in the same transaction stores the
+    /// request's response under its idempotency key as
+    /// [`Store::complete_key`] does (so a crash can no longer leave a created
+    /// booking behind a key that is still in flight).
+    async fn insert_booking_answered(
+        &self,
+        booking: &BookingRecord,
+        event: &Event,
+        answer: KeyAnswer<'_>,
+    ) -> Result<()>;
 
     async fn get_booking(&self, id: Uuid) -> Result<Option<BookingRecord>>;
 
@@ -136,6 +157,8 @@ pub(crate) trait Store: Send + Sync + 'static {
 
     /// Stores the response, if the key is still locked by `lock` (a request
     /// whose key was taken over as stale must not overwrite the new owner).
+    /// A key this request already completed (`insert_booking_answered`) is
+    /// still locked by `lock`, and gets the response written over.
     async fn complete_key(
         &self,
         subject: &str,

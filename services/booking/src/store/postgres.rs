@@ -15,8 +15,9 @@ use sqlx::{PgPool, Postgres, QueryBuilder, Row, Transaction};
 use uuid::Uuid;
 
 use super::{
-    KeyClaim, KeyTimes, ListFilter, Publisher, RawBooking, Result, Store, StoredResponse,
-    customer_columns, decode_headers, encode_headers, judge_existing_key, saga_columns,
+    KeyAnswer, KeyClaim, KeyTimes, ListFilter, Publisher, RawBooking, Result, Store,
+    StoredResponse, customer_columns, decode_headers, encode_headers, judge_existing_key,
+    saga_columns,
 };
 use crate::access::Visibility;
 use crate::error::BookingError;
@@ -27,6 +28,39 @@ static SELECT: LazyLock<String> =
     LazyLock::new(|| format!("SELECT {} FROM {TABLE}", super::COLUMNS.join(", ")));
 static INSERT: LazyLock<String> = LazyLock::new(|| super::insert_booking_sql(TABLE, '$'));
 static UPDATE: LazyLock<String> = LazyLock::new(|| super::update_booking_sql(TABLE, '$'));
+/// The booking insert and its outbox row in one statement (parameters after
+/// the booking's columns: event id, booking id, type, payload, time).
+static INSERT_WITH_EVENT: LazyLock<String> = LazyLock::new(|| insert_with_event(""));
+/// [`INSERT_WITH_EVENT`] that also completes an idempotency key (further
+/// parameters: status, headers, body, subject, key, lock).
+static INSERT_ANSWERED: LazyLock<String> = LazyLock::new(|| {
+    let n = super::COLUMNS.len() + 5;
+    insert_with_event(&format!(
+        ", answered AS (UPDATE booking.idempotency_keys SET state = 'done', status = ${}, \
+           headers = ${}, body = ${} \
+         WHERE subject = ${} AND key = ${} AND state = 'in_flight' AND locked_at = ${})",
+        n + 1,
+        n + 2,
+        n + 3,
+        n + 4,
+        n + 5,
+        n + 6
+    ))
+});
+
+fn insert_with_event(more: &str) -> String {
+    let n = super::COLUMNS.len();
+    format!(
+        "WITH inserted AS ({}){more} INSERT INTO booking.outbox \
+         (id, booking_id, event_type, payload, occurred_at) VALUES (${}, ${}, ${}, ${}, ${})",
+        *INSERT,
+        n + 1,
+        n + 2,
+        n + 3,
+        n + 4,
+        n + 5
+    )
+}
 
 pub(crate) struct PgStore {
     pool: PgPool,
@@ -39,6 +73,8 @@ impl PgStore {
         let options = PgConnectOptions::from_str(url)?.options([("search_path", "booking")]);
         let pool = PgPoolOptions::new()
             .max_connections(max_connections)
+            // Opened up front, so the first requests do not pay for connecting.
+            .min_connections(max_connections)
             .acquire_timeout(Duration::from_secs(5))
             .connect_with(options)
             .await?;
@@ -152,12 +188,39 @@ impl Store for PgStore {
     }
 
     async fn insert_booking(&self, booking: &BookingRecord, event: &Event) -> Result<()> {
-        let mut tx = self.pool.begin().await?;
-        bind_booking(sqlx::query(&INSERT), booking)
-            .execute(&mut *tx)
+        // One statement is one transaction: the booking and its event commit
+        // together or not at all.
+        bind_booking(sqlx::query(&INSERT_WITH_EVENT), booking)
+            .bind(event.id)
+            .bind(event.booking_id)
+            .bind(&event.event_type)
+            .bind(Json(event))
+            .bind(event.occurred_at)
+            .execute(&self.pool)
             .await?;
-        insert_event(&mut tx, event).await?;
-        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn insert_booking_answered(
+        &self,
+        booking: &BookingRecord,
+        event: &Event,
+        answer: KeyAnswer<'_>,
+    ) -> Result<()> {
+        bind_booking(sqlx::query(&INSERT_ANSWERED), booking)
+            .bind(event.id)
+            .bind(event.booking_id)
+            .bind(&event.event_type)
+            .bind(Json(event))
+            .bind(event.occurred_at)
+            .bind(i32::from(answer.response.status))
+            .bind(encode_headers(&answer.response.headers))
+            .bind(&answer.response.body)
+            .bind(answer.subject)
+            .bind(answer.key)
+            .bind(answer.lock)
+            .execute(&self.pool)
+            .await?;
         Ok(())
     }
 
@@ -290,26 +353,25 @@ impl Store for PgStore {
         fingerprint: &str,
         t: KeyTimes,
     ) -> Result<KeyClaim> {
-        sqlx::query(
-            "DELETE FROM booking.idempotency_keys \
-             WHERE subject = $1 AND key = $2 AND created_at < $3",
-        )
-        .bind(subject)
-        .bind(key)
-        .bind(t.expired_before)
-        .execute(&self.pool)
-        .await?;
         // Retried only if the row vanished between our insert and select.
         for _ in 0..3 {
+            // A key older than the TTL is forgotten: it is replaced as if it
+            // had been deleted first (a concurrent upsert waits for our row
+            // and then finds it fresh, so only one of us starts).
             let inserted = sqlx::query(
-                "INSERT INTO booking.idempotency_keys \
+                "INSERT INTO booking.idempotency_keys AS k \
                  (subject, key, fingerprint, state, created_at, locked_at) \
-                 VALUES ($4, $1, $2, 'in_flight', $3, $3) ON CONFLICT (subject, key) DO NOTHING",
+                 VALUES ($4, $1, $2, 'in_flight', $3, $3) ON CONFLICT (subject, key) DO UPDATE \
+                 SET fingerprint = EXCLUDED.fingerprint, state = 'in_flight', status = NULL, \
+                   headers = NULL, body = NULL, created_at = EXCLUDED.created_at, \
+                   locked_at = EXCLUDED.locked_at \
+                 WHERE k.created_at < $5",
             )
             .bind(key)
             .bind(fingerprint)
             .bind(t.now)
             .bind(subject)
+            .bind(t.expired_before)
             .execute(&self.pool)
             .await?
             .rows_affected();
@@ -378,7 +440,7 @@ impl Store for PgStore {
     ) -> Result<()> {
         sqlx::query(
             "UPDATE booking.idempotency_keys SET state = 'done', status = $2, headers = $3, body = $4 \
-             WHERE subject = $6 AND key = $1 AND state = 'in_flight' AND locked_at = $5",
+             WHERE subject = $6 AND key = $1 AND locked_at = $5",
         )
         .bind(key)
         .bind(i32::from(response.status))
@@ -422,32 +484,38 @@ impl Store for PgStore {
     ) -> Result<usize> {
         // The rows stay locked while we publish; if this relay dies, the
         // transaction rolls back and another relay publishes them again.
+        // Marked published in the same statement that picks them, but only
+        // committed after publishing succeeded (a failure rolls it back).
         let mut tx = self.pool.begin().await?;
         let rows = sqlx::query(
-            "SELECT seq, payload FROM booking.outbox WHERE published_at IS NULL \
-             ORDER BY seq LIMIT $1 FOR UPDATE SKIP LOCKED",
+            "UPDATE booking.outbox SET published_at = $2 WHERE seq IN (\
+                 SELECT seq FROM booking.outbox WHERE published_at IS NULL \
+                 ORDER BY seq LIMIT $1 FOR UPDATE SKIP LOCKED) \
+             RETURNING seq, payload",
         )
         .bind(i64::from(limit))
+        .bind(now)
         .fetch_all(&mut *tx)
         .await?;
         if rows.is_empty() {
+            // Nothing changed; ending the transaction is all that is left.
+            tx.commit().await?;
             return Ok(0);
         }
-        let mut seqs = Vec::with_capacity(rows.len());
-        let mut events = Vec::with_capacity(rows.len());
+        let mut batch = Vec::with_capacity(rows.len());
         for row in &rows {
-            seqs.push(row.try_get::<i64, _>("seq")?);
-            events.push(row.try_get::<Json<Event>, _>("payload")?.0);
+            batch.push((
+                row.try_get::<i64, _>("seq")?,
+                row.try_get::<Json<Event>, _>("payload")?.0,
+            ));
         }
+        // RETURNING has no order; events go out in outbox order.
+        batch.sort_unstable_by_key(|(seq, _)| *seq);
+        let events: Vec<Event> = batch.into_iter().map(|(_, event)| event).collect();
         publisher
             .publish(&events)
             .await
             .map_err(|e| BookingError::Internal(format!("publishing events: {e}")))?;
-        sqlx::query("UPDATE booking.outbox SET published_at = $1 WHERE seq = ANY($2)")
-            .bind(now)
-            .bind(&seqs)
-            .execute(&mut *tx)
-            .await?;
         tx.commit().await?;
         Ok(events.len())
     }

@@ -18,9 +18,9 @@ use sqlx::{QueryBuilder, Row, Sqlite, SqlitePool, Transaction};
 use uuid::Uuid;
 
 use super::{
-    KeyClaim, KeyTimes, ListFilter, Publisher, RawBooking, Result, Store, StoredResponse,
-    customer_columns, decode_error, decode_headers, encode_headers, judge_existing_key,
-    saga_columns,
+    KeyAnswer, KeyClaim, KeyTimes, ListFilter, Publisher, RawBooking, Result, Store,
+    StoredResponse, customer_columns, decode_error, decode_headers, encode_headers,
+    judge_existing_key, saga_columns,
 };
 use crate::access::Visibility;
 use crate::error::BookingError;
@@ -186,6 +186,33 @@ impl Store for SqliteStore {
             .execute(&mut *tx)
             .await?;
         insert_event(&mut tx, event).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn insert_booking_answered(
+        &self,
+        booking: &BookingRecord,
+        event: &Event,
+        answer: KeyAnswer<'_>,
+    ) -> Result<()> {
+        let mut tx = self.pool.begin().await?;
+        bind_booking(sqlx::query(&INSERT), booking)
+            .execute(&mut *tx)
+            .await?;
+        insert_event(&mut tx, event).await?;
+        sqlx::query(
+            "UPDATE idempotency_keys SET state = 'done', status = ?2, headers = ?3, body = ?4 \
+             WHERE subject = ?6 AND key = ?1 AND state = 'in_flight' AND locked_at = ?5",
+        )
+        .bind(answer.key)
+        .bind(i64::from(answer.response.status))
+        .bind(encode_headers(&answer.response.headers))
+        .bind(&answer.response.body)
+        .bind(ts(answer.lock))
+        .bind(answer.subject)
+        .execute(&mut *tx)
+        .await?;
         tx.commit().await?;
         Ok(())
     }
@@ -406,7 +433,7 @@ impl Store for SqliteStore {
     ) -> Result<()> {
         sqlx::query(
             "UPDATE idempotency_keys SET state = 'done', status = ?2, headers = ?3, body = ?4 \
-             WHERE subject = ?6 AND key = ?1 AND state = 'in_flight' AND locked_at = ?5",
+             WHERE subject = ?6 AND key = ?1 AND locked_at = ?5",
         )
         .bind(key)
         .bind(i64::from(response.status))
