@@ -523,22 +523,7 @@ pub(super) async fn insert_claim_into(
         BlockPlan::Existing { .. } => (insert, None),
     };
     // The claim's block is the plan's (the caller builds it so).
-    let query = sqlx::query(&sql)
-        .bind(c.id)
-        .bind(plan.block_id())
-        .bind(c.resource_id)
-        .bind(c.appointment_type_id)
-        .bind(c.starts_at)
-        .bind(c.ends_at)
-        .bind(c.seats)
-        .bind(c.buffer_before_minutes)
-        .bind(c.buffer_after_minutes)
-        .bind(c.price_minor)
-        .bind(&c.currency)
-        .bind(&c.owner)
-        .bind(c.expires_at)
-        .bind(c.released_at)
-        .bind(now);
+    let query = bind_claim(sqlx::query(&sql), c, plan.block_id(), now);
     match capacity {
         Some(capacity) => query.bind(capacity).execute(&mut **tx).await.map(drop),
         None => query.execute(&mut **tx).await.map(drop),
@@ -583,9 +568,27 @@ pub(super) async fn claim_if_unchanged(
            SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15 FROM r) \
          SELECT count(*) FROM r"
     );
-    let mut query = sqlx::query_scalar::<_, i64>(&sql)
+    let mut query = bind_claim(sqlx::query(&sql), c, plan.block_id(), now)
+        .bind(seq)
+        .bind(token);
+    if !block.is_empty() {
+        query = query.bind(capacity);
+    }
+    let written: i64 = query.fetch_one(pool).await?.try_get(0)?;
+    Ok(written == 1)
+}
+
+/// Binds `$1`–`$15`: the claim's columns in [`CLAIM_COLUMNS`] order, then
+/// `created_at`.
+fn bind_claim<'q>(
+    query: PgQuery<'q>,
+    c: &'q ClaimRow,
+    block: Uuid,
+    now: DateTime<Utc>,
+) -> PgQuery<'q> {
+    query
         .bind(c.id)
-        .bind(plan.block_id())
+        .bind(block)
         .bind(c.resource_id)
         .bind(c.appointment_type_id)
         .bind(c.starts_at)
@@ -599,10 +602,6 @@ pub(super) async fn claim_if_unchanged(
         .bind(c.expires_at)
         .bind(c.released_at)
         .bind(now)
-        .bind(seq)
-        .bind(token);
-    if !block.is_empty() {
-        query = query.bind(capacity);
-    }
-    Ok(query.fetch_one(pool).await? == 1)
 }
+
+type PgQuery<'q> = sqlx::query::Query<'q, Postgres, sqlx::postgres::PgArguments>;
