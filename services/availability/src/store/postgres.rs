@@ -230,28 +230,14 @@ pub(super) async fn insert_claim(
     c: &ClaimRow,
     now: DateTime<Utc>,
 ) -> Result<(), sqlx::Error> {
-    sqlx::query(&format!(
+    let sql = format!(
         "INSERT INTO claims ({CLAIM_COLUMNS}, created_at) \
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)"
-    ))
-    .bind(c.id)
-    .bind(c.block_id)
-    .bind(c.resource_id)
-    .bind(c.appointment_type_id)
-    .bind(c.starts_at)
-    .bind(c.ends_at)
-    .bind(c.seats)
-    .bind(c.buffer_before_minutes)
-    .bind(c.buffer_after_minutes)
-    .bind(c.price_minor)
-    .bind(&c.currency)
-    .bind(&c.owner)
-    .bind(c.expires_at)
-    .bind(c.released_at)
-    .bind(now)
-    .execute(&mut **tx)
-    .await
-    .map(drop)
+    );
+    bind_claim(sqlx::query(&sql), c, c.block_id, now)
+        .execute(&mut **tx)
+        .await
+        .map(drop)
 }
 
 pub(super) async fn release_claim(
@@ -523,7 +509,7 @@ pub(super) async fn insert_claim_into(
         BlockPlan::Existing { .. } => (insert, None),
     };
     // The claim's block is the plan's (the caller builds it so).
-    let query = bind_claim(sqlx::query(&sql), c, plan.block_id(), now);
+    let query = bind_claim(sqlx::query(&sql), c, Some(plan.block_id()), now);
     match capacity {
         Some(capacity) => query.bind(capacity).execute(&mut **tx).await.map(drop),
         None => query.execute(&mut **tx).await.map(drop),
@@ -568,7 +554,7 @@ pub(super) async fn claim_if_unchanged(
            SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15 FROM r) \
          SELECT count(*) FROM r"
     );
-    let mut query = bind_claim(sqlx::query(&sql), c, plan.block_id(), now)
+    let mut query = bind_claim(sqlx::query(&sql), c, Some(plan.block_id()), now)
         .bind(seq)
         .bind(token);
     if !block.is_empty() {
@@ -578,12 +564,12 @@ pub(super) async fn claim_if_unchanged(
     Ok(written == 1)
 }
 
-/// Binds `$1`–`$15`: the claim's columns in [`CLAIM_COLUMNS`] order, then
-/// `created_at`.
+/// Binds `$1`–`$15`: the claim's columns in [`CLAIM_COLUMNS`] order (with
+/// `block` for its block), then `created_at`.
 fn bind_claim<'q>(
     query: PgQuery<'q>,
     c: &'q ClaimRow,
-    block: Uuid,
+    block: Option<Uuid>,
     now: DateTime<Utc>,
 ) -> PgQuery<'q> {
     query
