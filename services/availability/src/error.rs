@@ -47,18 +47,9 @@ impl AvailabilityError {
     }
 }
 
-/// Whether a database error means "could not reach the database" rather
-/// than "the database refused this statement".
-pub(crate) fn is_connection_error(error: &sqlx::Error) -> bool {
-    matches!(
-        error,
-        sqlx::Error::Io(_)
-            | sqlx::Error::Tls(_)
-            | sqlx::Error::PoolTimedOut
-            | sqlx::Error::PoolClosed
-            | sqlx::Error::WorkerCrashed
-    )
-}
+/// "Could not reach the database" rather than "the database refused this
+/// statement".
+pub(crate) use berth_runtime::postgres::is_unavailable as is_connection_error;
 
 fn is_foreign_key_violation(error: &sqlx::Error) -> bool {
     error

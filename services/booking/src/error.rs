@@ -119,9 +119,7 @@ impl From<BookingError> for Problem {
             )
             .with_detail(error.to_string()),
             E::Ledger(ledger) => Problem::from(ledger),
-            E::Database(
-                sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_),
-            ) => {
+            E::Database(ref db) if berth_runtime::postgres::is_unavailable(db) => {
                 tracing::warn!(%error, "database unavailable");
                 Problem::unavailable("the booking database is unavailable; retry later")
             }

@@ -1,6 +1,7 @@
 //! Shared service runtime, written once and used by every Berth service:
 //! configuration, ECS logs with trace ids, Prometheus metrics, health,
-//! graceful shutdown, outbound resilience, problem+json errors, gRPC plumbing.
+//! graceful shutdown, outbound resilience, problem+json errors, gRPC plumbing,
+//! PostgreSQL pool settings.
 
 pub mod auth;
 pub mod client;
@@ -8,6 +9,7 @@ pub mod config;
 pub mod grpc;
 pub mod health;
 pub mod metrics;
+pub mod postgres;
 pub mod problem;
 pub mod resilience;
 pub mod server;

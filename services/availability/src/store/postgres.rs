@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use berth_slots::{BusyInterval, DateOverride};
 use chrono::{DateTime, TimeDelta, Utc};
-use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::postgres::PgConnectOptions;
 use sqlx::types::Json;
 use sqlx::{PgExecutor, PgPool, Postgres, Row, Transaction};
 use uuid::Uuid;
@@ -30,11 +30,8 @@ pub(super) async fn connect(url: &str) -> Result<PgPool, AvailabilityError> {
     // Most claims use a connection for two single statements (the snapshot
     // read and the conditional write), so a few connections serve many
     // concurrent claims; more only make the database switch between
-    // backends. They are opened up front, so the first requests do not pay
-    // for connecting.
-    let pool = PgPoolOptions::new()
-        .max_connections(8)
-        .min_connections(8)
+    // backends.
+    let pool = berth_runtime::postgres::pool_options(8)
         .acquire_timeout(Duration::from_secs(10))
         .connect_with(options)
         .await?;

@@ -8,7 +8,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use futures::future::BoxFuture;
-use sqlx::postgres::{PgArguments, PgConnectOptions, PgPoolOptions, PgRow};
+use sqlx::postgres::{PgArguments, PgConnectOptions, PgRow};
 use sqlx::query::Query;
 use sqlx::types::Json;
 use sqlx::{PgPool, Postgres, QueryBuilder, Row, Transaction};
@@ -71,10 +71,7 @@ impl PgStore {
         // `search_path` puts sqlx's `_sqlx_migrations` in our schema, so other
         // services migrating the same database never see our versions.
         let options = PgConnectOptions::from_str(url)?.options([("search_path", "booking")]);
-        let pool = PgPoolOptions::new()
-            .max_connections(max_connections)
-            // Opened up front, so the first requests do not pay for connecting.
-            .min_connections(max_connections)
+        let pool = berth_runtime::postgres::pool_options(max_connections)
             .acquire_timeout(Duration::from_secs(5))
             .connect_with(options)
             .await?;
