@@ -68,6 +68,9 @@ synchronous_commit = off
 logging_collector = off
 log_min_messages = warning
 log_min_duration_statement = -1
+# Per-query counts and timings for benchmarks (CREATE EXTENSION per database).
+shared_preload_libraries = 'pg_stat_statements'
+pg_stat_statements.track = all
 EOF
     if [[ $EUID -eq 0 ]]; then chown postgres:postgres "$PG_DATA/berth.conf"; fi
     grep -q "^include_if_exists = 'berth.conf'" "$PG_DATA/postgresql.conf" ||

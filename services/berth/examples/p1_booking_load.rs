@@ -31,6 +31,31 @@ const SLOTS_PER_RESOURCE: usize = 10;
 const ATTEMPTS_PER_SLOT: usize = 2;
 const PGBENCH_SECONDS: u32 = 15;
 
+/// What the machine's cheapest request costs: the same client and the same
+/// booking process answering `GET /livez` (no auth, no database, no gRPC).
+/// No booking can go faster than this, so it bounds the ratio from above.
+async fn hop_floor(client: &reqwest::Client, base: &str) -> f64 {
+    const REQUESTS: usize = 20_000;
+    let next = Arc::new(AtomicUsize::new(0));
+    let started = Instant::now();
+    let workers: Vec<_> = (0..CLIENTS)
+        .map(|_| {
+            let (client, next, url) = (client.clone(), next.clone(), format!("{base}/livez"));
+            tokio::spawn(async move {
+                while next.fetch_add(1, Ordering::Relaxed) < REQUESTS {
+                    let r = client.get(&url).send().await.unwrap();
+                    assert!(r.status().is_success());
+                    let _ = r.bytes().await;
+                }
+            })
+        })
+        .collect();
+    for w in workers {
+        w.await.unwrap();
+    }
+    REQUESTS as f64 / started.elapsed().as_secs_f64()
+}
+
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
     let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
     sorted[i]
@@ -84,7 +109,12 @@ async fn main() {
     let b = format!("http://127.0.0.1:{b_http}");
     support::wait_ready(&b).await;
 
-    // Setup: 100 resources × 10 slots.
+    // Setup: 100 resources × 10 slots (more with P1_SLOTS_PER_RESOURCE, for
+    // profiling a longer run; the recorded figures use the default).
+    let slots_per_resource: usize = std::env::var("P1_SLOTS_PER_RESOURCE")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(SLOTS_PER_RESOURCE);
     let client = reqwest::Client::builder()
         .pool_max_idle_per_host(CLIENTS)
         .build()
@@ -135,7 +165,7 @@ async fn main() {
             .as_array()
             .unwrap()
             .iter()
-            .take(SLOTS_PER_RESOURCE)
+            .take(slots_per_resource)
         {
             for _ in 0..ATTEMPTS_PER_SLOT {
                 work.push(json!({"resource_id": rid, "appointment_type_id": tid, "start": s["start_utc"]}));
@@ -144,13 +174,20 @@ async fn main() {
     }
     assert_eq!(
         work.len(),
-        RESOURCES * SLOTS_PER_RESOURCE * ATTEMPTS_PER_SLOT
+        RESOURCES * slots_per_resource * ATTEMPTS_PER_SLOT
     );
     work.shuffle(&mut rand::rng());
     let work = Arc::new(work);
 
     // Load: 64 clients drain the shared work list.
     let next = Arc::new(AtomicUsize::new(0));
+    let cpu = support::CpuMeter::start(vec![
+        ("postgres", None),
+        ("redis-server", None),
+        ("booking", Some(_booking.0.id())),
+        ("availability", Some(_availability.0.id())),
+        ("load generator", Some(std::process::id())),
+    ]);
     let started = Instant::now();
     let workers: Vec<_> = (0..CLIENTS)
         .map(|c| {
@@ -183,6 +220,7 @@ async fn main() {
         results.extend(w.await.unwrap());
     }
     let elapsed = started.elapsed();
+    let cpu = cpu.stop();
     let booked = results.iter().filter(|(s, _)| *s == 201).count();
     let conflicts = results.iter().filter(|(s, _)| *s == 409).count();
     let errors = results.len() - booked - conflicts;
@@ -190,6 +228,8 @@ async fn main() {
     latencies.sort();
     let bookings_per_s = booked as f64 / elapsed.as_secs_f64();
     let requests_per_s = results.len() as f64 / elapsed.as_secs_f64();
+
+    let floor = hop_floor(&client, &b).await;
 
     let check = Command::new(support::berth_binary())
         .arg("check-ledger")
@@ -205,7 +245,7 @@ async fn main() {
         .count();
 
     println!(
-        "P1 booking over HTTP: {CLIENTS} clients, {RESOURCES} resources x {SLOTS_PER_RESOURCE} slots, {ATTEMPTS_PER_SLOT} attempts per slot"
+        "P1 booking over HTTP: {CLIENTS} clients, {RESOURCES} resources x {slots_per_resource} slots, {ATTEMPTS_PER_SLOT} attempts per slot"
     );
     println!(
         "  requests {} in {:.2}s = {requests_per_s:.0} req/s",
@@ -214,7 +254,7 @@ async fn main() {
     );
     println!(
         "  booked {booked} (expected {}), conflicts 409 {conflicts}, other {errors}",
-        RESOURCES * SLOTS_PER_RESOURCE
+        RESOURCES * slots_per_resource
     );
     println!("  bookings/s {bookings_per_s:.0}");
     println!(
@@ -224,6 +264,20 @@ async fn main() {
         latencies.last().unwrap().as_secs_f64() * 1e3
     );
     println!("  ledger checker: double bookings {overlaps}");
+    let cpu_total: f64 = cpu.iter().map(|(_, s)| s).sum();
+    let per_booking = |s: f64| s * 1e3 / booked.max(1) as f64;
+    let parts: Vec<String> = cpu
+        .iter()
+        .map(|(label, s)| format!("{label} {:.2}", per_booking(*s)))
+        .collect();
+    println!(
+        "  CPU per booking (ms, incl. its 409 twin): {}; total {:.2} ({:.2} of {} cores busy)",
+        parts.join(", "),
+        per_booking(cpu_total),
+        cpu_total / elapsed.as_secs_f64(),
+        std::thread::available_parallelism().map_or(0, |n| n.get())
+    );
+    println!("  hop floor: GET /livez on the booking process, {CLIENTS} clients: {floor:.0} req/s");
 
     // The physical limit: the bare ledger insert under an exclusion
     // constraint, same server, same client count.
@@ -277,6 +331,10 @@ async fn main() {
             )
         });
     println!("  pgbench ledger insert ({CLIENTS} clients, {PGBENCH_SECONDS}s): {tps:.0} tps");
+    println!(
+        "  CPU budget per booking at ratio 0.60 on these cores: {:.3} ms",
+        std::thread::available_parallelism().map_or(0, |n| n.get()) as f64 * 1e3 / (0.6 * tps)
+    );
     println!("ratio: {:.2}", bookings_per_s / tps);
 
     drop(conn);

@@ -149,3 +149,63 @@ impl Auth {
         format!("Bearer {}", self.issuer.token(subject, &[role]))
     }
 }
+
+/// CPU seconds (user + system) spent by a set of processes between
+/// [`CpuMeter::start`] and [`CpuMeter::stop`], read from `/proc` (Linux).
+/// Shows where a run's CPU went when everything shares the same cores.
+pub struct CpuMeter {
+    before: Vec<(&'static str, f64)>,
+    pids: Vec<(&'static str, Option<u32>)>,
+}
+
+/// `/proc/<pid>/stat` reports times in clock ticks; Linux fixes `USER_HZ`
+/// at 100 for user space whatever the kernel's internal rate.
+const TICKS_PER_SECOND: f64 = 100.0;
+
+fn proc_cpu(pid: &str) -> Option<(String, f64)> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // comm is parenthesised and may contain spaces; fields follow the last ')'.
+    let (head, tail) = stat.rsplit_once(')')?;
+    let comm = head.split_once('(')?.1.to_owned();
+    let fields: Vec<&str> = tail.split_whitespace().collect();
+    // utime and stime are fields 14 and 15 of the line, 12 and 13 after comm.
+    let ticks: f64 = fields.get(11)?.parse::<f64>().ok()? + fields.get(12)?.parse::<f64>().ok()?;
+    Some((comm, ticks / TICKS_PER_SECOND))
+}
+
+/// Every process named `comm` (e.g. all PostgreSQL backends), or one pid.
+fn cpu_of(comm: &str, pid: Option<u32>) -> f64 {
+    if let Some(pid) = pid {
+        return proc_cpu(&pid.to_string()).map_or(0.0, |(_, s)| s);
+    }
+    std::fs::read_dir("/proc")
+        .map(|dir| {
+            dir.filter_map(Result::ok)
+                .filter_map(|e| proc_cpu(e.file_name().to_str()?))
+                .filter(|(c, _)| c == comm)
+                .map(|(_, s)| s)
+                .sum()
+        })
+        .unwrap_or(0.0)
+}
+
+impl CpuMeter {
+    /// `pids`: a label and either a pid or, with `None`, a process name
+    /// whose instances are summed.
+    pub fn start(pids: Vec<(&'static str, Option<u32>)>) -> Self {
+        let before = pids
+            .iter()
+            .map(|(label, pid)| (*label, cpu_of(label, *pid)))
+            .collect();
+        Self { before, pids }
+    }
+
+    /// CPU seconds per label since `start`.
+    pub fn stop(&self) -> Vec<(&'static str, f64)> {
+        self.pids
+            .iter()
+            .zip(&self.before)
+            .map(|((label, pid), (_, before))| (*label, (cpu_of(label, *pid) - before).max(0.0)))
+            .collect()
+    }
+}
