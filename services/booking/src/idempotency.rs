@@ -15,6 +15,10 @@
 //! checks that the response it sends is the one stored, and stores it
 //! itself otherwise.
 //!
+//! A stored response records the booking it concerns (the `{id}` of
+//! `/v1/bookings/{id}/…`, or the created booking), so erasing that booking's
+//! customer can scrub the stored body (see `Store::anonymise_customer`).
+//!
 //! Keys are scoped per principal: the key is stored with the subject of the
 //! authenticated caller, so another caller reusing the same key neither gets
 //! the first caller's response replayed nor a 409/422 caused by it. The
@@ -32,6 +36,7 @@ use chrono::{DateTime, Utc};
 use http::{HeaderName, HeaderValue, Method, StatusCode, header};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
+use uuid::Uuid;
 
 use crate::Booking;
 use crate::error::{BookingError, NotReplayable};
@@ -42,6 +47,7 @@ use crate::store::{KeyAnswer, KeyClaim, KeyTimes, Store, StoredResponse};
 pub(crate) const HEADER: &str = "idempotency-key";
 const REPLAYED: &str = "idempotent-replayed";
 const MAX_KEY_LEN: usize = 255;
+const BOOKINGS_PATH: &str = "/v1/bookings/";
 /// Response headers worth replaying.
 const KEPT_HEADERS: [HeaderName; 2] = [header::CONTENT_TYPE, header::LOCATION];
 
@@ -56,6 +62,8 @@ pub(crate) struct HeldKey {
     subject: String,
     key: String,
     lock: DateTime<Utc>,
+    /// The booking named by the request path, if any.
+    booking: Option<Uuid>,
     /// What the handler stored, for the guard to compare with what it sends.
     stored: Mutex<Option<StoredResponse>>,
 }
@@ -85,6 +93,7 @@ impl HeldKey {
                 ),
             ],
             body: serde_json::to_vec(booking).ok()?,
+            booking_id: Some(booking.id),
         })
     }
 
@@ -143,6 +152,7 @@ async fn guarded(
         .await
         .map_err(|_| BookingError::TooLarge)?;
     let fingerprint = fingerprint(&parts.method, parts.uri.path(), &body);
+    let booking_id = booking_in(parts.uri.path());
     let config = &booking.inner.config;
     let now = now();
     let times = KeyTimes {
@@ -165,6 +175,7 @@ async fn guarded(
         subject: subject.clone(),
         key: key.clone(),
         lock: now,
+        booking: booking_id,
         stored: Mutex::new(None),
     });
     let task = tokio::spawn(HELD.scope(held.clone(), async move {
@@ -219,16 +230,25 @@ async fn record(store: &dyn Store, held: &HeldKey, response: Response) -> Respon
     let replayable = parts.extensions.get::<NotReplayable>().is_none()
         && (status.is_success() || matches!(status, StatusCode::NOT_FOUND | StatusCode::CONFLICT));
     let outcome = if replayable {
+        let headers: Vec<(String, String)> = KEPT_HEADERS
+            .iter()
+            .filter_map(|name| {
+                let value = parts.headers.get(name)?.to_str().ok()?;
+                Some((name.as_str().to_owned(), value.to_owned()))
+            })
+            .collect();
+        // A created booking is named by its `Location`.
+        let booking_id = held.booking.or_else(|| {
+            headers
+                .iter()
+                .find(|(name, _)| name == header::LOCATION.as_str())
+                .and_then(|(_, location)| booking_in(location))
+        });
         let stored = StoredResponse {
             status: status.as_u16(),
-            headers: KEPT_HEADERS
-                .iter()
-                .filter_map(|name| {
-                    let value = parts.headers.get(name)?.to_str().ok()?;
-                    Some((name.as_str().to_owned(), value.to_owned()))
-                })
-                .collect(),
+            headers,
             body: body.to_vec(),
+            booking_id,
         };
         if already.as_ref() == Some(&stored) {
             Ok(())
@@ -248,6 +268,13 @@ async fn record(store: &dyn Store, held: &HeldKey, response: Response) -> Respon
         tracing::error!(%error, "cannot record the idempotent response");
     }
     Response::from_parts(parts, Body::from(body))
+}
+
+/// The `{id}` of `/v1/bookings/{id}` and `/v1/bookings/{id}/…`.
+fn booking_in(path: &str) -> Option<Uuid> {
+    let rest = path.strip_prefix(BOOKINGS_PATH)?;
+    let id = rest.split_once('/').map_or(rest, |(id, _)| id);
+    Uuid::parse_str(id).ok()
 }
 
 fn replay(stored: StoredResponse) -> Response {
@@ -315,5 +342,25 @@ mod tests {
         assert_ne!(fingerprint(&post, "/p", &a), fingerprint(&post, "/q", &a));
         let c = Bytes::from_static(br#"{"a":2,"b":{"y":2,"x":[1,2]}}"#);
         assert_ne!(fingerprint(&post, "/p", &a), fingerprint(&post, "/p", &c));
+    }
+
+    #[test]
+    fn booking_id_is_read_from_booking_paths_only() {
+        let id = Uuid::now_v7();
+        for path in [
+            format!("/v1/bookings/{id}"),
+            format!("/v1/bookings/{id}/confirm"),
+            format!("/v1/bookings/{id}/reschedule"),
+        ] {
+            assert_eq!(booking_in(&path), Some(id), "{path}");
+        }
+        for path in [
+            "/v1/bookings".to_owned(),
+            "/v1/bookings/".to_owned(),
+            "/v1/bookings/not-a-uuid/confirm".to_owned(),
+            format!("/v2/bookings/{id}/confirm"),
+        ] {
+            assert_eq!(booking_in(&path), None, "{path}");
+        }
     }
 }

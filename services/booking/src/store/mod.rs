@@ -58,6 +58,9 @@ pub(crate) struct StoredResponse {
     pub status: u16,
     pub headers: Vec<(String, String)>,
     pub body: Vec<u8>,
+    /// The booking the response concerns, so erasing its customer can scrub
+    /// the body of every caller's replay.
+    pub booking_id: Option<Uuid>,
 }
 
 /// Outcome of reserving an idempotency key.
@@ -185,8 +188,10 @@ pub(crate) trait Store: Send + Sync + 'static {
     /// that still have any (bumping their version, so a concurrent
     /// compare-and-set cannot write them back), writes one
     /// `booking.customer_anonymised` event each, strips the customer from
-    /// their earlier outbox payloads, and drops the customer's stored
-    /// idempotent responses (they may hold the same data). Returns how many
+    /// their earlier outbox payloads, drops the customer's stored idempotent
+    /// responses (they may hold the same data), and strips the customer from
+    /// other callers' stored 2xx responses about these bookings (kept, so a
+    /// retry still replays instead of running again). Returns how many
     /// bookings changed; a repeat finds nothing to do and returns 0.
     async fn anonymise_customer(&self, customer_id: &str, now: DateTime<Utc>) -> Result<u64>;
 
@@ -223,6 +228,10 @@ pub(crate) fn judge_existing_key(
 pub(crate) fn encode_headers(headers: &[(String, String)]) -> String {
     serde_json::to_string(headers).unwrap_or_else(|_| "[]".to_owned())
 }
+
+/// `LIKE` pattern for stored headers (as [`encode_headers`] writes them) of
+/// a JSON response: only such bodies are parsed when scrubbing a customer.
+pub(crate) const JSON_HEADERS_LIKE: &str = r#"%["content-type","application/json"]%"#;
 
 pub(crate) fn decode_headers(text: Option<&str>) -> Vec<(String, String)> {
     text.and_then(|t| serde_json::from_str(t).ok())
@@ -381,5 +390,25 @@ pub(crate) fn customer_columns(booking: &BookingRecord) -> (Option<String>, Opti
     match &booking.customer {
         None => (None, None),
         Some(c) => (c.name.clone(), c.email.clone()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn json_headers_pattern_matches_encoded_headers() {
+        let headers = [
+            ("content-type".to_owned(), "application/json".to_owned()),
+            ("location".to_owned(), "/v1/bookings/x".to_owned()),
+        ];
+        let needle = JSON_HEADERS_LIKE.trim_matches('%');
+        assert!(encode_headers(&headers).contains(needle));
+        let problem = [(
+            "content-type".to_owned(),
+            "application/problem+json".to_owned(),
+        )];
+        assert!(!encode_headers(&problem).contains(needle));
     }
 }

@@ -15,8 +15,8 @@ use sqlx::{PgPool, Postgres, QueryBuilder, Row, Transaction};
 use uuid::Uuid;
 
 use super::{
-    KeyAnswer, KeyClaim, KeyTimes, ListFilter, Publisher, RawBooking, Result, Store,
-    StoredResponse, customer_columns, decode_headers, encode_headers, judge_existing_key,
+    JSON_HEADERS_LIKE, KeyAnswer, KeyClaim, KeyTimes, ListFilter, Publisher, RawBooking, Result,
+    Store, StoredResponse, customer_columns, decode_headers, encode_headers, judge_existing_key,
     saga_columns,
 };
 use crate::access::Visibility;
@@ -32,16 +32,17 @@ static UPDATE: LazyLock<String> = LazyLock::new(|| super::update_booking_sql(TAB
 /// the booking's columns: event id, booking id, type, payload, time).
 static INSERT_WITH_EVENT: LazyLock<String> = LazyLock::new(|| insert_with_event(""));
 /// [`INSERT_WITH_EVENT`] that also completes an idempotency key (further
-/// parameters: status, headers, body, subject, key, lock).
+/// parameters: status, headers, body, subject, key, lock, booking id).
 static INSERT_ANSWERED: LazyLock<String> = LazyLock::new(|| {
     let n = super::COLUMNS.len() + 5;
     insert_with_event(&format!(
         ", answered AS (UPDATE booking.idempotency_keys SET state = 'done', status = ${}, \
-           headers = ${}, body = ${} \
+           headers = ${}, body = ${}, booking_id = ${} \
          WHERE subject = ${} AND key = ${} AND state = 'in_flight' AND locked_at = ${})",
         n + 1,
         n + 2,
         n + 3,
+        n + 7,
         n + 4,
         n + 5,
         n + 6
@@ -216,6 +217,7 @@ impl Store for PgStore {
             .bind(answer.subject)
             .bind(answer.key)
             .bind(answer.lock)
+            .bind(answer.response.booking_id)
             .execute(&self.pool)
             .await?;
         Ok(())
@@ -360,7 +362,8 @@ impl Store for PgStore {
                  (subject, key, fingerprint, state, created_at, locked_at) \
                  VALUES ($4, $1, $2, 'in_flight', $3, $3) ON CONFLICT (subject, key) DO UPDATE \
                  SET fingerprint = EXCLUDED.fingerprint, state = 'in_flight', status = NULL, \
-                   headers = NULL, body = NULL, created_at = EXCLUDED.created_at, \
+                   headers = NULL, body = NULL, booking_id = NULL, \
+                   created_at = EXCLUDED.created_at, \
                    locked_at = EXCLUDED.locked_at \
                  WHERE k.created_at < $5",
             )
@@ -376,7 +379,7 @@ impl Store for PgStore {
                 return Ok(KeyClaim::Started);
             }
             let Some(row) = sqlx::query(
-                "SELECT fingerprint, state, status, headers, body, locked_at \
+                "SELECT fingerprint, state, status, headers, body, booking_id, locked_at \
                  FROM booking.idempotency_keys WHERE subject = $2 AND key = $1",
             )
             .bind(key)
@@ -400,6 +403,7 @@ impl Store for PgStore {
                     .ok()
                     .flatten()
                     .unwrap_or_default(),
+                booking_id: row.try_get("booking_id").ok().flatten(),
             });
             let stored: String = row.try_get("fingerprint")?;
             let state: String = row.try_get("state")?;
@@ -436,7 +440,8 @@ impl Store for PgStore {
         response: &StoredResponse,
     ) -> Result<()> {
         sqlx::query(
-            "UPDATE booking.idempotency_keys SET state = 'done', status = $2, headers = $3, body = $4 \
+            "UPDATE booking.idempotency_keys SET state = 'done', status = $2, headers = $3, \
+               body = $4, booking_id = $7 \
              WHERE subject = $6 AND key = $1 AND locked_at = $5",
         )
         .bind(key)
@@ -445,6 +450,7 @@ impl Store for PgStore {
         .bind(&response.body)
         .bind(lock)
         .bind(subject)
+        .bind(response.booking_id)
         .execute(&self.pool)
         .await?;
         Ok(())
@@ -545,6 +551,22 @@ impl Store for PgStore {
             .bind(customer_id)
             .execute(&mut *tx)
             .await?;
+        // Other callers' replays are kept (deleting would let a retry run
+        // again) but lose the customer. Only 2xx JSON bodies are cast: here
+        // they are always booking JSON. The CASE leaves non-objects alone.
+        sqlx::query(&format!(
+            "UPDATE booking.idempotency_keys SET body = CASE \
+               WHEN jsonb_typeof(convert_from(body, 'UTF8')::jsonb) = 'object' \
+                 AND convert_from(body, 'UTF8')::jsonb ? 'customer' \
+               THEN convert_to((convert_from(body, 'UTF8')::jsonb - 'customer')::text, 'UTF8') \
+               ELSE body END \
+             WHERE state = 'done' AND status BETWEEN 200 AND 299 AND headers LIKE $2 \
+             AND booking_id IN (SELECT id FROM {TABLE} WHERE customer_id = $1)"
+        ))
+        .bind(customer_id)
+        .bind(JSON_HEADERS_LIKE)
+        .execute(&mut *tx)
+        .await?;
         for booking in &bookings {
             insert_event(
                 &mut tx,

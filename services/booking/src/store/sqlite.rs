@@ -18,8 +18,8 @@ use sqlx::{QueryBuilder, Row, Sqlite, SqlitePool, Transaction};
 use uuid::Uuid;
 
 use super::{
-    KeyAnswer, KeyClaim, KeyTimes, ListFilter, Publisher, RawBooking, Result, Store,
-    StoredResponse, customer_columns, decode_error, decode_headers, encode_headers,
+    JSON_HEADERS_LIKE, KeyAnswer, KeyClaim, KeyTimes, ListFilter, Publisher, RawBooking, Result,
+    Store, StoredResponse, customer_columns, decode_error, decode_headers, encode_headers,
     judge_existing_key, saga_columns,
 };
 use crate::access::Visibility;
@@ -202,7 +202,8 @@ impl Store for SqliteStore {
             .await?;
         insert_event(&mut tx, event).await?;
         sqlx::query(
-            "UPDATE idempotency_keys SET state = 'done', status = ?2, headers = ?3, body = ?4 \
+            "UPDATE idempotency_keys SET state = 'done', status = ?2, headers = ?3, body = ?4, \
+               booking_id = ?7 \
              WHERE subject = ?6 AND key = ?1 AND state = 'in_flight' AND locked_at = ?5",
         )
         .bind(answer.key)
@@ -211,6 +212,7 @@ impl Store for SqliteStore {
         .bind(&answer.response.body)
         .bind(ts(answer.lock))
         .bind(answer.subject)
+        .bind(answer.response.booking_id.map(|id| id.to_string()))
         .execute(&mut *tx)
         .await?;
         tx.commit().await?;
@@ -372,7 +374,7 @@ impl Store for SqliteStore {
                 return Ok(KeyClaim::Started);
             }
             let Some(row) = sqlx::query(
-                "SELECT fingerprint, state, status, headers, body, locked_at \
+                "SELECT fingerprint, state, status, headers, body, booking_id, locked_at \
                  FROM idempotency_keys WHERE subject = ?2 AND key = ?1",
             )
             .bind(key)
@@ -396,6 +398,11 @@ impl Store for SqliteStore {
                     .ok()
                     .flatten()
                     .unwrap_or_default(),
+                booking_id: row
+                    .try_get::<Option<String>, _>("booking_id")
+                    .ok()
+                    .flatten()
+                    .and_then(|id| Uuid::parse_str(&id).ok()),
             });
             let stored: String = row.try_get("fingerprint")?;
             let state: String = row.try_get("state")?;
@@ -432,7 +439,8 @@ impl Store for SqliteStore {
         response: &StoredResponse,
     ) -> Result<()> {
         sqlx::query(
-            "UPDATE idempotency_keys SET state = 'done', status = ?2, headers = ?3, body = ?4 \
+            "UPDATE idempotency_keys SET state = 'done', status = ?2, headers = ?3, body = ?4, \
+               booking_id = ?7 \
              WHERE subject = ?6 AND key = ?1 AND locked_at = ?5",
         )
         .bind(key)
@@ -441,6 +449,7 @@ impl Store for SqliteStore {
         .bind(&response.body)
         .bind(ts(lock))
         .bind(subject)
+        .bind(response.booking_id.map(|id| id.to_string()))
         .execute(&self.pool)
         .await?;
         Ok(())
@@ -538,6 +547,24 @@ impl Store for SqliteStore {
             .bind(customer_id)
             .execute(&mut *tx)
             .await?;
+        // Other callers' replays are kept (deleting would let a retry run
+        // again) but lose the customer. The body is cast to text because
+        // SQLite reads a BLOB as binary JSONB; the CASE keeps anything that
+        // is not a JSON object as it is.
+        sqlx::query(&format!(
+            "UPDATE idempotency_keys SET body = CASE \
+               WHEN NOT json_valid(CAST(body AS TEXT)) THEN body \
+               WHEN json_type(CAST(body AS TEXT)) = 'object' \
+                 AND json_type(CAST(body AS TEXT), '$.customer') IS NOT NULL \
+               THEN CAST(json_remove(CAST(body AS TEXT), '$.customer') AS BLOB) \
+               ELSE body END \
+             WHERE state = 'done' AND status BETWEEN 200 AND 299 AND headers LIKE ?2 \
+             AND booking_id IN (SELECT id FROM {TABLE} WHERE customer_id = ?1)"
+        ))
+        .bind(customer_id)
+        .bind(JSON_HEADERS_LIKE)
+        .execute(&mut *tx)
+        .await?;
         for booking in &bookings {
             insert_event(
                 &mut tx,

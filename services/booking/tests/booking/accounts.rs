@@ -16,6 +16,7 @@ use crate::on_both_backends;
 
 on_both_backends!(
     anonymise_customer_erases_name_and_email_once,
+    anonymise_customer_scrubs_other_callers_stored_responses,
     account_deleted_is_handled_once_in_process,
     redis_consumer_anonymises_and_handles_a_redelivery_once,
 );
@@ -23,12 +24,16 @@ on_both_backends!(
 const EMAIL: &str = "ada@example.org";
 
 async fn book_with_pii(api: &Api, n: i64, email: &str) -> Uuid {
+    book_on(api, Uuid::now_v7(), n, email).await
+}
+
+async fn book_on(api: &Api, resource: Uuid, n: i64, email: &str) -> Uuid {
     let resp = api
         .post(
             "/v1/bookings",
             &new_key(),
             json!({
-                "resource_id": Uuid::now_v7(), "appointment_type_id": Uuid::now_v7(),
+                "resource_id": resource, "appointment_type_id": Uuid::now_v7(),
                 "start": rfc3339(slot(n)), "customer": {"name": "Ada Lovelace", "email": email},
             }),
         )
@@ -130,6 +135,169 @@ async fn anonymise_customer_erases_name_and_email_once(backend: Backend) {
         after["version"]
     );
     assert!(env.booking.anonymise_customer("").await.is_err());
+}
+
+/// The stored body of `subject`'s key `key`, as text.
+async fn stored_body(env: &Env, subject: &str, key: &str) -> Option<String> {
+    let body = match env.db.backend {
+        Backend::Postgres => "convert_from(body, 'UTF8')",
+        Backend::Sqlite => "CAST(body AS TEXT)",
+    };
+    env.db
+        .text(&format!(
+            "SELECT {body} FROM {{t}}idempotency_keys WHERE subject = '{subject}' AND key = '{key}'"
+        ))
+        .await
+}
+
+async fn stored_booking_id(env: &Env, subject: &str, key: &str) -> Option<String> {
+    let column = match env.db.backend {
+        Backend::Postgres => "booking_id::text",
+        Backend::Sqlite => "booking_id",
+    };
+    env.db
+        .text(&format!(
+            "SELECT {column} FROM {{t}}idempotency_keys WHERE subject = '{subject}' AND key = '{key}'"
+        ))
+        .await
+}
+
+/// Stored idempotent responses whose body still contains `needle`.
+async fn keys_containing(env: &Env, needle: &str) -> i64 {
+    let body = match env.db.backend {
+        Backend::Postgres => "convert_from(body, 'UTF8')",
+        Backend::Sqlite => "CAST(body AS TEXT)",
+    };
+    env.db
+        .count(&format!(
+            "SELECT count(*) FROM {{t}}idempotency_keys WHERE {body} LIKE '%{needle}%'"
+        ))
+        .await
+}
+
+/// Staff and an admin act on alice's bookings under their own keys; after
+/// alice is erased their replays no longer show her, and still replay.
+async fn anonymise_customer_scrubs_other_callers_stored_responses(backend: Backend) {
+    let env = setup(backend).await;
+    let resource = Uuid::now_v7();
+    env.ledger.set_owner(resource, "stella");
+    let stella = env.api_as("stella", &["staff"]);
+    let root = env.api_as("root", &["admin"]);
+    let bob = env.api_as("bob", &["customer"]);
+    let bob_email = "bob@example.org";
+    let confirmed = book_on(&env.api, resource, 0, EMAIL).await;
+    let moved = book_on(&env.api, resource, 1, EMAIL).await;
+    let bobs = book_on(&bob, resource, 2, bob_email).await;
+
+    let confirm_key = new_key();
+    let confirm_path = format!("/v1/bookings/{confirmed}/confirm");
+    let confirm = || {
+        stella.send(
+            http::Method::POST,
+            &confirm_path,
+            Some(&confirm_key),
+            None,
+            axum::body::Body::empty(),
+        )
+    };
+    let first = confirm().await;
+    assert_eq!(first.status, 200, "{:?}", first.json);
+    assert_eq!(first.json["customer"]["email"], EMAIL);
+    let reschedule_key = new_key();
+    let reschedule_path = format!("/v1/bookings/{moved}/reschedule");
+    let reschedule_body = json!({"start": rfc3339(slot(5))});
+    let rescheduled = root
+        .post(&reschedule_path, &reschedule_key, reschedule_body.clone())
+        .await;
+    assert_eq!(rescheduled.status, 200, "{:?}", rescheduled.json);
+    let bob_key = new_key();
+    let cancelled = stella
+        .send(
+            http::Method::POST,
+            &format!("/v1/bookings/{bobs}/cancel"),
+            Some(&bob_key),
+            None,
+            axum::body::Body::empty(),
+        )
+        .await;
+    assert_eq!(cancelled.status, 200, "{:?}", cancelled.json);
+    let bobs_before = stored_body(&env, "stella", &bob_key).await;
+    assert!(bobs_before.as_deref().unwrap().contains(bob_email));
+    assert_eq!(
+        stored_booking_id(&env, "stella", &confirm_key).await,
+        Some(confirmed.to_string())
+    );
+    assert_eq!(
+        stored_booking_id(&env, "root", &reschedule_key).await,
+        Some(moved.to_string())
+    );
+    let created_by_bob = "SELECT count(*) FROM {t}idempotency_keys \
+         WHERE subject = 'bob' AND booking_id IS NOT NULL";
+    assert_eq!(env.db.count(created_by_bob).await, 1, "create records it");
+    assert_eq!(keys_containing(&env, EMAIL).await, 4);
+    // Stored 2xx bodies that are not JSON objects cannot fail the erasure.
+    let odd = [
+        ("odd-array", "application/json", "[1]"),
+        ("odd-scalar", "application/json", "\"customer\""),
+        ("odd-text", "text/plain", "not json"),
+    ];
+    for (key, content_type, body) in odd {
+        let body = match backend {
+            Backend::Postgres => format!("convert_to('{body}', 'UTF8')"),
+            Backend::Sqlite => format!("CAST('{body}' AS BLOB)"),
+        };
+        env.db
+            .execute(&format!(
+                "INSERT INTO {{t}}idempotency_keys (subject, key, fingerprint, state, status, \
+                 headers, body, created_at, locked_at, booking_id) VALUES ('root', '{key}', '', \
+                 'done', 200, '[[\"content-type\",\"{content_type}\"]]', {body}, \
+                 '2030-01-01T00:00:00.000000Z', '2030-01-01T00:00:00.000000Z', '{confirmed}')"
+            ))
+            .await;
+    }
+
+    assert_eq!(env.booking.anonymise_customer(ALICE).await.unwrap(), 2);
+
+    // (a) The staff's and the admin's retries replay, without alice.
+    let outbox = env.db.rows("outbox").await;
+    let replays = [
+        (first, confirm().await),
+        (
+            rescheduled,
+            root.post(&reschedule_path, &reschedule_key, reschedule_body)
+                .await,
+        ),
+    ];
+    for (original, replay) in replays {
+        assert_eq!(replay.status, original.status, "{:?}", replay.json);
+        assert_eq!(replay.headers["idempotent-replayed"], "true");
+        assert!(replay.json.get("customer").is_none(), "{:?}", replay.json);
+        assert!(
+            !String::from_utf8_lossy(&replay.bytes).contains(EMAIL),
+            "{:?}",
+            replay.bytes
+        );
+        let mut expected = original.json.clone();
+        expected.as_object_mut().unwrap().remove("customer");
+        assert_eq!(replay.json, expected, "otherwise the same response");
+    }
+    assert_eq!(env.db.rows("outbox").await, outbox, "nothing ran again");
+    // (b) No stored copy of alice's email is left; the keys stay.
+    assert_eq!(keys_containing(&env, EMAIL).await, 0);
+    assert_eq!(
+        env.db
+            .count("SELECT count(*) FROM {t}idempotency_keys WHERE subject IN ('stella', 'root')")
+            .await,
+        3 + 3,
+        "three answered over HTTP, three inserted"
+    );
+    // (c) Bob's booking's stored response is untouched, and so are bodies
+    // that are not booking JSON.
+    assert_eq!(stored_body(&env, "stella", &bob_key).await, bobs_before);
+    assert_eq!(keys_containing(&env, bob_email).await, 2);
+    for (key, _, body) in odd {
+        assert_eq!(stored_body(&env, "root", key).await.as_deref(), Some(body));
+    }
 }
 
 async fn account_deleted_is_handled_once_in_process(backend: Backend) {
