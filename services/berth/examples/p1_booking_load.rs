@@ -24,6 +24,7 @@ use std::time::{Duration, Instant};
 
 use rand::seq::SliceRandom;
 use serde_json::{Value, json};
+use support::Procs;
 
 const CLIENTS: usize = 64;
 const RESOURCES: usize = 100;
@@ -75,7 +76,7 @@ async fn main() {
         support::free_port(),
         support::free_port(),
     );
-    let _availability = support::spawn(
+    let availability_process = support::spawn(
         &["serve", "availability"],
         &[
             auth.env().as_slice(),
@@ -90,7 +91,7 @@ async fn main() {
     );
     let a = format!("http://127.0.0.1:{a_http}");
     support::wait_ready(&a).await;
-    let _booking = support::spawn(
+    let booking_process = support::spawn(
         &["serve", "booking"],
         &[
             auth.env().as_slice(),
@@ -182,11 +183,11 @@ async fn main() {
     // Load: 64 clients drain the shared work list.
     let next = Arc::new(AtomicUsize::new(0));
     let cpu = support::CpuMeter::start(vec![
-        ("postgres", None),
-        ("redis-server", None),
-        ("booking", Some(_booking.0.id())),
-        ("availability", Some(_availability.0.id())),
-        ("load generator", Some(std::process::id())),
+        ("postgres", Procs::Named("postgres")),
+        ("redis-server", Procs::Named("redis-server")),
+        ("booking", Procs::Pid(booking_process.0.id())),
+        ("availability", Procs::Pid(availability_process.0.id())),
+        ("load generator", Procs::Pid(std::process::id())),
     ]);
     let started = Instant::now();
     let workers: Vec<_> = (0..CLIENTS)
@@ -339,8 +340,8 @@ async fn main() {
 
     drop(conn);
     let _ = std::fs::remove_file(&script);
-    drop(_booking);
-    drop(_availability);
+    drop(booking_process);
+    drop(availability_process);
     tokio::time::sleep(Duration::from_millis(300)).await;
     db.drop_db().await;
 }

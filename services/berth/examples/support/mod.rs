@@ -150,12 +150,20 @@ impl Auth {
     }
 }
 
-/// CPU seconds (user + system) spent by a set of processes between
+/// Which processes a [`CpuMeter`] line adds up.
+#[derive(Clone, Copy)]
+pub enum Procs {
+    /// One process.
+    Pid(u32),
+    /// Every process with this name (e.g. all PostgreSQL backends).
+    Named(&'static str),
+}
+
+/// CPU seconds (user + system) spent by groups of processes between
 /// [`CpuMeter::start`] and [`CpuMeter::stop`], read from `/proc` (Linux).
 /// Shows where a run's CPU went when everything shares the same cores.
 pub struct CpuMeter {
-    before: Vec<(&'static str, f64)>,
-    pids: Vec<(&'static str, Option<u32>)>,
+    lines: Vec<(&'static str, Procs, f64)>,
 }
 
 /// `/proc/<pid>/stat` reports times in clock ticks; Linux fixes `USER_HZ`
@@ -173,39 +181,35 @@ fn proc_cpu(pid: &str) -> Option<(String, f64)> {
     Some((comm, ticks / TICKS_PER_SECOND))
 }
 
-/// Every process named `comm` (e.g. all PostgreSQL backends), or one pid.
-fn cpu_of(comm: &str, pid: Option<u32>) -> f64 {
-    if let Some(pid) = pid {
-        return proc_cpu(&pid.to_string()).map_or(0.0, |(_, s)| s);
+fn cpu_of(procs: Procs) -> f64 {
+    match procs {
+        Procs::Pid(pid) => proc_cpu(&pid.to_string()).map_or(0.0, |(_, s)| s),
+        Procs::Named(name) => std::fs::read_dir("/proc")
+            .map(|dir| {
+                dir.filter_map(Result::ok)
+                    .filter_map(|e| proc_cpu(e.file_name().to_str()?))
+                    .filter(|(comm, _)| comm == name)
+                    .map(|(_, s)| s)
+                    .sum()
+            })
+            .unwrap_or(0.0),
     }
-    std::fs::read_dir("/proc")
-        .map(|dir| {
-            dir.filter_map(Result::ok)
-                .filter_map(|e| proc_cpu(e.file_name().to_str()?))
-                .filter(|(c, _)| c == comm)
-                .map(|(_, s)| s)
-                .sum()
-        })
-        .unwrap_or(0.0)
 }
 
 impl CpuMeter {
-    /// `pids`: a label and either a pid or, with `None`, a process name
-    /// whose instances are summed.
-    pub fn start(pids: Vec<(&'static str, Option<u32>)>) -> Self {
-        let before = pids
-            .iter()
-            .map(|(label, pid)| (*label, cpu_of(label, *pid)))
+    pub fn start(lines: Vec<(&'static str, Procs)>) -> Self {
+        let lines = lines
+            .into_iter()
+            .map(|(label, procs)| (label, procs, cpu_of(procs)))
             .collect();
-        Self { before, pids }
+        Self { lines }
     }
 
     /// CPU seconds per label since `start`.
     pub fn stop(&self) -> Vec<(&'static str, f64)> {
-        self.pids
+        self.lines
             .iter()
-            .zip(&self.before)
-            .map(|((label, pid), (_, before))| (*label, (cpu_of(label, *pid) - before).max(0.0)))
+            .map(|(label, procs, before)| (*label, (cpu_of(*procs) - before).max(0.0)))
             .collect()
     }
 }
