@@ -32,29 +32,51 @@ const SLOTS_PER_RESOURCE: usize = 10;
 const ATTEMPTS_PER_SLOT: usize = 2;
 const PGBENCH_SECONDS: u32 = 15;
 
+/// `CLIENTS` concurrent clients take jobs `0..jobs` in turn, each sending
+/// the request `request(client, job)` builds; every response's status and
+/// latency, in no particular order.
+async fn drain<F>(jobs: usize, request: F) -> Vec<(u16, Duration)>
+where
+    F: Fn(usize, usize) -> reqwest::RequestBuilder + Send + Sync + 'static,
+{
+    let (next, request) = (Arc::new(AtomicUsize::new(0)), Arc::new(request));
+    let workers: Vec<_> = (0..CLIENTS)
+        .map(|c| {
+            let (next, request) = (next.clone(), request.clone());
+            tokio::spawn(async move {
+                let mut seen = Vec::new();
+                loop {
+                    let job = next.fetch_add(1, Ordering::Relaxed);
+                    if job >= jobs {
+                        break seen;
+                    }
+                    let t0 = Instant::now();
+                    let r = request(c, job).send().await.unwrap();
+                    let status = r.status().as_u16();
+                    let _ = r.bytes().await;
+                    seen.push((status, t0.elapsed()));
+                }
+            })
+        })
+        .collect();
+    let mut results = Vec::new();
+    for w in workers {
+        results.extend(w.await.unwrap());
+    }
+    results
+}
+
 /// What the machine's cheapest request costs: the same client and the same
 /// booking process answering `GET /livez` (no auth, no database, no gRPC).
 /// No booking can go faster than this, so it bounds the ratio from above.
 async fn hop_floor(client: &reqwest::Client, base: &str) -> f64 {
     const REQUESTS: usize = 20_000;
-    let next = Arc::new(AtomicUsize::new(0));
+    let (client, url) = (client.clone(), format!("{base}/livez"));
     let started = Instant::now();
-    let workers: Vec<_> = (0..CLIENTS)
-        .map(|_| {
-            let (client, next, url) = (client.clone(), next.clone(), format!("{base}/livez"));
-            tokio::spawn(async move {
-                while next.fetch_add(1, Ordering::Relaxed) < REQUESTS {
-                    let r = client.get(&url).send().await.unwrap();
-                    assert!(r.status().is_success());
-                    let _ = r.bytes().await;
-                }
-            })
-        })
-        .collect();
-    for w in workers {
-        w.await.unwrap();
-    }
-    REQUESTS as f64 / started.elapsed().as_secs_f64()
+    let results = drain(REQUESTS, move |_, _| client.get(&url)).await;
+    let rate = REQUESTS as f64 / started.elapsed().as_secs_f64();
+    assert!(results.iter().all(|(status, _)| *status == 200));
+    rate
 }
 
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
@@ -178,10 +200,12 @@ async fn main() {
         RESOURCES * slots_per_resource * ATTEMPTS_PER_SLOT
     );
     work.shuffle(&mut rand::rng());
-    let work = Arc::new(work);
 
     // Load: 64 clients drain the shared work list.
-    let next = Arc::new(AtomicUsize::new(0));
+    let customers: Vec<String> = (0..CLIENTS)
+        .map(|c| auth.bearer(&format!("customer-{c}"), "customer"))
+        .collect();
+    let (load_client, url, jobs) = (client.clone(), format!("{b}/v1/bookings"), work.len());
     let cpu = support::CpuMeter::start(vec![
         ("postgres", Procs::Named("postgres")),
         ("redis-server", Procs::Named("redis-server")),
@@ -190,36 +214,14 @@ async fn main() {
         ("load generator", Procs::Pid(std::process::id())),
     ]);
     let started = Instant::now();
-    let workers: Vec<_> = (0..CLIENTS)
-        .map(|c| {
-            let (client, work, next, b) = (client.clone(), work.clone(), next.clone(), b.clone());
-            let customer = auth.bearer(&format!("customer-{c}"), "customer");
-            tokio::spawn(async move {
-                let mut seen = Vec::new();
-                loop {
-                    let i = next.fetch_add(1, Ordering::Relaxed);
-                    let Some(body) = work.get(i) else { break };
-                    let t0 = Instant::now();
-                    let r = client
-                        .post(format!("{b}/v1/bookings"))
-                        .header("authorization", &customer)
-                        .header("Idempotency-Key", uuid::Uuid::new_v4().to_string())
-                        .json(body)
-                        .send()
-                        .await
-                        .unwrap();
-                    let status = r.status().as_u16();
-                    let _ = r.bytes().await;
-                    seen.push((status, t0.elapsed()));
-                }
-                seen
-            })
-        })
-        .collect();
-    let mut results = Vec::new();
-    for w in workers {
-        results.extend(w.await.unwrap());
-    }
+    let results = drain(jobs, move |c, job| {
+        load_client
+            .post(&url)
+            .header("authorization", &customers[c])
+            .header("Idempotency-Key", uuid::Uuid::new_v4().to_string())
+            .json(&work[job])
+    })
+    .await;
     let elapsed = started.elapsed();
     let cpu = cpu.stop();
     let booked = results.iter().filter(|(s, _)| *s == 201).count();
