@@ -763,50 +763,30 @@ mod tests {
 
     use berth_slots::{LocalInterval, WeeklyHours};
     use chrono::{DurationRound, Weekday};
-    use sqlx::Connection;
     use sqlx::types::Json;
 
     use super::*;
     use crate::store::{Store, TypeRow};
+    use crate::test_db as db;
 
     struct Scratch {
         store: Store,
-        name: String,
+        db: db::TestDb,
     }
 
     impl Scratch {
         async fn new() -> Scratch {
-            let admin = std::env::var("DATABASE_URL").unwrap_or_else(|_| {
-                panic!("DATABASE_URL is not set: run `eval \"$(scripts/stack env)\"`")
-            });
-            let name = format!("ledger_unit_{}", Uuid::new_v4().simple());
-            let mut conn = sqlx::PgConnection::connect(&admin).await.unwrap();
-            sqlx::query(&format!("CREATE DATABASE {name}"))
-                .execute(&mut conn)
-                .await
-                .unwrap();
-            let (base, query) = admin.split_once('?').unwrap_or((&admin, ""));
-            let slash = base.rfind('/').unwrap();
-            let query = if query.is_empty() {
-                String::new()
-            } else {
-                format!("?{query}")
-            };
-            let url = format!("{}{name}{query}", &base[..=slash]);
+            let db = db::TestDb::create("ledger_unit").await;
             Scratch {
-                store: Store::connect(&url).await.unwrap(),
-                name,
+                store: Store::connect(&db.url).await.unwrap(),
+                db,
             }
         }
 
         async fn drop_db(self) {
-            let Scratch { store, name } = self;
+            let Scratch { store, db } = self;
             drop(store);
-            let admin = std::env::var("DATABASE_URL").unwrap();
-            let mut conn = sqlx::PgConnection::connect(&admin).await.unwrap();
-            let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
-                .execute(&mut conn)
-                .await;
+            db.drop_now().await;
         }
 
         /// A resource open around the clock with a 30-minute type of `capacity` seats.

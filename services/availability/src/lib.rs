@@ -27,6 +27,11 @@ mod rest;
 mod rules;
 mod slots;
 mod store;
+/// The workspace's scratch-database helper, for unit tests against PostgreSQL.
+#[cfg(test)]
+#[allow(dead_code)] // shared helper; this crate uses part of it
+#[path = "../../../tests/support/db.rs"]
+mod test_db;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;

@@ -88,7 +88,7 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
 async fn main() {
     let redis =
         std::env::var("REDIS_URL").expect("REDIS_URL: run scripts/stack up and eval its env");
-    let db = support::BenchDb::create("p1").await;
+    let db = support::db::TestDb::create("p1").await;
     let db_url = db.url.clone();
     let name = db.name.clone();
     let auth = support::Auth::start().await;
@@ -345,5 +345,5 @@ async fn main() {
     drop(booking_process);
     drop(availability_process);
     tokio::time::sleep(Duration::from_millis(300)).await;
-    db.drop_db().await;
+    db.drop_now().await;
 }

@@ -23,7 +23,7 @@ const SECONDS: u64 = 10;
 
 #[tokio::main]
 async fn main() {
-    let db = support::BenchDb::create("p3").await;
+    let db = support::db::TestDb::create("p3").await;
     let auth = support::Auth::start().await;
     let staff = auth.bearer("staff-1", "staff");
     let (http, grpc) = (support::free_port(), support::free_port());
@@ -162,5 +162,5 @@ async fn main() {
 
     drop(process);
     tokio::time::sleep(Duration::from_millis(300)).await;
-    db.drop_db().await;
+    db.drop_now().await;
 }

@@ -13,7 +13,8 @@ mod support;
 use std::process::Command;
 
 use serde_json::{Value, json};
-use support::{Auth, BenchDb as TestDb, Process, free_port, spawn, wait_ready};
+use support::db::TestDb;
+use support::{Auth, Process, free_port, spawn, wait_ready};
 
 const CLIENTS: usize = 64;
 const STAFF: &str = "staff-1";
@@ -289,7 +290,7 @@ async fn run(redis_url: &str) {
         }
         check_ledger(&db);
     }
-    db.drop_db().await;
+    db.drop_now().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -13,11 +13,10 @@
 //! mirrors what this process sent to Redis).
 
 use std::future::Future;
-use std::time::Duration;
 
 use async_trait::async_trait;
-use redis::aio::ConnectionManager;
-use tokio::sync::{Mutex, broadcast};
+use berth_runtime::stream::{Entry, StreamAppender};
+use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
@@ -25,9 +24,6 @@ use crate::Booking;
 use crate::error::BookingError;
 use crate::model::{Event, now};
 use crate::store::Publisher;
-
-/// A stuck Redis must not hold the outbox rows locked forever.
-const REDIS_TIMEOUT: Duration = Duration::from_secs(5);
 
 pub(crate) struct ChannelPublisher {
     pub events: broadcast::Sender<Event>,
@@ -45,10 +41,7 @@ impl Publisher for ChannelPublisher {
 }
 
 pub(crate) struct RedisPublisher {
-    client: redis::Client,
-    stream_key: String,
-    /// Connected on first use, so the service starts while Redis is down.
-    connection: Mutex<Option<ConnectionManager>>,
+    stream: StreamAppender,
     mirror: ChannelPublisher,
 }
 
@@ -59,46 +52,25 @@ impl RedisPublisher {
         mirror: broadcast::Sender<Event>,
     ) -> Self {
         Self {
-            client,
-            stream_key,
-            connection: Mutex::new(None),
+            stream: StreamAppender::new(client, stream_key),
             mirror: ChannelPublisher { events: mirror },
         }
     }
 
     async fn xadd(&self, events: &[Event]) -> Result<(), String> {
-        let mut slot = self.connection.lock().await;
-        if slot.is_none() {
-            let connecting = ConnectionManager::new(self.client.clone());
-            let connection = tokio::time::timeout(REDIS_TIMEOUT, connecting)
-                .await
-                .map_err(|_| "timed out connecting to Redis".to_owned())?
-                .map_err(|e| e.to_string())?;
-            *slot = Some(connection);
-        }
-        let Some(connection) = slot.as_mut() else {
-            return Err("no Redis connection".to_owned());
-        };
-        let mut pipe = redis::pipe();
-        for event in events {
-            let json = serde_json::to_string(event).map_err(|e| e.to_string())?;
-            pipe.cmd("XADD")
-                .arg(&self.stream_key)
-                .arg("*")
-                .arg("event_id")
-                .arg(event.id.to_string())
-                .arg("type")
-                .arg(&event.event_type)
-                .arg("booking_id")
-                .arg(event.booking_id.to_string())
-                .arg("event")
-                .arg(json)
-                .ignore();
-        }
-        tokio::time::timeout(REDIS_TIMEOUT, pipe.query_async::<()>(connection))
-            .await
-            .map_err(|_| "Redis did not answer in time".to_owned())?
-            .map_err(|e| e.to_string())
+        let entries = events
+            .iter()
+            .map(|event| {
+                let json = serde_json::to_string(event).map_err(|e| e.to_string())?;
+                Ok(vec![
+                    ("event_id", event.id.to_string()),
+                    ("type", event.event_type.clone()),
+                    ("booking_id", event.booking_id.to_string()),
+                    ("event", json),
+                ])
+            })
+            .collect::<Result<Vec<Entry>, String>>()?;
+        self.stream.append(&entries).await
     }
 }
 

@@ -1,7 +1,7 @@
 //! Shared service runtime, written once and used by every Berth service:
 //! configuration, ECS logs with trace ids, Prometheus metrics, health,
 //! graceful shutdown, outbound resilience, problem+json errors, gRPC plumbing,
-//! PostgreSQL pool settings.
+//! PostgreSQL pool settings, Redis stream appends.
 
 pub mod auth;
 pub mod client;
@@ -13,6 +13,7 @@ pub mod postgres;
 pub mod problem;
 pub mod resilience;
 pub mod server;
+pub mod stream;
 pub mod telemetry;
 pub mod trace;
 

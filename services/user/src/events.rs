@@ -13,8 +13,8 @@
 
 use std::time::{Duration, Instant};
 
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
-use tokio::sync::{Mutex, broadcast};
+use berth_runtime::stream::{Entry, StreamAppender};
+use tokio::sync::broadcast;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
@@ -25,8 +25,6 @@ use crate::{UserError, Users};
 /// `type` of the event recorded when an account is deleted.
 pub const ACCOUNT_DELETED: &str = "account.deleted";
 
-/// A stuck Redis must not hold the outbox rows locked for long.
-const REDIS_TIMEOUT: Duration = Duration::from_secs(5);
 const BATCH: i64 = 100;
 /// Published rows are kept this long (debugging), then purged.
 const RETENTION_SECS: i64 = 7 * 24 * 3600;
@@ -47,10 +45,7 @@ pub(crate) enum Publisher {
 }
 
 pub(crate) struct RedisPublisher {
-    client: redis::Client,
-    stream_key: String,
-    /// Connected on first use, so deletions keep working while Redis is down.
-    connection: Mutex<Option<ConnectionManager>>,
+    stream: StreamAppender,
     mirror: broadcast::Sender<AccountEvent>,
 }
 
@@ -73,39 +68,17 @@ impl Publisher {
 
 impl RedisPublisher {
     async fn xadd(&self, events: &[AccountEvent]) -> Result<(), String> {
-        let mut slot = self.connection.lock().await;
-        let connection = match &mut *slot {
-            Some(connection) => connection,
-            None => {
-                let config = ConnectionManagerConfig::new()
-                    .set_number_of_retries(1)
-                    .set_connection_timeout(REDIS_TIMEOUT)
-                    .set_response_timeout(REDIS_TIMEOUT);
-                let connecting = ConnectionManager::new_with_config(self.client.clone(), config);
-                let connection = tokio::time::timeout(REDIS_TIMEOUT, connecting)
-                    .await
-                    .map_err(|_| "timed out connecting to Redis".to_owned())?
-                    .map_err(|e| e.to_string())?;
-                slot.insert(connection)
-            }
-        };
-        let mut pipe = redis::pipe();
-        for event in events {
-            pipe.cmd("XADD")
-                .arg(&self.stream_key)
-                .arg("*")
-                .arg("event_id")
-                .arg(event.id.to_string())
-                .arg("type")
-                .arg(&event.event_type)
-                .arg("account_id")
-                .arg(&event.account_id)
-                .ignore();
-        }
-        tokio::time::timeout(REDIS_TIMEOUT, pipe.query_async::<()>(connection))
-            .await
-            .map_err(|_| "Redis did not answer in time".to_owned())?
-            .map_err(|e| e.to_string())
+        let entries: Vec<Entry> = events
+            .iter()
+            .map(|event| {
+                vec![
+                    ("event_id", event.id.to_string()),
+                    ("type", event.event_type.clone()),
+                    ("account_id", event.account_id.clone()),
+                ]
+            })
+            .collect();
+        self.stream.append(&entries).await
     }
 }
 
@@ -128,9 +101,7 @@ impl Users {
         let mirror = self.inner.events.clone();
         match redis {
             Some(client) => Publisher::Redis(RedisPublisher {
-                client,
-                stream_key: self.config().event_stream_key.clone(),
-                connection: Mutex::new(None),
+                stream: StreamAppender::new(client, self.config().event_stream_key.clone()),
                 mirror,
             }),
             None => Publisher::Channel(mirror),

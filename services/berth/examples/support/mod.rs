@@ -60,39 +60,10 @@ pub async fn wait_ready(base: &str) {
     panic!("{base} never became ready");
 }
 
-/// A fresh database named `<prefix>_<random>` on the stack's PostgreSQL.
-pub struct BenchDb {
-    pub admin: sqlx::PgConnection,
-    pub name: String,
-    pub url: String,
-}
-
-impl BenchDb {
-    pub async fn create(prefix: &str) -> Self {
-        let admin_url = std::env::var("DATABASE_URL")
-            .expect("DATABASE_URL: run scripts/stack up and eval \"$(scripts/stack env)\"");
-        let name = format!("{prefix}_{}", uuid::Uuid::new_v4().simple());
-        let mut admin = <sqlx::PgConnection as sqlx::Connection>::connect(&admin_url)
-            .await
-            .unwrap();
-        sqlx::query(&format!("CREATE DATABASE {name}"))
-            .execute(&mut admin)
-            .await
-            .unwrap();
-        let url = format!("{}/{name}", admin_url.rsplit_once('/').unwrap().0);
-        Self { admin, name, url }
-    }
-
-    pub async fn drop_db(mut self) {
-        sqlx::query(&format!(
-            "DROP DATABASE IF EXISTS {} WITH (FORCE)",
-            self.name
-        ))
-        .execute(&mut self.admin)
-        .await
-        .ok();
-    }
-}
+/// A fresh database per run on the stack's PostgreSQL: the workspace's
+/// test helper (`TestDb::create(prefix)`, `drop_now`).
+#[path = "../../../../tests/support/db.rs"]
+pub mod db;
 
 /// Access tokens for the services under test: a real EdDSA issuer whose
 /// JWKS is served over HTTP, so `berth serve` verifies exactly as in
