@@ -4,6 +4,7 @@
 //! PostgreSQL pool settings, Redis stream appends.
 
 pub mod auth;
+pub mod batch;
 pub mod client;
 pub mod config;
 pub mod grpc;

@@ -88,6 +88,8 @@ impl Metrics {
         registry.register(Box::new(
             prometheus::process_collector::ProcessCollector::for_self(),
         ))?;
+        registry.register(Box::new(crate::batch::size_histogram().clone()))?;
+        registry.register(Box::new(crate::batch::duration_histogram().clone()))?;
         Ok(Self {
             http: RequestMetrics::register(&registry, "http", "status")?,
             grpc: RequestMetrics::register(&registry, "grpc", "code")?,
