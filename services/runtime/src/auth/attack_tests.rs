@@ -130,6 +130,32 @@ async fn expired_and_not_yet_valid_tokens_are_rejected() {
 }
 
 #[tokio::test]
+async fn a_remembered_token_still_expires_and_dies_with_its_key() {
+    let k = key("k1");
+    let keys = SharedJwks::new(JwkSet {
+        keys: vec![k.jwk.clone()],
+    });
+    let v = Verifier::from_shared(ISS, AUD, keys.clone()).with_leeway(Duration::ZERO);
+    let token = sign(&k, &claims());
+    // The second check is answered from the verified-token cache.
+    assert!(v.verify(&token).await.is_ok());
+    assert!(v.verify(&token).await.is_ok());
+    // Retiring the key ends the token's validity at once.
+    keys.set(JwkSet { keys: Vec::new() });
+    assert_eq!(v.verify(&token).await, Err(AuthError::UnknownKey));
+    keys.set(JwkSet {
+        keys: vec![k.jwk.clone()],
+    });
+    // A remembered token still expires on time.
+    let mut short = claims();
+    short["exp"] = json!(now() + 1);
+    let short = sign(&k, &short);
+    assert!(v.verify(&short).await.is_ok());
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    assert_eq!(v.verify(&short).await, Err(AuthError::Expired));
+}
+
+#[tokio::test]
 async fn wrong_issuer_or_audience_is_rejected() {
     let k = key("k1");
     let v = verifier(&[&k]);

@@ -1,7 +1,7 @@
 //! Token verification: key lookup by `kid`, algorithm pinning, claims.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use arc_swap::ArcSwap;
 use jsonwebtoken::jwk::{AlgorithmParameters, EllipticCurve, Jwk, JwkSet, KeyAlgorithm};
@@ -19,10 +19,23 @@ enum Keys {
     Remote(RemoteJwks),
 }
 
+/// Tokens verified recently, so a client's next request with the same
+/// token skips the signature check (an Ed25519 verification costs more
+/// than the rest of a small request). Only successes are kept; a hit is
+/// re-checked for `exp`/`nbf` and for its key still being published, so a
+/// retired key ends its tokens' validity exactly as without the cache.
+const VERIFIED_CACHE_TOKENS: usize = 10_000;
+
+struct Verified {
+    claims: AccessClaims,
+    kid: String,
+}
+
 struct Inner {
     issuer: String,
     audience: String,
     keys: Keys,
+    verified: quick_cache::sync::Cache<String, Arc<Verified>>,
 }
 
 /// Verifies access tokens. Cheap to clone.
@@ -71,6 +84,7 @@ impl Verifier {
                 issuer: issuer.to_owned(),
                 audience: audience.to_owned(),
                 keys,
+                verified: quick_cache::sync::Cache::new(VERIFIED_CACHE_TOKENS),
             }),
             leeway: DEFAULT_LEEWAY,
         }
@@ -113,6 +127,40 @@ impl Verifier {
 
     /// Verifies a token and returns all its claims.
     pub async fn verify_claims(&self, token: &str) -> Result<AccessClaims, AuthError> {
+        if let Some(hit) = self.inner.verified.get(token)
+            && self.still_valid(&hit)
+        {
+            return Ok(hit.claims.clone());
+        }
+        let (claims, kid) = self.verify_signed(token).await?;
+        self.inner.verified.insert(
+            token.to_owned(),
+            Arc::new(Verified {
+                claims: claims.clone(),
+                kid,
+            }),
+        );
+        Ok(claims)
+    }
+
+    /// What the full check would say of a token it accepted before: still
+    /// inside `nbf`..`exp` (with the same leeway) and its key still known.
+    fn still_valid(&self, hit: &Verified) -> bool {
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        let leeway = self.leeway.as_secs();
+        let in_time = hit.claims.exp >= now.saturating_sub(leeway)
+            && hit.claims.nbf <= now.saturating_add(leeway);
+        let key_known = match &self.inner.keys {
+            Keys::Shared(keys) => keys.get().find(&hit.kid).is_some(),
+            Keys::Remote(remote) => remote.keys.load().find(&hit.kid).is_some(),
+        };
+        in_time && key_known
+    }
+
+    /// The signature and claims check; returns the claims and the key id.
+    async fn verify_signed(&self, token: &str) -> Result<(AccessClaims, String), AuthError> {
         // Parsing the header fails for algorithms jsonwebtoken does not know,
         // which includes `none`.
         let header = jsonwebtoken::decode_header(token).map_err(|_| AuthError::Malformed)?;
@@ -148,7 +196,7 @@ impl Verifier {
                 _ => AuthError::Malformed,
             }
         })?;
-        Ok(data.claims)
+        Ok((data.claims, kid))
     }
 
     /// Tower layer: verifies `Authorization: Bearer` when present.
