@@ -75,7 +75,9 @@ impl Runtime {
             .add_service(health_service)
             .add_service(reflection)
             .serve_with_incoming_shutdown(
-                TcpIncoming::from(listener),
+                // Without TCP_NODELAY a response's trailing frames wait for
+                // the peer's delayed ACK: tens of milliseconds per call.
+                TcpIncoming::from(listener).with_nodelay(Some(true)),
                 stop.clone().cancelled_owned(),
             );
         drain(

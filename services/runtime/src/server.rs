@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
+use axum::serve::ListenerExt;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
@@ -120,6 +121,13 @@ impl Runtime {
     /// at most the configured deadline.
     pub async fn serve_http(&self, listener: TcpListener, app: Router) -> Result<(), RuntimeError> {
         let stop = self.stop.clone();
+        // A response written in more than one piece must not wait for the
+        // client's delayed ACK (Nagle).
+        let listener = listener.tap_io(|tcp| {
+            if let Err(error) = tcp.set_nodelay(true) {
+                tracing::debug!(%error, "cannot set TCP_NODELAY");
+            }
+        });
         let server = axum::serve(listener, app.into_make_service())
             .with_graceful_shutdown(stop.clone().cancelled_owned())
             .into_future();
