@@ -7,11 +7,13 @@
 //! `Status` → `Problem` ([`Problem::from_grpc_status`]) → `LedgerError` on
 //! the client.
 
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use async_trait::async_trait;
 use berth_ledger::{ClaimReceipt, ClaimRequest, Ledger, LedgerError};
 use berth_runtime::Problem;
+use berth_runtime::batch::Batcher;
 use berth_runtime::grpc::GrpcChannel;
 use chrono::{DateTime, Utc};
 use tonic::metadata::MetadataValue;
@@ -122,6 +124,55 @@ fn receipt_from_pb(r: pb::ClaimReceipt) -> Result<ClaimReceipt, LedgerError> {
     })
 }
 
+fn claim_from_pb(r: pb::ClaimRequest) -> Result<ClaimRequest, LedgerError> {
+    Ok(ClaimRequest {
+        resource_id: parse_uuid("resource_id", &r.resource_id)?,
+        appointment_type_id: parse_uuid("appointment_type_id", &r.appointment_type_id)?,
+        start: from_timestamp("start", r.start)?,
+        seats: r.seats,
+        hold_for: r.hold_for.map(from_duration).transpose()?,
+        owner: r.owner,
+    })
+}
+
+fn claim_to_pb(r: ClaimRequest) -> pb::ClaimRequest {
+    pb::ClaimRequest {
+        resource_id: r.resource_id.to_string(),
+        appointment_type_id: r.appointment_type_id.to_string(),
+        start: Some(to_timestamp(r.start)),
+        seats: r.seats,
+        hold_for: r.hold_for.map(to_duration),
+        owner: r.owner,
+    }
+}
+
+/// A claim's outcome on the wire: its receipt, or the problem JSON that a
+/// `Claim` call would carry in its status details.
+fn outcome_to_pb(outcome: Result<ClaimReceipt, LedgerError>) -> pb::ClaimOutcome {
+    use pb::claim_outcome::Outcome;
+    let outcome = match outcome {
+        Ok(receipt) => Outcome::Receipt(receipt_to_pb(receipt)),
+        Err(error) => {
+            Outcome::Problem(serde_json::to_vec(&Problem::from(error)).unwrap_or_default())
+        }
+    };
+    pb::ClaimOutcome {
+        outcome: Some(outcome),
+    }
+}
+
+fn outcome_from_pb(outcome: pb::ClaimOutcome) -> Result<ClaimReceipt, LedgerError> {
+    use pb::claim_outcome::Outcome;
+    match outcome.outcome {
+        Some(Outcome::Receipt(receipt)) => receipt_from_pb(receipt),
+        Some(Outcome::Problem(json)) => Err(serde_json::from_slice::<Problem>(&json).map_or_else(
+            |e| LedgerError::Internal(format!("malformed ledger problem: {e}")),
+            LedgerError::from,
+        )),
+        None => Err(LedgerError::Internal("empty ledger outcome".to_owned())),
+    }
+}
+
 /// Serves any [`Ledger`] as `berth.availability.v1.Ledger`.
 pub(crate) struct LedgerService<L> {
     ledger: L,
@@ -137,20 +188,40 @@ impl<L: Ledger> pb::ledger_server::Ledger for LedgerService<L> {
         &self,
         request: Request<pb::ClaimRequest>,
     ) -> Result<Response<pb::ClaimReceipt>, Status> {
-        let r = request.into_inner();
-        let request = (|| {
-            Ok::<_, LedgerError>(ClaimRequest {
-                resource_id: parse_uuid("resource_id", &r.resource_id)?,
-                appointment_type_id: parse_uuid("appointment_type_id", &r.appointment_type_id)?,
-                start: from_timestamp("start", r.start)?,
-                seats: r.seats,
-                hold_for: r.hold_for.map(from_duration).transpose()?,
-                owner: r.owner,
-            })
-        })()
-        .map_err(status)?;
+        let request = claim_from_pb(request.into_inner()).map_err(status)?;
         let receipt = self.ledger.claim(request).await.map_err(status)?;
         Ok(Response::new(receipt_to_pb(receipt)))
+    }
+
+    async fn claim_many(
+        &self,
+        request: Request<pb::ClaimManyRequest>,
+    ) -> Result<Response<pb::ClaimManyResponse>, Status> {
+        let claims = request.into_inner().claims;
+        if claims.len() > MAX_CLAIMS_PER_CALL {
+            return Err(status(LedgerError::Invalid(format!(
+                "claims: at most {MAX_CLAIMS_PER_CALL} per call, got {}",
+                claims.len()
+            ))));
+        }
+        // A malformed claim fails alone, like a Claim call would.
+        let parsed: Vec<Result<ClaimRequest, LedgerError>> =
+            claims.into_iter().map(claim_from_pb).collect();
+        let valid: Vec<ClaimRequest> = parsed.iter().filter_map(|p| p.clone().ok()).collect();
+        let mut decided = self.ledger.claim_many(valid).await.into_iter();
+        let outcomes = parsed
+            .into_iter()
+            .map(|p| {
+                let outcome = match p {
+                    Ok(_) => decided.next().unwrap_or_else(|| {
+                        Err(LedgerError::Internal("claim not decided".to_owned()))
+                    }),
+                    Err(error) => Err(error),
+                };
+                outcome_to_pb(outcome)
+            })
+            .collect();
+        Ok(Response::new(pb::ClaimManyResponse { outcomes }))
     }
 
     async fn confirm(
@@ -222,16 +293,78 @@ impl tower::Service<http::Request<tonic::body::Body>> for Channel {
 
 /// The ledger of a remote availability service. Calls go through the
 /// runtime's resilient channel (timeout, breaker, retries, trace context).
+/// Concurrent claims are gathered into `ClaimMany` calls (group commit on
+/// the wire; availability decides them together).
 #[derive(Clone)]
 pub struct GrpcLedger {
     client: LedgerClient<Channel>,
+    /// Started on the first claim (it needs a running Tokio runtime).
+    claims: Arc<OnceLock<Batcher<ClaimRequest, Result<ClaimReceipt, LedgerError>>>>,
 }
+
+/// Claims per `ClaimMany` call at most (the server's limit).
+const MAX_CLAIMS_PER_CALL: usize = 256;
+/// Claims the client gathers into one call, and calls in flight at once.
+const CLIENT_BATCH: usize = 64;
+const CLIENT_CALLS_IN_FLIGHT: usize = 4;
 
 impl GrpcLedger {
     pub fn new(channel: GrpcChannel) -> Self {
         Self {
             client: LedgerClient::new(Channel(channel)),
+            claims: Arc::new(OnceLock::new()),
         }
+    }
+
+    fn batcher(&self) -> &Batcher<ClaimRequest, Result<ClaimReceipt, LedgerError>> {
+        self.claims.get_or_init(|| {
+            // The batcher holds a handle without the batcher (no cycle).
+            let client = self.client.clone();
+            Batcher::spawn(
+                "ledger_claim_calls",
+                CLIENT_BATCH,
+                CLIENT_CALLS_IN_FLIGHT,
+                move |requests| claim_call(client.clone(), requests),
+            )
+        })
+    }
+}
+
+/// One `ClaimMany` call; a server without it (an older version during an
+/// upgrade) gets one `Claim` call per claim instead.
+async fn claim_call(
+    mut client: LedgerClient<Channel>,
+    requests: Vec<ClaimRequest>,
+) -> Vec<Result<ClaimReceipt, LedgerError>> {
+    let n = requests.len();
+    let message = pb::ClaimManyRequest {
+        claims: requests.iter().cloned().map(claim_to_pb).collect(),
+    };
+    match client.claim_many(idempotent(message)).await {
+        Ok(response) => {
+            let outcomes = response.into_inner().outcomes;
+            if outcomes.len() != n {
+                let error = LedgerError::Internal(format!(
+                    "ledger answered {} outcomes for {n} claims",
+                    outcomes.len()
+                ));
+                return vec![Err(error); n];
+            }
+            outcomes.into_iter().map(outcome_from_pb).collect()
+        }
+        Err(s) if s.code() == tonic::Code::Unimplemented => {
+            let mut outcomes = Vec::with_capacity(n);
+            for request in requests {
+                let response = client.claim(idempotent(claim_to_pb(request))).await;
+                outcomes.push(
+                    response
+                        .map_err(|s| ledger_error(&s))
+                        .and_then(|r| receipt_from_pb(r.into_inner())),
+                );
+            }
+            outcomes
+        }
+        Err(s) => vec![Err(ledger_error(&s)); n],
     }
 }
 
@@ -247,16 +380,21 @@ fn idempotent<T>(message: T) -> Request<T> {
 #[async_trait]
 impl Ledger for GrpcLedger {
     async fn claim(&self, r: ClaimRequest) -> Result<ClaimReceipt, LedgerError> {
-        let message = pb::ClaimRequest {
-            resource_id: r.resource_id.to_string(),
-            appointment_type_id: r.appointment_type_id.to_string(),
-            start: Some(to_timestamp(r.start)),
-            seats: r.seats,
-            hold_for: r.hold_for.map(to_duration),
-            owner: r.owner,
-        };
-        let response = self.client.clone().claim(idempotent(message)).await;
-        receipt_from_pb(response.map_err(|s| ledger_error(&s))?.into_inner())
+        self.batcher()
+            .submit(r)
+            .await
+            .unwrap_or_else(|lost| Err(LedgerError::Unavailable(lost.to_string())))
+    }
+
+    async fn claim_many(
+        &self,
+        requests: Vec<ClaimRequest>,
+    ) -> Vec<Result<ClaimReceipt, LedgerError>> {
+        let mut outcomes = Vec::with_capacity(requests.len());
+        for chunk in requests.chunks(MAX_CLAIMS_PER_CALL) {
+            outcomes.extend(claim_call(self.client.clone(), chunk.to_vec()).await);
+        }
+        outcomes
     }
 
     async fn confirm(&self, claim_id: Uuid) -> Result<ClaimReceipt, LedgerError> {

@@ -64,6 +64,8 @@ struct Inner {
     store: Store,
     locks: Locks,
     egress: Egress,
+    /// Group commit of claims (PostgreSQL); `None` on SQLite.
+    claims: Option<ledger::ClaimShards>,
 }
 
 impl Availability {
@@ -85,12 +87,29 @@ impl Availability {
         let locks = Locks::new(redis_url)
             .map_err(|e| AvailabilityError::Config(format!("redis URL: {e}")))?;
         let store = Store::connect(database_url).await?;
-        Ok(Self {
+        let egress =
+            Egress::new().map_err(|e| AvailabilityError::Config(format!("HTTP client: {e}")))?;
+        let grouped = matches!(store, Store::Postgres(_));
+        let plain = Self {
             inner: Arc::new(Inner {
                 store,
                 locks,
-                egress: Egress::new()
-                    .map_err(|e| AvailabilityError::Config(format!("HTTP client: {e}")))?,
+                egress,
+                claims: None,
+            }),
+        };
+        if !grouped {
+            return Ok(plain);
+        }
+        // The batchers run claims on a handle without batchers of its own.
+        let claims = Some(ledger::ClaimShards::spawn(&plain));
+        let inner = &plain.inner;
+        Ok(Self {
+            inner: Arc::new(Inner {
+                store: inner.store.clone(),
+                locks: inner.locks.clone(),
+                egress: inner.egress.clone(),
+                claims,
             }),
         })
     }
@@ -108,6 +127,7 @@ impl Availability {
                 store: inner.store.clone(),
                 locks: inner.locks.clone(),
                 egress: inner.egress.clone().allowing_private(allow),
+                claims: inner.claims.clone(),
             }),
         }
     }

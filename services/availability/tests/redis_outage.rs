@@ -38,17 +38,32 @@ async fn race_survives_redis_stopping() {
             "scripts/stack redis-stop failed"
         );
     });
-    // Racers start 20 ms apart, so the run spans the outage.
+    // Waves of four racers (one per replica) start 20 ms apart, so the run
+    // spans the outage and the replicas' batches contend.
     let report = scenarios::race(&av, &ledgers, &fx, 2, Duration::from_millis(20)).await;
     stopper.await.unwrap();
+    // A reschedule always queues on the resource's lock: with Redis down it
+    // goes ahead on the row lock alone.
+    let moving = av
+        .claim(scenarios::request(
+            fx.resource,
+            fx.single,
+            common::day_at(2, 18, 0),
+            "mover",
+        ))
+        .await
+        .unwrap();
+    av.reschedule(moving.claim_id, common::day_at(2, 18, 30))
+        .await
+        .unwrap();
     let fallbacks: u64 = replicas.iter().map(Availability::redis_fallbacks).sum();
     eprintln!(
-        "postgres + redis stopping mid-run, 4 replicas: 64 racers, {} won, {:?}, {fallbacks} claims without redis",
+        "postgres + redis stopping mid-run, 4 replicas: 64 racers, {} won, {:?}, {fallbacks} ledger locks without redis",
         report.winners, report.elapsed
     );
     assert!(
         fallbacks > 0,
-        "some claims should have run while redis was down"
+        "some locked operations should have run while redis was down"
     );
 
     // Redis comes back empty (no persistence): its fencing counter restarts
@@ -64,14 +79,9 @@ async fn race_survives_redis_stopping() {
     }
     av.check_redis().await.unwrap();
     tokio::time::sleep(Duration::from_millis(1100)).await; // the fallback cool-down
-    av.claim(scenarios::request(
-        fx.resource,
-        fx.single,
-        common::day_at(2, 18, 0),
-        "after",
-    ))
-    .await
-    .unwrap();
+    av.reschedule(moving.claim_id, common::day_at(2, 19, 0))
+        .await
+        .unwrap();
     let after = fence(&db, fx.resource).await;
     assert!(
         after > before,

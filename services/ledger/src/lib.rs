@@ -70,6 +70,21 @@ pub trait Ledger: Send + Sync + 'static {
     /// Claims time atomically: either all seats are recorded or nothing is.
     async fn claim(&self, request: ClaimRequest) -> Result<ClaimReceipt, LedgerError>;
 
+    /// Several independent claims, one outcome each, in order: as if each
+    /// were [`Ledger::claim`]ed on its own (one failing says nothing about
+    /// the others). Implementations decide and commit them together where
+    /// they can (one round trip, one statement).
+    async fn claim_many(
+        &self,
+        requests: Vec<ClaimRequest>,
+    ) -> Vec<Result<ClaimReceipt, LedgerError>> {
+        let mut outcomes = Vec::with_capacity(requests.len());
+        for request in requests {
+            outcomes.push(self.claim(request).await);
+        }
+        outcomes
+    }
+
     /// Makes a hold permanent. Fails with [`LedgerError::HoldExpired`] if it
     /// lapsed (its capacity may already belong to someone else).
     async fn confirm(&self, claim_id: Uuid) -> Result<ClaimReceipt, LedgerError>;

@@ -19,6 +19,7 @@ use uuid::Uuid;
 use crate::error::AvailabilityError;
 
 pub(crate) use catalog::{CLAIM_COLUMNS, TABLES};
+pub(crate) use postgres::SlotKey;
 
 /// Runs the same code on whichever connection the transaction holds.
 macro_rules! both {
@@ -90,42 +91,38 @@ impl Store {
         })
     }
 
-    /// [`Tx::slot_view`] in one statement outside any transaction and lock,
-    /// for a claim's read-only pre-check. PostgreSQL only: `None` on SQLite,
-    /// where there is no such statement and writers are serialised anyway.
-    pub async fn peek_slot(
+    /// [`Tx::slot_view`] for many slots in one statement, outside any
+    /// transaction and lock: the snapshot claims are decided on. PostgreSQL
+    /// only: `None` on SQLite, where there is no such statement and writers
+    /// are serialised anyway.
+    pub async fn peek_slots(
         &self,
-        resource: Uuid,
-        appointment_type: Uuid,
-        start: DateTime<Utc>,
+        slots: &[SlotKey],
         reach: TimeDelta,
         now: DateTime<Utc>,
-    ) -> Result<Option<SlotView>, sqlx::Error> {
+    ) -> Result<Option<Vec<Option<SlotView>>>, sqlx::Error> {
         match self {
-            Store::Postgres(pool) => {
-                postgres::slot_view(pool, resource, appointment_type, start, reach, now).await
-            }
+            Store::Postgres(pool) => postgres::slot_views(pool, slots, reach, now)
+                .await
+                .map(Some),
             Store::Sqlite(_) => Ok(None),
         }
     }
 
-    /// Commits a claim decided on the [`SlotView`] read by [`Store::peek_slot`]
-    /// in one statement, if the resource's claims and blocks are still those
-    /// of that view (its `seq`); `false` if they changed (or on SQLite, where
-    /// there are no such views) and the caller must take the locked path.
-    pub async fn claim_if_unchanged(
+    /// Commits claims decided on views read by [`Store::peek_slots`], in one
+    /// statement, for each resource whose claims and blocks are still those
+    /// of its views (its `seq`). Returns the resources written; the others'
+    /// claims must take the locked path. Nothing is written on SQLite.
+    pub async fn claims_if_unchanged(
         &self,
-        claim: &ClaimRow,
-        plan: BlockPlan,
-        seq: i64,
-        token: Option<i64>,
+        write: &GuardedClaims,
         now: DateTime<Utc>,
-    ) -> Result<bool, sqlx::Error> {
+    ) -> Result<Vec<Uuid>, sqlx::Error> {
         match self {
-            Store::Postgres(pool) => {
-                postgres::claim_if_unchanged(pool, claim, plan, seq, token, now).await
+            Store::Postgres(pool) if !write.resources.is_empty() => {
+                postgres::claims_if_unchanged(pool, write, now).await
             }
-            Store::Sqlite(_) => Ok(false),
+            _ => Ok(Vec::new()),
         }
     }
 
@@ -258,6 +255,28 @@ pub(crate) struct SlotView {
     pub seq: i64,
 }
 
+/// Claims to write only where their resource's `ledger_seq` is unchanged
+/// (see [`Store::claims_if_unchanged`]).
+#[derive(Debug, Default)]
+pub(crate) struct GuardedClaims {
+    /// Each resource once, with the `seq` its claims were decided on.
+    pub resources: Vec<(Uuid, i64)>,
+    pub new_blocks: Vec<NewBlock>,
+    /// Existing blocks whose capacity changes: (block, resource, capacity).
+    pub resized: Vec<(Uuid, Uuid, i64)>,
+    pub claims: Vec<ClaimRow>,
+}
+
+#[derive(Debug, Clone)]
+pub(crate) struct NewBlock {
+    pub id: Uuid,
+    pub resource_id: Uuid,
+    pub appointment_type_id: Uuid,
+    pub starts_at: DateTime<Utc>,
+    pub ends_at: DateTime<Utc>,
+    pub capacity: i64,
+}
+
 /// Where a new claim goes.
 #[derive(Debug, Clone, Copy)]
 pub(crate) enum BlockPlan {
@@ -290,7 +309,7 @@ impl Tx {
     /// Locks the resource's row for the rest of the transaction; with a
     /// fencing token, also refuses a holder older than the last one seen.
     /// On PostgreSQL it also raises the row's `ledger_seq`, which is what
-    /// lets [`Store::claim_if_unchanged`] see that a snapshot went stale:
+    /// lets [`Store::claims_if_unchanged`] see that a snapshot went stale:
     /// every write to claims or blocks must follow this lock.
     pub async fn lock_resource(
         &mut self,

@@ -8,14 +8,17 @@ use std::str::FromStr;
 use std::sync::LazyLock;
 use std::time::Duration;
 
-use berth_slots::{BusyInterval, DateOverride};
+use berth_slots::{BusyInterval, DateOverride, MAX_DURATION_MINUTES};
 use chrono::{DateTime, TimeDelta, Utc};
-use sqlx::postgres::PgConnectOptions;
+use sqlx::postgres::{PgConnectOptions, PgRow};
 use sqlx::types::Json;
 use sqlx::{PgExecutor, PgPool, Postgres, Row, Transaction};
 use uuid::Uuid;
 
-use super::{Block, BlockPlan, CLAIM_COLUMNS, ClaimRow, ResourceRow, RowLock, SlotView, TypeRow};
+use super::{
+    Block, BlockPlan, CLAIM_COLUMNS, ClaimRow, GuardedClaims, ResourceRow, RowLock, SlotView,
+    TypeRow,
+};
 use crate::error::AvailabilityError;
 
 type PgTx = Transaction<'static, Postgres>;
@@ -60,7 +63,7 @@ pub(super) async fn lock_resource(
     id: Uuid,
     token: Option<i64>,
 ) -> Result<RowLock, sqlx::Error> {
-    // Both statements raise `ledger_seq` (see `claim_if_unchanged`); a lock
+    // Both statements raise `ledger_seq` (see `claims_if_unchanged`); a lock
     // that ends in a rollback takes its raise back with it.
     if let Some(token) = token {
         let fenced = sqlx::query(
@@ -393,43 +396,100 @@ pub(super) async fn replace_busy(
     .map(drop)
 }
 
-/// The [`SlotView`] in one statement: `$1` resource, `$2` type, `$3` start,
-/// `$4` now, `$5` reach in minutes. The span and the slot's end come from the
-/// type's duration in the same statement; overrides are read for the UTC
-/// dates three days either side of the slot, which covers the local dates
-/// two days either side in every zone.
-static SLOT_VIEW: LazyLock<String> = LazyLock::new(|| {
-    format!(
-        "SELECT t.id, t.resource_id, t.name, t.duration_minutes, t.interval_minutes, \
+/// [`SlotView`]s for many slots in one statement: `$1`, `$2`, `$3` the
+/// requests' resources, types and starts (parallel arrays), `$4` now, `$5`
+/// reach in minutes, `$6` the longest claim in minutes (so the claims scan
+/// is a range of the `(resource_id, starts_at)` index); each row carries its
+/// request's 1-based position `i`. Live claims come back as parallel arrays
+/// (binary, no text encoding).
+/// The span and the slot's end come from the type's duration in the same
+/// statement; overrides are read for the UTC dates three days either side
+/// of the slot, which covers the local dates two days either side in every
+/// zone. One statement is one snapshot, so views of the same resource agree
+/// (the same `ledger_seq` and claims).
+const SLOT_VIEWS: &str = "SELECT q.i, t.id, t.resource_id, t.name, t.duration_minutes, t.interval_minutes, \
            t.buffer_before_minutes, t.buffer_after_minutes, t.min_notice_minutes, \
            t.horizon_minutes, t.capacity, t.price_minor, t.currency, t.created_at, t.updated_at, \
            r.name AS r_name, r.time_zone AS r_time_zone, r.owner_id AS r_owner_id, \
            r.weekly AS r_weekly, r.created_at AS r_created_at, r.updated_at AS r_updated_at, \
            r.ledger_seq AS r_ledger_seq, \
-           (SELECT COALESCE(json_agg(c ORDER BY c.starts_at), '[]'::json) FROM \
-              (SELECT {CLAIM_COLUMNS} FROM claims WHERE resource_id = $1 AND released_at IS NULL \
-                 AND (expires_at IS NULL OR expires_at > $4) AND period && w.span) c) AS live, \
-           EXISTS (SELECT 1 FROM claims WHERE resource_id = $1 AND released_at IS NULL \
-              AND expires_at <= $4 AND period && w.span) AS lapsed, \
+           lc.c_id, lc.c_block, lc.c_type, lc.c_start, lc.c_end, lc.c_seats, lc.c_before, \
+           lc.c_after, lc.c_price, lc.c_currency, lc.c_owner, lc.c_expires, lc.lapsed, \
            (SELECT COALESCE(json_agg(json_build_object('start', starts_at, 'end', ends_at)), '[]'::json) \
-              FROM busy_times WHERE resource_id = $1 AND starts_at < upper(w.span) \
+              FROM busy_times WHERE resource_id = q.resource_id AND starts_at < upper(w.span) \
               AND ends_at > lower(w.span)) AS busy, \
            (SELECT COALESCE(json_agg(json_build_object('date', date, 'hours', hours) ORDER BY date), '[]'::json) \
-              FROM date_overrides WHERE resource_id = $1 \
-              AND date >= ($3 AT TIME ZONE 'UTC')::date - 3 \
+              FROM date_overrides WHERE resource_id = q.resource_id \
+              AND date >= (q.start AT TIME ZONE 'UTC')::date - 3 \
               AND date <= (w.slot_end AT TIME ZONE 'UTC')::date + 3) AS overrides, \
            bl.id AS block_id, bl.capacity AS block_capacity \
-         FROM appointment_types t \
+         FROM unnest($1::uuid[], $2::uuid[], $3::timestamptz[]) WITH ORDINALITY \
+           AS q(resource_id, type_id, start, i) \
+         JOIN appointment_types t ON t.id = q.type_id AND t.resource_id = q.resource_id \
          JOIN resources r ON r.id = t.resource_id \
-         CROSS JOIN LATERAL (SELECT $3 + make_interval(mins => t.duration_minutes::int) AS slot_end) e \
-         CROSS JOIN LATERAL (SELECT e.slot_end, tstzrange($3 - make_interval(mins => $5), \
+         CROSS JOIN LATERAL (SELECT q.start + make_interval(mins => t.duration_minutes::int) AS slot_end) e \
+         CROSS JOIN LATERAL (SELECT e.slot_end, tstzrange(q.start - make_interval(mins => $5), \
            e.slot_end + make_interval(mins => $5), '[)') AS span) w \
-         LEFT JOIN blocks bl ON bl.resource_id = $1 AND bl.period && tstzrange($3, w.slot_end, '[)') \
-           AND bl.appointment_type_id = t.id AND bl.starts_at = $3 AND bl.ends_at = w.slot_end \
-         WHERE t.id = $2 AND t.resource_id = $1"
-    )
-});
+         CROSS JOIN LATERAL (SELECT array_agg(c.id) FILTER (WHERE live) AS c_id, \
+             array_agg(c.block_id) FILTER (WHERE live) AS c_block, \
+             array_agg(c.appointment_type_id) FILTER (WHERE live) AS c_type, \
+             array_agg(c.starts_at) FILTER (WHERE live) AS c_start, \
+             array_agg(c.ends_at) FILTER (WHERE live) AS c_end, \
+             array_agg(c.seats) FILTER (WHERE live) AS c_seats, \
+             array_agg(c.buffer_before_minutes) FILTER (WHERE live) AS c_before, \
+             array_agg(c.buffer_after_minutes) FILTER (WHERE live) AS c_after, \
+             array_agg(c.price_minor) FILTER (WHERE live) AS c_price, \
+             array_agg(c.currency) FILTER (WHERE live) AS c_currency, \
+             array_agg(c.owner) FILTER (WHERE live) AS c_owner, \
+             array_agg(c.expires_at) FILTER (WHERE live) AS c_expires, \
+             COALESCE(bool_or(NOT live), false) AS lapsed \
+           FROM claims c \
+           CROSS JOIN LATERAL (SELECT c.expires_at IS NULL OR c.expires_at > $4 AS live) l \
+           WHERE c.resource_id = q.resource_id AND c.released_at IS NULL \
+             AND c.starts_at < upper(w.span) \
+             AND c.starts_at > lower(w.span) - make_interval(mins => $6) \
+             AND c.period && w.span) lc \
+         LEFT JOIN blocks bl ON bl.resource_id = q.resource_id \
+           AND bl.period && tstzrange(q.start, w.slot_end, '[)') \
+           AND bl.appointment_type_id = t.id AND bl.starts_at = q.start AND bl.ends_at = w.slot_end";
 
+/// The slot a claim names: resource, appointment type, start.
+pub(crate) type SlotKey = (Uuid, Uuid, DateTime<Utc>);
+
+/// One [`SlotView`] per slot in `slots`, in order; `None` where the type
+/// does not exist or belongs to another resource.
+pub(super) async fn slot_views<'e>(
+    executor: impl PgExecutor<'e>,
+    slots: &[SlotKey],
+    reach: TimeDelta,
+    now: DateTime<Utc>,
+) -> Result<Vec<Option<SlotView>>, sqlx::Error> {
+    let reach = i32::try_from(reach.num_minutes()).unwrap_or(i32::MAX);
+    let resources: Vec<Uuid> = slots.iter().map(|s| s.0).collect();
+    let types: Vec<Uuid> = slots.iter().map(|s| s.1).collect();
+    let starts: Vec<DateTime<Utc>> = slots.iter().map(|s| s.2).collect();
+    let rows = sqlx::query(SLOT_VIEWS)
+        .bind(resources)
+        .bind(types)
+        .bind(starts)
+        .bind(now)
+        .bind(reach)
+        .bind(i32::try_from(MAX_DURATION_MINUTES).unwrap_or(i32::MAX))
+        .fetch_all(executor)
+        .await?;
+    let mut views: Vec<Option<SlotView>> = slots.iter().map(|_| None).collect();
+    for row in &rows {
+        let i: i64 = row.try_get("i")?;
+        let slot = usize::try_from(i - 1)
+            .ok()
+            .and_then(|i| views.get_mut(i))
+            .ok_or_else(|| sqlx::Error::Protocol(format!("slot view for position {i}")))?;
+        *slot = Some(slot_view_from_row(row)?);
+    }
+    Ok(views)
+}
+
+/// The [`SlotView`] of one slot (a batch of one).
 pub(super) async fn slot_view<'e>(
     executor: impl PgExecutor<'e>,
     resource: Uuid,
@@ -438,22 +498,77 @@ pub(super) async fn slot_view<'e>(
     reach: TimeDelta,
     now: DateTime<Utc>,
 ) -> Result<Option<SlotView>, sqlx::Error> {
-    let reach = i32::try_from(reach.num_minutes()).unwrap_or(i32::MAX);
-    let Some(row) = sqlx::query(&SLOT_VIEW)
-        .bind(resource)
-        .bind(appointment_type)
-        .bind(start)
-        .bind(now)
-        .bind(reach)
-        .fetch_optional(executor)
-        .await?
-    else {
-        return Ok(None);
-    };
-    let ty = <TypeRow as sqlx::FromRow<_>>::from_row(&row)?;
+    let mut views =
+        slot_views(executor, &[(resource, appointment_type, start)], reach, now).await?;
+    Ok(views.pop().flatten())
+}
+
+/// The live claims of a slot view row, from its parallel arrays.
+fn live_claims_from_row(row: &PgRow, resource: Uuid) -> Result<Vec<ClaimRow>, sqlx::Error> {
+    fn column<T>(row: &PgRow, name: &str) -> Result<Vec<T>, sqlx::Error>
+    where
+        Vec<T>: for<'r> sqlx::Decode<'r, Postgres> + sqlx::Type<Postgres>,
+    {
+        Ok(row.try_get::<Option<Vec<T>>, _>(name)?.unwrap_or_default())
+    }
+    let ids: Vec<Uuid> = column(row, "c_id")?;
+    let blocks: Vec<Option<Uuid>> = column(row, "c_block")?;
+    let types: Vec<Uuid> = column(row, "c_type")?;
+    let starts: Vec<DateTime<Utc>> = column(row, "c_start")?;
+    let ends: Vec<DateTime<Utc>> = column(row, "c_end")?;
+    let seats: Vec<i64> = column(row, "c_seats")?;
+    let before: Vec<i64> = column(row, "c_before")?;
+    let after: Vec<i64> = column(row, "c_after")?;
+    let prices: Vec<i64> = column(row, "c_price")?;
+    let currencies: Vec<String> = column(row, "c_currency")?;
+    let owners: Vec<String> = column(row, "c_owner")?;
+    let expires: Vec<Option<DateTime<Utc>>> = column(row, "c_expires")?;
+    let n = ids.len();
+    let lengths = [
+        blocks.len(),
+        types.len(),
+        starts.len(),
+        ends.len(),
+        seats.len(),
+        before.len(),
+        after.len(),
+        prices.len(),
+        currencies.len(),
+        owners.len(),
+        expires.len(),
+    ];
+    if lengths.iter().any(|&len| len != n) {
+        return Err(sqlx::Error::Protocol(
+            "slot view claim arrays differ in length".into(),
+        ));
+    }
+    let mut claims: Vec<ClaimRow> = (0..n)
+        .map(|i| ClaimRow {
+            id: ids[i],
+            block_id: blocks[i],
+            resource_id: resource,
+            appointment_type_id: types[i],
+            starts_at: starts[i],
+            ends_at: ends[i],
+            seats: seats[i],
+            buffer_before_minutes: before[i],
+            buffer_after_minutes: after[i],
+            price_minor: prices[i],
+            currency: currencies[i].clone(),
+            owner: owners[i].clone(),
+            expires_at: expires[i],
+            released_at: None,
+        })
+        .collect();
+    claims.sort_by_key(|c| (c.starts_at, c.id));
+    Ok(claims)
+}
+
+fn slot_view_from_row(row: &PgRow) -> Result<SlotView, sqlx::Error> {
+    let ty = <TypeRow as sqlx::FromRow<_>>::from_row(row)?;
     let block_id: Option<Uuid> = row.try_get("block_id")?;
     let block_capacity: Option<i64> = row.try_get("block_capacity")?;
-    Ok(Some(SlotView {
+    Ok(SlotView {
         resource: ResourceRow {
             id: ty.resource_id,
             name: row.try_get("r_name")?,
@@ -463,7 +578,7 @@ pub(super) async fn slot_view<'e>(
             created_at: row.try_get("r_created_at")?,
             updated_at: row.try_get("r_updated_at")?,
         },
-        claims: row.try_get::<Json<Vec<ClaimRow>>, _>("live")?.0,
+        claims: live_claims_from_row(row, ty.resource_id)?,
         lapsed: row.try_get("lapsed")?,
         seq: row.try_get("r_ledger_seq")?,
         busy: row.try_get::<Json<Vec<BusyInterval>>, _>("busy")?.0,
@@ -472,7 +587,7 @@ pub(super) async fn slot_view<'e>(
             .zip(block_capacity)
             .map(|(id, capacity)| Block { id, capacity }),
         ty,
-    }))
+    })
 }
 
 /// The claim (and its new block, or the block's capacity change) in one
@@ -513,52 +628,131 @@ pub(super) async fn insert_claim_into(
     }
 }
 
-/// The claim of [`insert_claim_into`] as one autocommitted statement that
-/// first locks the resource row, and writes only if the row's `ledger_seq`
-/// is still `seq` (and, with a fencing token, the token is newer than the
-/// stored fence). Every transaction that changes a resource's claims or
-/// blocks raises `ledger_seq` under the same row lock before it commits, so
-/// an unchanged counter, read here under the lock, means the claims and
-/// blocks are exactly those of the snapshot the claim was decided on.
-/// Returns whether it wrote; constraint violations fail the statement.
-pub(super) async fn claim_if_unchanged(
+/// Claims decided on snapshots, committed in one autocommitted statement
+/// for every resource whose `ledger_seq` still has its snapshot's value.
+///
+/// The statement locks the resources' rows in id order (so two such
+/// statements never deadlock), keeps those whose counter is unchanged,
+/// raises it, and writes their new blocks, block capacity changes and
+/// claims; rows of the other resources are left alone. Every transaction
+/// that changes a resource's claims or blocks raises `ledger_seq` under the
+/// same row lock before it commits, so an unchanged counter, read here under
+/// the lock, means the claims and blocks are exactly those of the snapshot.
+/// Returns the resources written; a constraint violation fails the whole
+/// statement (nothing is written).
+pub(super) async fn claims_if_unchanged(
     pool: &PgPool,
-    c: &ClaimRow,
-    plan: BlockPlan,
-    seq: i64,
-    token: Option<i64>,
+    write: &GuardedClaims,
     now: DateTime<Utc>,
-) -> Result<bool, sqlx::Error> {
-    let block = match plan {
-        BlockPlan::New { .. } => {
-            "b AS (INSERT INTO blocks (id, resource_id, appointment_type_id, starts_at, ends_at, \
-             capacity) SELECT $2, $3, $4, $5, $6, $18 FROM r), "
-        }
-        BlockPlan::Existing { block, capacity } if block.capacity != capacity => {
-            "b AS (UPDATE blocks SET capacity = $18 WHERE id = $2 AND capacity <> $18 \
-             AND EXISTS (SELECT 1 FROM r)), "
-        }
-        BlockPlan::Existing { .. } => "",
-    };
-    let capacity = match plan {
-        BlockPlan::New { capacity, .. } | BlockPlan::Existing { capacity, .. } => capacity,
-    };
-    let sql = format!(
-        "WITH r AS (UPDATE resources SET ledger_seq = ledger_seq + 1, fence = COALESCE($17, fence) \
-           WHERE id = $3 AND ledger_seq = $16 AND fence < COALESCE($17, fence + 1) RETURNING id), \
-         {block}\
-         c AS (INSERT INTO claims ({CLAIM_COLUMNS}, created_at) \
-           SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15 FROM r) \
-         SELECT count(*) FROM r"
-    );
-    let mut query = bind_claim(sqlx::query(&sql), c, Some(plan.block_id()), now)
-        .bind(seq)
-        .bind(token);
-    if !block.is_empty() {
-        query = query.bind(capacity);
-    }
-    let written: i64 = query.fetch_one(pool).await?.try_get(0)?;
-    Ok(written == 1)
+) -> Result<Vec<Uuid>, sqlx::Error> {
+    static SQL: LazyLock<String> = LazyLock::new(|| {
+        format!(
+            "WITH want AS (SELECT * FROM unnest($1::uuid[], $2::bigint[]) AS w(id, seq)), \
+             locked AS (SELECT r.id, r.ledger_seq FROM resources r WHERE r.id = ANY($1) \
+               ORDER BY r.id FOR UPDATE), \
+             ok AS (SELECT l.id FROM locked l JOIN want w ON w.id = l.id AND w.seq = l.ledger_seq), \
+             bump AS (UPDATE resources r SET ledger_seq = r.ledger_seq + 1 FROM ok \
+               WHERE r.id = ok.id RETURNING r.id), \
+             new_blocks AS (INSERT INTO blocks (id, resource_id, appointment_type_id, starts_at, \
+               ends_at, capacity) \
+               SELECT x.* FROM unnest($3::uuid[], $4::uuid[], $5::uuid[], $6::timestamptz[], \
+                 $7::timestamptz[], $8::bigint[]) AS x(id, resource_id, appointment_type_id, \
+                 starts_at, ends_at, capacity) \
+               WHERE x.resource_id IN (SELECT id FROM bump)), \
+             resized AS (UPDATE blocks b SET capacity = x.capacity \
+               FROM unnest($9::uuid[], $10::uuid[], $11::bigint[]) AS x(id, resource_id, capacity) \
+               WHERE b.id = x.id AND b.capacity <> x.capacity \
+                 AND x.resource_id IN (SELECT id FROM bump)), \
+             new_claims AS (INSERT INTO claims ({CLAIM_COLUMNS}, created_at) \
+               SELECT x.*, $26 FROM unnest($12::uuid[], $13::uuid[], $14::uuid[], $15::uuid[], \
+                 $16::timestamptz[], $17::timestamptz[], $18::bigint[], $19::bigint[], \
+                 $20::bigint[], $21::bigint[], $22::text[], $23::text[], $24::timestamptz[], \
+                 $25::timestamptz[]) AS x({CLAIM_COLUMNS}) \
+               WHERE x.resource_id IN (SELECT id FROM bump)) \
+             SELECT id FROM bump"
+        )
+    });
+    let c = &write.claims;
+    let column = |f: fn(&ClaimRow) -> i64| c.iter().map(f).collect::<Vec<i64>>();
+    sqlx::query_scalar(&SQL)
+        .bind(write.resources.iter().map(|r| r.0).collect::<Vec<Uuid>>())
+        .bind(write.resources.iter().map(|r| r.1).collect::<Vec<i64>>())
+        .bind(write.new_blocks.iter().map(|b| b.id).collect::<Vec<Uuid>>())
+        .bind(
+            write
+                .new_blocks
+                .iter()
+                .map(|b| b.resource_id)
+                .collect::<Vec<Uuid>>(),
+        )
+        .bind(
+            write
+                .new_blocks
+                .iter()
+                .map(|b| b.appointment_type_id)
+                .collect::<Vec<Uuid>>(),
+        )
+        .bind(
+            write
+                .new_blocks
+                .iter()
+                .map(|b| b.starts_at)
+                .collect::<Vec<DateTime<Utc>>>(),
+        )
+        .bind(
+            write
+                .new_blocks
+                .iter()
+                .map(|b| b.ends_at)
+                .collect::<Vec<DateTime<Utc>>>(),
+        )
+        .bind(
+            write
+                .new_blocks
+                .iter()
+                .map(|b| b.capacity)
+                .collect::<Vec<i64>>(),
+        )
+        .bind(write.resized.iter().map(|b| b.0).collect::<Vec<Uuid>>())
+        .bind(write.resized.iter().map(|b| b.1).collect::<Vec<Uuid>>())
+        .bind(write.resized.iter().map(|b| b.2).collect::<Vec<i64>>())
+        .bind(c.iter().map(|c| c.id).collect::<Vec<Uuid>>())
+        .bind(c.iter().map(|c| c.block_id).collect::<Vec<Option<Uuid>>>())
+        .bind(c.iter().map(|c| c.resource_id).collect::<Vec<Uuid>>())
+        .bind(
+            c.iter()
+                .map(|c| c.appointment_type_id)
+                .collect::<Vec<Uuid>>(),
+        )
+        .bind(
+            c.iter()
+                .map(|c| c.starts_at)
+                .collect::<Vec<DateTime<Utc>>>(),
+        )
+        .bind(c.iter().map(|c| c.ends_at).collect::<Vec<DateTime<Utc>>>())
+        .bind(column(|c| c.seats))
+        .bind(column(|c| c.buffer_before_minutes))
+        .bind(column(|c| c.buffer_after_minutes))
+        .bind(column(|c| c.price_minor))
+        .bind(
+            c.iter()
+                .map(|c| c.currency.clone())
+                .collect::<Vec<String>>(),
+        )
+        .bind(c.iter().map(|c| c.owner.clone()).collect::<Vec<String>>())
+        .bind(
+            c.iter()
+                .map(|c| c.expires_at)
+                .collect::<Vec<Option<DateTime<Utc>>>>(),
+        )
+        .bind(
+            c.iter()
+                .map(|c| c.released_at)
+                .collect::<Vec<Option<DateTime<Utc>>>>(),
+        )
+        .bind(now)
+        .fetch_all(pool)
+        .await
 }
 
 /// Binds `$1`–`$15`: the claim's columns in [`CLAIM_COLUMNS`] order (with

@@ -98,9 +98,11 @@ pub async fn race(
         .enumerate()
         .map(|(i, &(ty, start))| {
             let ledger = ledgers[i % ledgers.len()].clone();
+            // One racer per ledger at a time, so replicas still contend.
+            let wave = u32::try_from(i / ledgers.len()).unwrap();
             let request = request(fx.resource, ty, start, &format!("racer-{i}"));
             tokio::spawn(async move {
-                tokio::time::sleep(stagger * i as u32).await;
+                tokio::time::sleep(stagger * wave).await;
                 ledger.claim(request).await
             })
         })

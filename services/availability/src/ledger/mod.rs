@@ -1,7 +1,11 @@
 //! The time ledger: [`berth_ledger::Ledger`] on the availability store.
 //!
-//! Every operation is one database transaction that first locks the
-//! resource's row, so everything below runs one at a time per resource:
+//! A claim is accepted only by one of two writers, each atomic:
+//!
+//! **The locked transaction** (every operation on SQLite; on PostgreSQL the
+//! fallback for claims, and every confirm / release / reschedule) first
+//! locks the resource's row, so everything below runs one at a time per
+//! resource:
 //! 1. release lapsed holds near the slot and drop the blocks they emptied
 //!    (expiry needs no background job);
 //! 2. run the slot engine on the live claims and busy times under that lock,
@@ -11,24 +15,30 @@
 //!    refuses any overlap even if steps 1–2 were wrong), count its live seats,
 //!    and insert the claim.
 //!
-//! On PostgreSQL a claim first reads everything it is decided on in one
-//! statement, without locks ([`crate::store::SlotView`]):
-//! - if the slot engine finds the slot already taken or short of seats in
-//!   that snapshot, the claim is refused right there (it was unavailable when
-//!   read; nothing is ever *accepted* without the row lock);
-//! - otherwise, queued on the per-resource locks, the claim decided on the
-//!   snapshot is committed by one statement that locks the resource row and
-//!   writes only if the row's `ledger_seq` still has the snapshot's value.
-//!   Every transaction that changes a resource's claims or blocks raises
-//!   `ledger_seq` under the row lock, so an unchanged value, checked under
-//!   the lock, means steps 1–3 would see exactly the snapshot (no lapsed
-//!   holds in reach, or this shortcut is not taken). Any other outcome runs
-//!   the transaction above, which stays the authority.
+//! Claims queue for it on per-resource locks (in-process, plus Redis with a
+//! fencing token across replicas), so contention waits its turn.
+//!
+//! **The group commit** (PostgreSQL, module `batch`): concurrent claims are
+//! gathered into batches (by resource shard, one batch in flight per shard)
+//! and decided together on one snapshot statement; the accepted ones are
+//! committed by one statement that locks the resources' rows and writes only
+//! for resources whose `ledger_seq` still has the snapshot's value. Every
+//! transaction that changes a resource's claims or blocks raises
+//! `ledger_seq` under the row lock, so an unchanged value, checked under the
+//! lock, means steps 1–3 would see exactly the snapshot (lapsed holds in
+//! reach send the claim to the locked path instead). A claim the snapshot
+//! cannot settle, or whose resource changed meanwhile, takes the locked
+//! transaction, which stays the authority. A refusal on the snapshot (the
+//! slot was already taken or full when read) is final.
 //!
 //! A claim for a time that is not an offered slot of its type at all
 //! (outside hours, off the slot grid, too soon, too far ahead) is
 //! [`LedgerError::Invalid`]; a real slot that is taken or full is
 //! [`LedgerError::SlotUnavailable`].
+
+mod batch;
+
+pub(crate) use batch::ClaimShards;
 
 use std::future::Future;
 use std::time::Duration;
@@ -161,22 +171,23 @@ impl Availability {
         )))
     }
 
-    /// One attempt at a claim. With `seen` (the pre-check's snapshot, on the
-    /// first attempt only) it first tries to commit the claim decided on that
-    /// snapshot in one statement, which writes only if nothing changed the
-    /// resource's claims or blocks since (see [`crate::store::Store::claim_if_unchanged`]);
-    /// otherwise, or if that did not write, it runs the locked transaction.
-    async fn claim_once(
+    /// A claim through the locked transaction, queued on the resource's locks.
+    pub(crate) async fn claim_locked(
+        &self,
+        req: &ClaimRequest,
+    ) -> Result<ClaimReceipt, LedgerError> {
+        self.serialised(req.resource_id, Queue::Locks, |token| {
+            self.claim_once(req, token)
+        })
+        .await
+    }
+
+    /// One attempt at a claim in the locked transaction.
+    pub(crate) async fn claim_once(
         &self,
         req: &ClaimRequest,
         token: Option<i64>,
-        seen: Option<Slot>,
     ) -> Result<ClaimReceipt, Failure> {
-        if let Some(slot) = seen
-            && let Some(receipt) = self.claim_unchanged(req, token, slot).await?
-        {
-            return Ok(receipt);
-        }
         let mut tx = self.inner.store.write().await?;
         lock(&mut tx, req.resource_id, token).await?;
         let now = now();
@@ -226,58 +237,6 @@ impl Availability {
         tx.insert_claim_into(&claim, plan, now).await?;
         tx.commit().await?;
         receipt(&claim, &slot.resource.owner_id)
-    }
-
-    /// The claim decided on `view` and committed in one statement if the
-    /// resource's claims and blocks are still those of `view`. `None` when
-    /// the view does not plainly accept the claim (the locked path then
-    /// decides, and words any refusal, exactly as it always has) or when the
-    /// ledger changed since the view was read.
-    async fn claim_unchanged(
-        &self,
-        req: &ClaimRequest,
-        token: Option<i64>,
-        slot: Slot,
-    ) -> Result<Option<ClaimReceipt>, Failure> {
-        let now = now();
-        if slot.lapsed
-            || req.seats > slot.ty.capacity
-            || slot.held_by(req).is_some()
-            || slot.check(req.start, req.seats, now).is_err()
-        {
-            return Ok(None);
-        }
-        let Ok((claim, plan)) = slot.new_claim(req, slot.block, now) else {
-            return Ok(None);
-        };
-        let written = self
-            .inner
-            .store
-            .claim_if_unchanged(&claim, plan, slot.seq, token, now)
-            .await?;
-        if !written {
-            return Ok(None);
-        }
-        receipt(&claim, &slot.resource.owner_id).map(Some)
-    }
-
-    /// The claim's snapshot for the pre-check and [`Self::claim_unchanged`]:
-    /// one statement outside any lock or transaction (PostgreSQL only), read
-    /// at `now`. A failure here is not the claim's: the locked path reads again.
-    async fn peek(&self, req: &ClaimRequest, now: DateTime<Utc>) -> Option<Slot> {
-        let view = self
-            .inner
-            .store
-            .peek_slot(
-                req.resource_id,
-                req.appointment_type_id,
-                req.start,
-                REACH,
-                now,
-            )
-            .await
-            .ok()??;
-        Slot::from_view(view).ok()
     }
 
     async fn confirm_once(&self, id: Uuid, token: Option<i64>) -> Result<ClaimReceipt, Failure> {
@@ -486,22 +445,6 @@ impl Slot {
         })
     }
 
-    /// The pre-check: a refusal only where the engine finds the slot taken
-    /// or short of seats in this snapshot, so it never accepts anything
-    /// (acceptance is decided under the row lock). A request it cannot judge
-    /// (too many seats, the owner's own claim, a slot that is not offered at
-    /// all) gets `None` and goes on to the locked path, which answers it
-    /// exactly as before.
-    fn refusal(&self, req: &ClaimRequest, now: DateTime<Utc>) -> Option<LedgerError> {
-        if req.seats > self.ty.capacity || self.held_by(req).is_some() {
-            return None;
-        }
-        match self.check(req.start, req.seats, now) {
-            Err(Failure::Ledger(refusal @ LedgerError::SlotUnavailable(_))) => Some(refusal),
-            _ => None,
-        }
-    }
-
     /// The claim `req` makes and where it goes, with the seats of `block`
     /// (if the slot has one) counted from the live claims of this slot view.
     fn new_claim(
@@ -698,19 +641,17 @@ impl Ledger for Availability {
             start: request.start.trunc_subsecs(6),
             ..request
         };
-        // The read-only pre-check: refuse a slot that was already taken when
-        // the snapshot was read, before queueing for any lock.
-        let now = now();
-        let mut seen = self.peek(&request, now).await;
-        if let Some(refusal) = seen.as_ref().and_then(|slot| slot.refusal(&request, now)) {
-            return Err(refusal);
+        match &self.inner.claims {
+            Some(shards) => shards.claim(request).await,
+            None => self.claim_locked(&request).await,
         }
-        self.serialised(request.resource_id, Queue::Locks, |token| {
-            // Only the first attempt may commit on the snapshot.
-            let seen = seen.take();
-            self.claim_once(&request, token, seen)
-        })
-        .await
+    }
+
+    async fn claim_many(
+        &self,
+        requests: Vec<ClaimRequest>,
+    ) -> Vec<Result<ClaimReceipt, LedgerError>> {
+        futures::future::join_all(requests.into_iter().map(|r| self.claim(r))).await
     }
 
     async fn confirm(&self, claim_id: Uuid) -> Result<ClaimReceipt, LedgerError> {
@@ -757,194 +698,4 @@ impl Ledger for Availability {
 }
 
 #[cfg(test)]
-mod tests {
-    //! The snapshot commit of [`Availability::claim`] against PostgreSQL
-    //! (needs the stack: `scripts/stack up && eval "$(scripts/stack env)"`).
-
-    use berth_slots::{LocalInterval, WeeklyHours};
-    use chrono::{DurationRound, Weekday};
-    use sqlx::types::Json;
-
-    use super::*;
-    use crate::store::{Store, TypeRow};
-    use crate::test_db as db;
-
-    struct Scratch {
-        store: Store,
-        db: db::TestDb,
-    }
-
-    impl Scratch {
-        async fn new() -> Scratch {
-            let db = db::TestDb::create("ledger_unit").await;
-            Scratch {
-                store: Store::connect(&db.url).await.unwrap(),
-                db,
-            }
-        }
-
-        async fn drop_db(self) {
-            let Scratch { store, db } = self;
-            drop(store);
-            db.drop_now().await;
-        }
-
-        /// A resource open around the clock with a 30-minute type of `capacity` seats.
-        async fn resource(&self, capacity: i64) -> (Uuid, Uuid) {
-            let now = now();
-            let day = [LocalInterval::parse("00:00", "24:00").unwrap()];
-            let all = [
-                Weekday::Mon,
-                Weekday::Tue,
-                Weekday::Wed,
-                Weekday::Thu,
-                Weekday::Fri,
-                Weekday::Sat,
-                Weekday::Sun,
-            ];
-            let resource = ResourceRow {
-                id: Uuid::now_v7(),
-                name: "room".into(),
-                time_zone: "UTC".into(),
-                owner_id: "staff-1".into(),
-                weekly: Json(WeeklyHours::on_days(&all, &day)),
-                created_at: now,
-                updated_at: now,
-            };
-            let ty = TypeRow {
-                id: Uuid::now_v7(),
-                resource_id: resource.id,
-                name: "s".into(),
-                duration_minutes: 30,
-                interval_minutes: 30,
-                buffer_before_minutes: 0,
-                buffer_after_minutes: 0,
-                min_notice_minutes: 0,
-                horizon_minutes: 60 * 24 * 30,
-                capacity,
-                price_minor: 0,
-                currency: "EUR".into(),
-                created_at: now,
-                updated_at: now,
-            };
-            let mut tx = self.store.write().await.unwrap();
-            tx.insert_resource(&resource).await.unwrap();
-            tx.insert_type(&ty).await.unwrap();
-            tx.commit().await.unwrap();
-            (resource.id, ty.id)
-        }
-
-        async fn peek(&self, req: &ClaimRequest) -> Slot {
-            let view = self
-                .store
-                .peek_slot(
-                    req.resource_id,
-                    req.appointment_type_id,
-                    req.start,
-                    REACH,
-                    now(),
-                )
-                .await
-                .unwrap()
-                .unwrap();
-            Slot::from_view(view).unwrap_or_else(|_| panic!("stored rows rejected"))
-        }
-
-        /// Commits `req` as decided on `slot` if the ledger is unchanged.
-        async fn commit_on(&self, slot: &Slot, req: &ClaimRequest, token: Option<i64>) -> bool {
-            let now = now();
-            let (claim, plan) = slot
-                .new_claim(req, slot.block, now)
-                .unwrap_or_else(|_| panic!("no seats left"));
-            self.store
-                .claim_if_unchanged(&claim, plan, slot.seq, token, now)
-                .await
-                .unwrap()
-        }
-
-        /// Locks the resource's row in a transaction, as every ledger write does.
-        async fn locked(&self, resource: Uuid, token: Option<i64>) -> Tx {
-            let mut tx = self.store.write().await.unwrap();
-            assert_eq!(
-                tx.lock_resource(resource, token).await.unwrap(),
-                RowLock::Locked
-            );
-            tx
-        }
-    }
-
-    #[tokio::test]
-    async fn a_snapshot_commits_only_while_nothing_locked_the_resource_since() {
-        let db = Scratch::new().await;
-        let (resource, ty) = db.resource(2).await;
-        let start = (now() + TimeDelta::days(1))
-            .duration_trunc(TimeDelta::hours(1))
-            .unwrap();
-        let req = |owner: &str| ClaimRequest {
-            resource_id: resource,
-            appointment_type_id: ty,
-            start,
-            seats: 1,
-            hold_for: Some(Duration::from_secs(600)),
-            owner: owner.to_owned(),
-        };
-
-        // A fresh snapshot commits (and creates the slot's block).
-        let fresh = db.peek(&req("a")).await;
-        assert!(fresh.block.is_none());
-        assert!(db.commit_on(&fresh, &req("a"), None).await);
-
-        // Another transaction locked the row after the snapshot: no write.
-        let stale = db.peek(&req("b")).await;
-        db.locked(resource, None).await.commit().await.unwrap();
-        assert!(!db.commit_on(&stale, &req("b"), None).await);
-
-        // One still holding the lock: the commit waits for it, then sees
-        // the raised counter and does not write either.
-        let fresh = db.peek(&req("b")).await;
-        let tx = db.locked(resource, None).await;
-        let pending = {
-            let store = db.store.clone();
-            let (claim, plan) = fresh.new_claim(&req("b"), fresh.block, now()).ok().unwrap();
-            let seq = fresh.seq;
-            tokio::spawn(async move {
-                store
-                    .claim_if_unchanged(&claim, plan, seq, None, now())
-                    .await
-                    .unwrap()
-            })
-        };
-        tokio::time::sleep(Duration::from_millis(200)).await;
-        assert!(!pending.is_finished(), "must wait for the row lock");
-        tx.commit().await.unwrap();
-        assert!(!pending.await.unwrap());
-
-        // A lock that was rolled back changed nothing: the snapshot stays good.
-        let fresh = db.peek(&req("b")).await;
-        drop(db.locked(resource, None).await);
-        tokio::time::sleep(Duration::from_millis(50)).await;
-        assert!(db.commit_on(&fresh, &req("b"), None).await);
-
-        // Both seats are taken: the pre-check refuses, except the owner's
-        // own claim (which the locked path answers with its receipt).
-        let full = db.peek(&req("c")).await;
-        assert_eq!(full.claims.len(), 2);
-        assert!(matches!(
-            full.refusal(&req("c"), now()),
-            Some(LedgerError::SlotUnavailable(_))
-        ));
-        assert!(full.refusal(&req("a"), now()).is_none());
-
-        // With a fencing token, only one newer than the stored fence writes.
-        let later = |owner: &str| ClaimRequest {
-            start: start + TimeDelta::hours(1),
-            ..req(owner)
-        };
-        db.locked(resource, Some(100)).await.commit().await.unwrap();
-        let fresh = db.peek(&later("c")).await;
-        assert!(!db.commit_on(&fresh, &later("c"), Some(100)).await);
-        assert!(db.commit_on(&fresh, &later("c"), Some(101)).await);
-
-        db.drop_db().await;
-    }
-}
+mod tests;

@@ -1,0 +1,239 @@
+//! The group commit of [`Availability::claim`] against PostgreSQL (needs
+//! the stack: `scripts/stack up && eval "$(scripts/stack env)"`).
+
+use berth_slots::{LocalInterval, WeeklyHours};
+use chrono::{DurationRound, Weekday};
+use sqlx::types::Json;
+
+use super::*;
+use crate::store::{SlotKey, TypeRow};
+use crate::test_db as db;
+
+struct Scratch {
+    av: Availability,
+    db: db::TestDb,
+}
+
+impl Scratch {
+    async fn new() -> Scratch {
+        let db = db::TestDb::create("ledger_unit").await;
+        Scratch {
+            av: Availability::connect(&db.url, None).await.unwrap(),
+            db,
+        }
+    }
+
+    async fn drop_db(self) {
+        let Scratch { av, db } = self;
+        drop(av);
+        db.drop_now().await;
+    }
+
+    /// A resource open around the clock with a 30-minute type of `capacity` seats.
+    async fn resource(&self, capacity: i64) -> (Uuid, Uuid) {
+        let now = now();
+        let day = [LocalInterval::parse("00:00", "24:00").unwrap()];
+        let all = [
+            Weekday::Mon,
+            Weekday::Tue,
+            Weekday::Wed,
+            Weekday::Thu,
+            Weekday::Fri,
+            Weekday::Sat,
+            Weekday::Sun,
+        ];
+        let resource = ResourceRow {
+            id: Uuid::now_v7(),
+            name: "room".into(),
+            time_zone: "UTC".into(),
+            owner_id: "staff-1".into(),
+            weekly: Json(WeeklyHours::on_days(&all, &day)),
+            created_at: now,
+            updated_at: now,
+        };
+        let ty = TypeRow {
+            id: Uuid::now_v7(),
+            resource_id: resource.id,
+            name: "s".into(),
+            duration_minutes: 30,
+            interval_minutes: 30,
+            buffer_before_minutes: 0,
+            buffer_after_minutes: 0,
+            min_notice_minutes: 0,
+            horizon_minutes: 60 * 24 * 30,
+            capacity,
+            price_minor: 0,
+            currency: "EUR".into(),
+            created_at: now,
+            updated_at: now,
+        };
+        let mut tx = self.av.inner.store.write().await.unwrap();
+        tx.insert_resource(&resource).await.unwrap();
+        tx.insert_type(&ty).await.unwrap();
+        tx.commit().await.unwrap();
+        (resource.id, ty.id)
+    }
+
+    /// The views a batch of `reqs` would be decided on, read now.
+    async fn views(&self, reqs: &[ClaimRequest]) -> Vec<Option<SlotView>> {
+        let slots: Vec<SlotKey> = reqs
+            .iter()
+            .map(|r| (r.resource_id, r.appointment_type_id, r.start))
+            .collect();
+        self.av
+            .inner
+            .store
+            .peek_slots(&slots, REACH, now())
+            .await
+            .unwrap()
+            .unwrap()
+    }
+
+    /// Locks the resource's row in a transaction, as every ledger write does.
+    async fn locked(&self, resource: Uuid) -> Tx {
+        let mut tx = self.av.inner.store.write().await.unwrap();
+        assert_eq!(
+            tx.lock_resource(resource, None).await.unwrap(),
+            RowLock::Locked
+        );
+        tx
+    }
+
+    async fn sound(&self) {
+        assert_eq!(self.av.find_overlaps().await.unwrap(), Vec::<String>::new());
+    }
+}
+
+fn tomorrow() -> DateTime<Utc> {
+    (now() + TimeDelta::days(1))
+        .duration_trunc(TimeDelta::hours(1))
+        .unwrap()
+}
+
+fn claim(resource: Uuid, ty: Uuid, start: DateTime<Utc>, owner: &str) -> ClaimRequest {
+    ClaimRequest {
+        resource_id: resource,
+        appointment_type_id: ty,
+        start,
+        seats: 1,
+        hold_for: Some(Duration::from_secs(600)),
+        owner: owner.to_owned(),
+    }
+}
+
+fn taken(outcome: &Result<ClaimReceipt, LedgerError>) -> bool {
+    matches!(outcome, Err(LedgerError::SlotUnavailable(_)))
+}
+
+#[tokio::test]
+async fn a_batch_decides_claims_on_one_resource_together() {
+    let db = Scratch::new().await;
+    let (single, single_ty) = db.resource(1).await;
+    let (seats, seats_ty) = db.resource(2).await;
+    let start = tomorrow();
+    let later = start + TimeDelta::hours(1);
+    let batch = vec![
+        claim(single, single_ty, start, "a"),
+        claim(seats, seats_ty, start, "b"),
+        claim(single, single_ty, start, "c"),
+        claim(seats, seats_ty, start, "d"),
+        claim(single, single_ty, later, "e"),
+        claim(seats, seats_ty, start, "f"),
+    ];
+    let outcomes = db.av.claim_batch(batch).await;
+    assert!(outcomes[0].is_ok(), "{:?}", outcomes[0]);
+    assert!(outcomes[1].is_ok(), "{:?}", outcomes[1]);
+    assert!(taken(&outcomes[2]), "capacity 1: {:?}", outcomes[2]);
+    assert!(outcomes[3].is_ok(), "second seat: {:?}", outcomes[3]);
+    assert!(outcomes[4].is_ok(), "{:?}", outcomes[4]);
+    assert!(taken(&outcomes[5]), "capacity 2: {:?}", outcomes[5]);
+    // The two seats share one block.
+    let block = |o: &Result<ClaimReceipt, LedgerError>| o.as_ref().unwrap().claim_id;
+    let mut tx = db.av.inner.store.read().await.unwrap();
+    let b1 = tx.get_claim(block(&outcomes[1])).await.unwrap().unwrap();
+    let b3 = tx.get_claim(block(&outcomes[3])).await.unwrap().unwrap();
+    assert_eq!(b1.block_id, b3.block_id);
+    drop(tx);
+    db.sound().await;
+
+    // Already taken when read: refused on the snapshot, and a repeat of a
+    // claim by its owner gets its receipt back (through the locked path).
+    let again = db
+        .av
+        .claim_batch(vec![
+            claim(single, single_ty, start, "g"),
+            claim(single, single_ty, start, "a"),
+        ])
+        .await;
+    assert!(taken(&again[0]), "{:?}", again[0]);
+    assert_eq!(again[1].as_ref().unwrap(), outcomes[0].as_ref().unwrap());
+    db.sound().await;
+    db.drop_db().await;
+}
+
+#[tokio::test]
+async fn a_resource_changed_after_the_read_takes_the_locked_path() {
+    let db = Scratch::new().await;
+    let (stale, stale_ty) = db.resource(1).await;
+    let (fresh, fresh_ty) = db.resource(1).await;
+    let start = tomorrow();
+    let later = start + TimeDelta::hours(1);
+    let batch = vec![
+        claim(stale, stale_ty, start, "a"),
+        claim(stale, stale_ty, later, "b"),
+        claim(stale, stale_ty, later, "c"),
+        claim(fresh, fresh_ty, start, "d"),
+    ];
+    let views = db.views(&batch).await;
+    // Someone else takes `start` on the first resource after the read.
+    db.av
+        .claim_locked(&claim(stale, stale_ty, start, "x"))
+        .await
+        .unwrap();
+    let outcomes = db.av.claim_on_views(batch, views, now()).await;
+    // The stale snapshot wrote nothing for its resource; the locked path
+    // decided its claims on what is committed.
+    assert!(taken(&outcomes[0]), "{:?}", outcomes[0]);
+    assert!(outcomes[1].is_ok(), "{:?}", outcomes[1]);
+    assert!(taken(&outcomes[2]), "{:?}", outcomes[2]);
+    assert!(outcomes[3].is_ok(), "{:?}", outcomes[3]);
+    db.sound().await;
+    db.drop_db().await;
+}
+
+#[tokio::test]
+async fn the_guarded_write_waits_for_a_held_lock_and_ignores_a_rolled_back_one() {
+    let db = Scratch::new().await;
+    let (resource, ty) = db.resource(1).await;
+    let start = tomorrow();
+
+    // A transaction holding the row lock: the write waits for it, then
+    // sees the raised counter and leaves the claim to the locked path.
+    let batch = vec![claim(resource, ty, start, "a")];
+    let views = db.views(&batch).await;
+    let tx = db.locked(resource).await;
+    let pending = {
+        let av = db.av.clone();
+        tokio::spawn(async move { av.claim_on_views(batch, views, now()).await })
+    };
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(!pending.is_finished(), "must wait for the row lock");
+    tx.commit().await.unwrap();
+    let outcome = pending.await.unwrap().remove(0);
+    assert!(outcome.is_ok(), "the locked path books it: {outcome:?}");
+
+    // A lock that was rolled back changed nothing: the snapshot stays good
+    // and is written as decided (the same ledger_seq as when read).
+    let later = start + TimeDelta::hours(1);
+    let batch = vec![claim(resource, ty, later, "b")];
+    let views = db.views(&batch).await;
+    let seq = views[0].as_ref().unwrap().seq;
+    drop(db.locked(resource).await);
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let outcome = db.av.claim_on_views(batch, views, now()).await.remove(0);
+    assert!(outcome.is_ok(), "{outcome:?}");
+    let after = db.views(&[claim(resource, ty, later, "c")]).await;
+    assert_eq!(after[0].as_ref().unwrap().seq, seq + 1, "one guarded write");
+    db.sound().await;
+    db.drop_db().await;
+}
