@@ -208,6 +208,10 @@ async fn crud(av: &Availability) {
     api.get(&format!("/v1/resources/{id}"))
         .await
         .assert_problem(404);
+    // The released claim and its slot went with them: no orphaned rows.
+    let counts = av.table_counts().await.unwrap();
+    assert_eq!((counts["claims"], counts["blocks"]), (0, 0), "{counts:?}");
+    assert_eq!(av.find_overlaps().await.unwrap(), Vec::<String>::new());
 }
 
 async fn bad_input(av: &Availability) {

@@ -116,11 +116,22 @@ impl Tx {
         })
     }
 
+    /// Deletes the resource with its ledger rows (the ledger tables have no
+    /// foreign keys to cascade on PostgreSQL). Call under the resource's
+    /// row lock, after making sure no claim of it is live.
     pub async fn delete_resource(&mut self, id: Uuid) -> Result<bool, sqlx::Error> {
         both!(self, |c| {
+            sqlx::query("DELETE FROM claims WHERE resource_id = $1")
+                .bind(id)
+                .execute(&mut *c)
+                .await?;
+            sqlx::query("DELETE FROM blocks WHERE resource_id = $1")
+                .bind(id)
+                .execute(&mut *c)
+                .await?;
             sqlx::query("DELETE FROM resources WHERE id = $1")
                 .bind(id)
-                .execute(c)
+                .execute(&mut *c)
                 .await
                 .map(|r| r.rows_affected() > 0)
         })
@@ -196,11 +207,21 @@ impl Tx {
             .await)
     }
 
+    /// Deletes the appointment type with its ledger rows, like
+    /// [`Tx::delete_resource`]; call under its resource's row lock.
     pub async fn delete_type(&mut self, id: Uuid) -> Result<bool, sqlx::Error> {
         both!(self, |c| {
+            sqlx::query("DELETE FROM claims WHERE appointment_type_id = $1")
+                .bind(id)
+                .execute(&mut *c)
+                .await?;
+            sqlx::query("DELETE FROM blocks WHERE appointment_type_id = $1")
+                .bind(id)
+                .execute(&mut *c)
+                .await?;
             sqlx::query("DELETE FROM appointment_types WHERE id = $1")
                 .bind(id)
-                .execute(c)
+                .execute(&mut *c)
                 .await
                 .map(|r| r.rows_affected() > 0)
         })

@@ -552,7 +552,32 @@ impl Tx {
 
     /// Ledger invariant violations, described; empty when sound.
     pub async fn overlaps(&mut self, now: DateTime<Utc>) -> Result<Vec<String>, sqlx::Error> {
-        dialect!(self, overlaps(now))
+        let mut found = dialect!(self, overlaps(now))?;
+        found.extend(self.orphans().await?);
+        Ok(found)
+    }
+
+    /// Ledger rows whose resource or appointment type is gone (the ledger
+    /// tables keep no foreign keys on PostgreSQL; see migration 0004).
+    async fn orphans(&mut self) -> Result<Vec<String>, sqlx::Error> {
+        let rows: Vec<(String, Uuid)> = both!(self, |c| {
+            sqlx::query_as(
+                "SELECT 'claim', x.id FROM claims x \
+                 WHERE NOT EXISTS (SELECT 1 FROM resources r WHERE r.id = x.resource_id) \
+                   OR NOT EXISTS (SELECT 1 FROM appointment_types t WHERE t.id = x.appointment_type_id) \
+                 UNION ALL SELECT 'block', x.id FROM blocks x \
+                 WHERE NOT EXISTS (SELECT 1 FROM resources r WHERE r.id = x.resource_id) \
+                   OR NOT EXISTS (SELECT 1 FROM appointment_types t WHERE t.id = x.appointment_type_id)",
+            )
+            .fetch_all(c)
+            .await
+        })?;
+        Ok(rows
+            .into_iter()
+            .map(|(what, id)| {
+                format!("{what} {id} belongs to a missing resource or appointment type")
+            })
+            .collect())
     }
 
     /// Calendar busy times overlapping `[from, to)`.
