@@ -2,6 +2,7 @@
 //! SQLite backend (`berth dev`). Every booking write and its outbox row share
 //! one transaction, which is what makes "events are never lost" hold.
 
+mod pg_batch;
 mod postgres;
 mod sqlite;
 

@@ -14,10 +14,10 @@ use sqlx::types::Json;
 use sqlx::{PgPool, Postgres, QueryBuilder, Row, Transaction};
 use uuid::Uuid;
 
+use super::pg_batch::{self, Answer, Batches, NewBooking, NewKey};
 use super::{
     JSON_HEADERS_LIKE, KeyAnswer, KeyClaim, KeyTimes, ListFilter, Publisher, RawBooking, Result,
-    Store, StoredResponse, customer_columns, decode_headers, encode_headers, judge_existing_key,
-    saga_columns,
+    Store, StoredResponse, customer_columns, decode_headers, judge_existing_key, saga_columns,
 };
 use crate::access::Visibility;
 use crate::error::BookingError;
@@ -26,45 +26,13 @@ use crate::model::{BookingRecord, BookingStatus, Event, event_type};
 const TABLE: &str = "booking.bookings";
 static SELECT: LazyLock<String> =
     LazyLock::new(|| format!("SELECT {} FROM {TABLE}", super::COLUMNS.join(", ")));
-static INSERT: LazyLock<String> = LazyLock::new(|| super::insert_booking_sql(TABLE, '$'));
 static UPDATE: LazyLock<String> = LazyLock::new(|| super::update_booking_sql(TABLE, '$'));
-/// The booking insert and its outbox row in one statement (parameters after
-/// the booking's columns: event id, booking id, type, payload, time).
-static INSERT_WITH_EVENT: LazyLock<String> = LazyLock::new(|| insert_with_event(""));
-/// [`INSERT_WITH_EVENT`] that also completes an idempotency key (further
-/// parameters: status, headers, body, subject, key, lock, booking id).
-static INSERT_ANSWERED: LazyLock<String> = LazyLock::new(|| {
-    let n = super::COLUMNS.len() + 5;
-    insert_with_event(&format!(
-        ", answered AS (UPDATE booking.idempotency_keys SET state = 'done', status = ${}, \
-           headers = ${}, body = ${}, booking_id = ${} \
-         WHERE subject = ${} AND key = ${} AND state = 'in_flight' AND locked_at = ${})",
-        n + 1,
-        n + 2,
-        n + 3,
-        n + 7,
-        n + 4,
-        n + 5,
-        n + 6
-    ))
-});
-
-fn insert_with_event(more: &str) -> String {
-    let n = super::COLUMNS.len();
-    format!(
-        "WITH inserted AS ({}){more} INSERT INTO booking.outbox \
-         (id, booking_id, event_type, payload, occurred_at) VALUES (${}, ${}, ${}, ${}, ${})",
-        *INSERT,
-        n + 1,
-        n + 2,
-        n + 3,
-        n + 4,
-        n + 5
-    )
-}
+/// Connections for the group-commit batches (see `pg_batch`).
+const BATCH_CONNECTIONS: u32 = pg_batch::CONNECTIONS;
 
 pub(crate) struct PgStore {
     pool: PgPool,
+    batches: Batches,
 }
 
 impl PgStore {
@@ -78,7 +46,23 @@ impl PgStore {
             .await?;
         create_schema(&pool).await?;
         sqlx::migrate!("./migrations/postgres").run(&pool).await?;
-        Ok(Self { pool })
+        // The group-commit statements run on connections of their own, set
+        // up for them: one generic plan per statement (with a custom plan
+        // per batch size PostgreSQL planned them again on almost every
+        // execution), and no sequential scans (each touches a few rows by
+        // key; a plan made while a table was small must not scan it whole
+        // once it has grown).
+        let batch_options = PgConnectOptions::from_str(url)?.options([
+            ("search_path", "booking"),
+            ("plan_cache_mode", "force_generic_plan"),
+            ("enable_seqscan", "off"),
+        ]);
+        let batch_pool = berth_runtime::postgres::pool_options(BATCH_CONNECTIONS)
+            .acquire_timeout(Duration::from_secs(5))
+            .connect_with(batch_options)
+            .await?;
+        let batches = Batches::spawn(&batch_pool);
+        Ok(Self { pool, batches })
     }
 }
 
@@ -187,16 +171,14 @@ impl Store for PgStore {
 
     async fn insert_booking(&self, booking: &BookingRecord, event: &Event) -> Result<()> {
         // One statement is one transaction: the booking and its event commit
-        // together or not at all.
-        bind_booking(sqlx::query(&INSERT_WITH_EVENT), booking)
-            .bind(event.id)
-            .bind(event.booking_id)
-            .bind(&event.event_type)
-            .bind(Json(event))
-            .bind(event.occurred_at)
-            .execute(&self.pool)
-            .await?;
-        Ok(())
+        // together or not at all (batched with concurrent bookings).
+        self.batches
+            .insert_booking(NewBooking {
+                booking: booking.clone(),
+                event: event.clone(),
+                answer: None,
+            })
+            .await
     }
 
     async fn insert_booking_answered(
@@ -205,22 +187,18 @@ impl Store for PgStore {
         event: &Event,
         answer: KeyAnswer<'_>,
     ) -> Result<()> {
-        bind_booking(sqlx::query(&INSERT_ANSWERED), booking)
-            .bind(event.id)
-            .bind(event.booking_id)
-            .bind(&event.event_type)
-            .bind(Json(event))
-            .bind(event.occurred_at)
-            .bind(i32::from(answer.response.status))
-            .bind(encode_headers(&answer.response.headers))
-            .bind(&answer.response.body)
-            .bind(answer.subject)
-            .bind(answer.key)
-            .bind(answer.lock)
-            .bind(answer.response.booking_id)
-            .execute(&self.pool)
-            .await?;
-        Ok(())
+        self.batches
+            .insert_booking(NewBooking {
+                booking: booking.clone(),
+                event: event.clone(),
+                answer: Some(Answer {
+                    subject: answer.subject.to_owned(),
+                    key: answer.key.to_owned(),
+                    lock: answer.lock,
+                    response: answer.response.clone(),
+                }),
+            })
+            .await
     }
 
     async fn get_booking(&self, id: Uuid) -> Result<Option<BookingRecord>> {
@@ -352,6 +330,16 @@ impl Store for PgStore {
         fingerprint: &str,
         t: KeyTimes,
     ) -> Result<KeyClaim> {
+        // The common case, a new key, is one batched insert.
+        let fresh = NewKey {
+            subject: subject.to_owned(),
+            key: key.to_owned(),
+            fingerprint: fingerprint.to_owned(),
+            now: t.now,
+        };
+        if self.batches.reserve_key(fresh).await? {
+            return Ok(KeyClaim::Started);
+        }
         // Retried only if the row vanished between our insert and select.
         for _ in 0..3 {
             // A key older than the TTL is forgotten: it is replaced as if it
@@ -439,21 +427,14 @@ impl Store for PgStore {
         lock: DateTime<Utc>,
         response: &StoredResponse,
     ) -> Result<()> {
-        sqlx::query(
-            "UPDATE booking.idempotency_keys SET state = 'done', status = $2, headers = $3, \
-               body = $4, booking_id = $7 \
-             WHERE subject = $6 AND key = $1 AND locked_at = $5",
-        )
-        .bind(key)
-        .bind(i32::from(response.status))
-        .bind(encode_headers(&response.headers))
-        .bind(&response.body)
-        .bind(lock)
-        .bind(subject)
-        .bind(response.booking_id)
-        .execute(&self.pool)
-        .await?;
-        Ok(())
+        self.batches
+            .store_answer(Answer {
+                subject: subject.to_owned(),
+                key: key.to_owned(),
+                lock,
+                response: response.clone(),
+            })
+            .await
     }
 
     async fn release_key(&self, subject: &str, key: &str, lock: DateTime<Utc>) -> Result<()> {

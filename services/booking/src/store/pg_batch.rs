@@ -1,0 +1,411 @@
+//! Group commit for the PostgreSQL store: the statements every booking
+//! request runs (reserve its idempotency key, write the booking with its
+//! outbox row and stored answer, store a non-booking answer) are gathered
+//! across concurrent requests into one statement each. Each outcome is the
+//! one the single statement would have had: a statement that fails for the
+//! batch is run again one item at a time, so one bad row fails alone.
+
+use std::collections::HashSet;
+
+use berth_runtime::batch::Batcher;
+use chrono::{DateTime, Utc};
+use sqlx::PgPool;
+use uuid::Uuid;
+
+use super::{Result, StoredResponse, customer_columns, encode_headers, saga_columns};
+use crate::error::BookingError;
+use crate::model::{BookingRecord, Event};
+
+const MAX_BATCH: usize = 64;
+/// Batches of one kind in flight at once (each holds one connection). One
+/// is classic group commit: while a statement runs, the next batch gathers,
+/// so batches grow with the load (measured best in P1, docs/benchmarks.md).
+const IN_FLIGHT: usize = 1;
+/// Connections the batches need: three kinds, `IN_FLIGHT` each.
+pub(super) const CONNECTIONS: u32 = 3 * IN_FLIGHT as u32;
+
+/// A new idempotency key to reserve.
+pub(super) struct NewKey {
+    pub subject: String,
+    pub key: String,
+    pub fingerprint: String,
+    pub now: DateTime<Utc>,
+}
+
+/// A response to store under a key, if the key is still locked by `lock`.
+#[derive(Clone)]
+pub(super) struct Answer {
+    pub subject: String,
+    pub key: String,
+    pub lock: DateTime<Utc>,
+    pub response: StoredResponse,
+}
+
+/// A new booking, its event, and (under an idempotency key) its answer.
+pub(super) struct NewBooking {
+    pub booking: BookingRecord,
+    pub event: Event,
+    pub answer: Option<Answer>,
+}
+
+type Outcome = Result<()>;
+
+#[derive(Clone)]
+pub(super) struct Batches {
+    keys: Batcher<NewKey, Result<bool>>,
+    bookings: Batcher<NewBooking, Outcome>,
+    answers: Batcher<Answer, Outcome>,
+}
+
+impl Batches {
+    pub fn spawn(pool: &PgPool) -> Self {
+        let on = |pool: &PgPool| pool.clone();
+        let (p1, p2, p3) = (on(pool), on(pool), on(pool));
+        Self {
+            keys: Batcher::spawn("booking_keys", MAX_BATCH, IN_FLIGHT, move |keys| {
+                reserve_keys(p1.clone(), keys)
+            }),
+            bookings: Batcher::spawn("booking_writes", MAX_BATCH, IN_FLIGHT, move |items| {
+                insert_bookings(p2.clone(), items)
+            }),
+            answers: Batcher::spawn("booking_answers", MAX_BATCH, IN_FLIGHT, move |items| {
+                store_answers(p3.clone(), items)
+            }),
+        }
+    }
+
+    /// Inserts the key as in flight if it does not exist; `false` if it
+    /// does (the caller then looks at it).
+    pub async fn reserve_key(&self, key: NewKey) -> Result<bool> {
+        flatten(self.keys.submit(key).await)
+    }
+
+    pub async fn insert_booking(&self, item: NewBooking) -> Result<()> {
+        flatten(self.bookings.submit(item).await)
+    }
+
+    pub async fn store_answer(&self, answer: Answer) -> Result<()> {
+        flatten(self.answers.submit(answer).await)
+    }
+}
+
+fn flatten<T>(
+    outcome: std::result::Result<Result<T>, berth_runtime::batch::BatchError>,
+) -> Result<T> {
+    outcome.unwrap_or_else(|lost| Err(BookingError::Internal(lost.to_string())))
+}
+
+/// One `INSERT … ON CONFLICT DO NOTHING` for the batch. A key twice in one
+/// batch goes in once; the other copies report "exists" and so see the
+/// first one in flight, exactly as if they had come a moment later.
+async fn reserve_keys(pool: PgPool, keys: Vec<NewKey>) -> Vec<Result<bool>> {
+    let mut seen = HashSet::new();
+    let first: Vec<bool> = keys
+        .iter()
+        .map(|k| seen.insert((k.subject.as_str(), k.key.as_str())))
+        .collect();
+    let fresh: Vec<&NewKey> = keys
+        .iter()
+        .zip(&first)
+        .filter(|(_, f)| **f)
+        .map(|(k, _)| k)
+        .collect();
+    let inserted: std::result::Result<Vec<(String, String)>, sqlx::Error> = sqlx::query_as(
+        "INSERT INTO booking.idempotency_keys (subject, key, fingerprint, state, created_at, locked_at) \
+         SELECT s, k, f, 'in_flight', t, t \
+         FROM unnest($1::text[], $2::text[], $3::text[], $4::timestamptz[]) AS x(s, k, f, t) \
+         ON CONFLICT (subject, key) DO NOTHING RETURNING subject, key",
+    )
+    .bind(fresh.iter().map(|k| k.subject.clone()).collect::<Vec<_>>())
+    .bind(fresh.iter().map(|k| k.key.clone()).collect::<Vec<_>>())
+    .bind(fresh.iter().map(|k| k.fingerprint.clone()).collect::<Vec<_>>())
+    .bind(fresh.iter().map(|k| k.now).collect::<Vec<_>>())
+    .fetch_all(&pool)
+    .await;
+    match inserted {
+        Ok(rows) => {
+            let inserted: HashSet<(String, String)> = rows.into_iter().collect();
+            keys.iter()
+                .zip(first)
+                .map(|(k, first)| {
+                    Ok(first && inserted.contains(&(k.subject.clone(), k.key.clone())))
+                })
+                .collect()
+        }
+        // E.g. a value the database refuses: each key on its own, so only
+        // that one fails.
+        Err(_) if keys.len() > 1 => {
+            let mut outcomes = Vec::with_capacity(keys.len());
+            for key in keys {
+                outcomes.push(
+                    Box::pin(reserve_keys(pool.clone(), vec![key]))
+                        .await
+                        .remove(0),
+                );
+            }
+            outcomes
+        }
+        Err(error) => vec![Err(error.into())],
+    }
+}
+
+/// The bookings, their outbox rows and their keys' answers in one
+/// statement (one transaction).
+async fn insert_bookings(pool: PgPool, items: Vec<NewBooking>) -> Vec<Outcome> {
+    match insert_bookings_at_once(&pool, &items).await {
+        Ok(()) => items.iter().map(|_| Ok(())).collect(),
+        Err(_) if items.len() > 1 => {
+            let mut outcomes = Vec::with_capacity(items.len());
+            for item in items {
+                outcomes.push(
+                    Box::pin(insert_bookings(pool.clone(), vec![item]))
+                        .await
+                        .remove(0),
+                );
+            }
+            outcomes
+        }
+        Err(error) => vec![Err(error)],
+    }
+}
+
+async fn insert_bookings_at_once(pool: &PgPool, items: &[NewBooking]) -> Result<()> {
+    static SQL: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+        format!(
+            "WITH b AS (INSERT INTO booking.bookings ({}) \
+               SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::uuid[], $4::uuid[], \
+                 $5::timestamptz[], $6::timestamptz[], $7::int4[], $8::text[], $9::int8[], \
+                 $10::text[], $11::text[], $12::text[], $13::timestamptz[], $14::text[], \
+                 $15::int4[], $16::timestamptz[], $17::text[], $18::timestamptz[], \
+                 $19::timestamptz[], $20::int8[], $21::text[], $22::text[])), \
+             o AS (INSERT INTO booking.outbox (id, booking_id, event_type, payload, occurred_at) \
+               SELECT i, b, t, p::jsonb, o FROM unnest($23::uuid[], $24::uuid[], $25::text[], \
+                 $26::text[], $27::timestamptz[]) WITH ORDINALITY AS x(i, b, t, p, o, n) \
+               ORDER BY n) \
+             UPDATE booking.idempotency_keys k SET state = 'done', status = a.status, \
+               headers = a.headers, body = a.body, booking_id = a.booking_id \
+             FROM unnest($28::text[], $29::text[], $30::timestamptz[], $31::int4[], \
+               $32::text[], $33::bytea[], $34::uuid[]) \
+               AS a(subject, key, lock, status, headers, body, booking_id) \
+             WHERE k.subject = a.subject AND k.key = a.key AND k.state = 'in_flight' \
+               AND k.locked_at = a.lock",
+            super::COLUMNS.join(", ")
+        )
+    });
+    let b: Vec<&BookingRecord> = items.iter().map(|i| &i.booking).collect();
+    let sagas: Vec<_> = b.iter().map(|b| saga_columns(b)).collect();
+    let customers: Vec<_> = b.iter().map(|b| customer_columns(b)).collect();
+    let payloads = items
+        .iter()
+        .map(|i| serde_json::to_string(&i.event))
+        .collect::<std::result::Result<Vec<String>, _>>()
+        .map_err(|e| BookingError::Internal(format!("encoding an event: {e}")))?;
+    let answers: Vec<&Answer> = items.iter().filter_map(|i| i.answer.as_ref()).collect();
+    sqlx::query(&SQL)
+        .bind(b.iter().map(|b| b.id).collect::<Vec<Uuid>>())
+        .bind(b.iter().map(|b| b.resource_id).collect::<Vec<Uuid>>())
+        .bind(
+            b.iter()
+                .map(|b| b.appointment_type_id)
+                .collect::<Vec<Uuid>>(),
+        )
+        .bind(b.iter().map(|b| b.claim_id).collect::<Vec<Uuid>>())
+        .bind(b.iter().map(|b| b.start).collect::<Vec<DateTime<Utc>>>())
+        .bind(b.iter().map(|b| b.end).collect::<Vec<DateTime<Utc>>>())
+        .bind(
+            b.iter()
+                .map(|b| i32::try_from(b.seats).unwrap_or(i32::MAX))
+                .collect::<Vec<i32>>(),
+        )
+        .bind(b.iter().map(|b| b.status.as_str()).collect::<Vec<&str>>())
+        .bind(b.iter().map(|b| b.price_minor).collect::<Vec<i64>>())
+        .bind(b.iter().map(|b| b.currency.as_str()).collect::<Vec<&str>>())
+        .bind(
+            customers
+                .iter()
+                .map(|c| c.0.clone())
+                .collect::<Vec<Option<String>>>(),
+        )
+        .bind(
+            customers
+                .iter()
+                .map(|c| c.1.clone())
+                .collect::<Vec<Option<String>>>(),
+        )
+        .bind(
+            b.iter()
+                .map(|b| b.hold_expires_at)
+                .collect::<Vec<Option<DateTime<Utc>>>>(),
+        )
+        .bind(sagas.iter().map(|s| s.0).collect::<Vec<Option<&str>>>())
+        .bind(sagas.iter().map(|s| s.1).collect::<Vec<i32>>())
+        .bind(
+            sagas
+                .iter()
+                .map(|s| s.2)
+                .collect::<Vec<Option<DateTime<Utc>>>>(),
+        )
+        .bind(
+            sagas
+                .iter()
+                .map(|s| s.3.clone())
+                .collect::<Vec<Option<String>>>(),
+        )
+        .bind(
+            b.iter()
+                .map(|b| b.created_at)
+                .collect::<Vec<DateTime<Utc>>>(),
+        )
+        .bind(
+            b.iter()
+                .map(|b| b.updated_at)
+                .collect::<Vec<DateTime<Utc>>>(),
+        )
+        .bind(b.iter().map(|b| b.version).collect::<Vec<i64>>())
+        .bind(
+            b.iter()
+                .map(|b| b.customer_id.clone())
+                .collect::<Vec<Option<String>>>(),
+        )
+        .bind(
+            b.iter()
+                .map(|b| b.resource_owner_id.clone())
+                .collect::<Vec<Option<String>>>(),
+        )
+        .bind(items.iter().map(|i| i.event.id).collect::<Vec<Uuid>>())
+        .bind(
+            items
+                .iter()
+                .map(|i| i.event.booking_id)
+                .collect::<Vec<Uuid>>(),
+        )
+        .bind(
+            items
+                .iter()
+                .map(|i| i.event.event_type.as_str())
+                .collect::<Vec<&str>>(),
+        )
+        .bind(payloads)
+        .bind(
+            items
+                .iter()
+                .map(|i| i.event.occurred_at)
+                .collect::<Vec<DateTime<Utc>>>(),
+        )
+        .bind(
+            answers
+                .iter()
+                .map(|a| a.subject.as_str())
+                .collect::<Vec<&str>>(),
+        )
+        .bind(
+            answers
+                .iter()
+                .map(|a| a.key.as_str())
+                .collect::<Vec<&str>>(),
+        )
+        .bind(
+            answers
+                .iter()
+                .map(|a| a.lock)
+                .collect::<Vec<DateTime<Utc>>>(),
+        )
+        .bind(
+            answers
+                .iter()
+                .map(|a| i32::from(a.response.status))
+                .collect::<Vec<i32>>(),
+        )
+        .bind(
+            answers
+                .iter()
+                .map(|a| encode_headers(&a.response.headers))
+                .collect::<Vec<String>>(),
+        )
+        .bind(
+            answers
+                .iter()
+                .map(|a| a.response.body.clone())
+                .collect::<Vec<Vec<u8>>>(),
+        )
+        .bind(
+            answers
+                .iter()
+                .map(|a| a.response.booking_id)
+                .collect::<Vec<Option<Uuid>>>(),
+        )
+        .execute(pool)
+        .await?;
+    Ok(())
+}
+
+/// Stores answers under keys still locked by their request, in one
+/// statement.
+async fn store_answers(pool: PgPool, answers: Vec<Answer>) -> Vec<Outcome> {
+    let stored = sqlx::query(
+        "UPDATE booking.idempotency_keys k SET state = 'done', status = a.status, \
+           headers = a.headers, body = a.body, booking_id = a.booking_id \
+         FROM unnest($1::text[], $2::text[], $3::timestamptz[], $4::int4[], $5::text[], \
+           $6::bytea[], $7::uuid[]) AS a(subject, key, lock, status, headers, body, booking_id) \
+         WHERE k.subject = a.subject AND k.key = a.key AND k.locked_at = a.lock",
+    )
+    .bind(
+        answers
+            .iter()
+            .map(|a| a.subject.as_str())
+            .collect::<Vec<&str>>(),
+    )
+    .bind(
+        answers
+            .iter()
+            .map(|a| a.key.as_str())
+            .collect::<Vec<&str>>(),
+    )
+    .bind(
+        answers
+            .iter()
+            .map(|a| a.lock)
+            .collect::<Vec<DateTime<Utc>>>(),
+    )
+    .bind(
+        answers
+            .iter()
+            .map(|a| i32::from(a.response.status))
+            .collect::<Vec<i32>>(),
+    )
+    .bind(
+        answers
+            .iter()
+            .map(|a| encode_headers(&a.response.headers))
+            .collect::<Vec<String>>(),
+    )
+    .bind(
+        answers
+            .iter()
+            .map(|a| a.response.body.clone())
+            .collect::<Vec<Vec<u8>>>(),
+    )
+    .bind(
+        answers
+            .iter()
+            .map(|a| a.response.booking_id)
+            .collect::<Vec<Option<Uuid>>>(),
+    )
+    .execute(&pool)
+    .await;
+    match stored {
+        Ok(_) => answers.iter().map(|_| Ok(())).collect(),
+        Err(_) if answers.len() > 1 => {
+            let mut outcomes = Vec::with_capacity(answers.len());
+            for answer in answers {
+                outcomes.push(
+                    Box::pin(store_answers(pool.clone(), vec![answer]))
+                        .await
+                        .remove(0),
+                );
+            }
+            outcomes
+        }
+        Err(error) => vec![Err(error.into())],
+    }
+}
