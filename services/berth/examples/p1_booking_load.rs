@@ -1,17 +1,26 @@
 //! P1: booking throughput over HTTP, end to end, against the real stack.
 //!
 //! Starts `berth serve availability` and `berth serve booking` (release
-//! build next to this example) on a fresh PostgreSQL database, creates 100
-//! resources with 10 slots each, then 64 concurrent clients submit
-//! `POST /v1/bookings` for every slot twice in shuffled order (so half the
-//! requests lose a race and must get 409). Reports bookings/s, latency
-//! percentiles and the ledger checker's overlap count, then runs `pgbench`
-//! with the bare ledger insert under the same exclusion constraint as the
-//! physical limit, and prints the ratio.
+//! build next to this example) on a fresh PostgreSQL database and creates
+//! 100 resources. Then, in each of several rounds, 64 concurrent clients
+//! book 1,000 slots (10 per resource) with `POST /v1/bookings` (each its own
+//! `Idempotency-Key`, shuffled order). Each round's slots lie on days of
+//! their own, three days apart, so every round meets the same ledger a
+//! single run would (no other round's claims within reach) and nothing has
+//! to be undone between rounds. The ledger checker then counts overlaps in
+//! everything booked. Reports bookings/s over the rounds (and per round),
+//! latency percentiles, where the CPU went, then runs
+//! `pgbench` with the bare ledger insert under the same exclusion
+//! constraint as the physical limit, and prints the ratio.
+//!
+//! Settings (environment): `P1_ROUNDS` (default 5),
+//! `P1_ATTEMPTS_PER_SLOT` (default 1; 2 makes every slot contested, so half
+//! the requests must get 409), `P1_SLOTS_PER_RESOURCE` (default 10),
+//! `P1_NO_PGBENCH` (skip the physical limit, e.g. while profiling).
 //!
 //! Run: `scripts/stack up && eval "$(scripts/stack env)" &&
-//!       cargo build --release -p berth --examples &&
-//!       cargo run --release -p berth --example p1_booking_load`
+//!       cargo build --release -p berth --bins --examples &&
+//!       $CARGO_TARGET_DIR/release/examples/p1_booking_load`
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -19,73 +28,80 @@ mod support;
 
 use std::process::Command;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
+use bytes::Bytes;
 use rand::seq::SliceRandom;
 use serde_json::{Value, json};
 use support::Procs;
+use support::load::{Clients, get, percentile, post};
 
 const CLIENTS: usize = 64;
 const RESOURCES: usize = 100;
-const SLOTS_PER_RESOURCE: usize = 10;
-const ATTEMPTS_PER_SLOT: usize = 2;
 const PGBENCH_SECONDS: u32 = 15;
 
-/// `CLIENTS` concurrent clients take jobs `0..jobs` in turn, each sending
-/// the request `request(client, job)` builds; every response's status and
-/// latency, in no particular order.
-async fn drain<F>(jobs: usize, request: F) -> Vec<(u16, Duration)>
-where
-    F: Fn(usize, usize) -> reqwest::RequestBuilder + Send + Sync + 'static,
-{
-    let (next, request) = (Arc::new(AtomicUsize::new(0)), Arc::new(request));
-    let workers: Vec<_> = (0..CLIENTS)
-        .map(|c| {
-            let (next, request) = (next.clone(), request.clone());
-            tokio::spawn(async move {
-                let mut seen = Vec::new();
-                loop {
-                    let job = next.fetch_add(1, Ordering::Relaxed);
-                    if job >= jobs {
-                        break seen;
-                    }
-                    let t0 = Instant::now();
-                    let r = request(c, job).send().await.unwrap();
-                    let status = r.status().as_u16();
-                    let _ = r.bytes().await;
-                    seen.push((status, t0.elapsed()));
-                }
-            })
-        })
-        .collect();
-    let mut results = Vec::new();
-    for w in workers {
-        results.extend(w.await.unwrap());
-    }
-    results
+fn setting(name: &str, default: usize) -> usize {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
 }
 
-/// What the machine's cheapest request costs: the same client and the same
-/// booking process answering `GET /livez` (no auth, no database, no gRPC).
-/// No booking can go faster than this, so it bounds the ratio from above.
-async fn hop_floor(client: &reqwest::Client, base: &str) -> f64 {
+/// What the machine's cheapest request costs: the same clients and the
+/// same booking process answering `GET /livez` (no auth, no database, no
+/// gRPC). No booking can go faster than this.
+async fn hop_floor(clients: &mut Clients) -> f64 {
     const REQUESTS: usize = 20_000;
-    let (client, url) = (client.clone(), format!("{base}/livez"));
     let started = Instant::now();
-    let results = drain(REQUESTS, move |_, _| client.get(&url)).await;
+    let answers = clients.drain(REQUESTS, |_, _| get("/livez")).await;
     let rate = REQUESTS as f64 / started.elapsed().as_secs_f64();
-    assert!(results.iter().all(|(status, _)| *status == 200));
+    assert!(answers.iter().all(|a| a.status == 200));
     rate
 }
 
-fn percentile(sorted: &[Duration], p: f64) -> Duration {
-    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
-    sorted[i]
+/// Mean items per batch and mean time per batch of each group-commit
+/// batcher, from `/metrics`.
+async fn batch_sizes(client: &reqwest::Client, base: &str) -> Vec<String> {
+    let text = client
+        .get(format!("{base}/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let value = |line: &str| line.rsplit(' ').next().and_then(|v| v.parse::<f64>().ok());
+    let mut sums = std::collections::BTreeMap::new();
+    for line in text.lines() {
+        for (metric, slot) in [
+            ("berth_batch_size_sum", 0),
+            ("berth_batch_size_count", 1),
+            ("berth_batch_duration_seconds_sum", 2),
+        ] {
+            if let Some(rest) = line.strip_prefix(&format!("{metric}{{batch=\""))
+                && let (Some(name), Some(v)) = (rest.split('"').next(), value(line))
+            {
+                sums.entry(name.to_owned()).or_insert([0.0; 3])[slot] = v;
+            }
+        }
+    }
+    sums.into_iter()
+        .map(|(name, [items, count, seconds])| {
+            let count = count.max(1.0);
+            format!(
+                "{name} {:.1} items in {:.1} ms ({count} batches)",
+                items / count,
+                seconds * 1e3 / count
+            )
+        })
+        .collect()
 }
 
 #[tokio::main]
 async fn main() {
+    let rounds = setting("P1_ROUNDS", 5).max(1);
+    let attempts = setting("P1_ATTEMPTS_PER_SLOT", 1).max(1);
+    let slots_per_resource = setting("P1_SLOTS_PER_RESOURCE", 10);
     let redis =
         std::env::var("REDIS_URL").expect("REDIS_URL: run scripts/stack up and eval its env");
     let db = support::db::TestDb::create("p1").await;
@@ -132,20 +148,12 @@ async fn main() {
     let b = format!("http://127.0.0.1:{b_http}");
     support::wait_ready(&b).await;
 
-    // Setup: 100 resources × 10 slots (more with P1_SLOTS_PER_RESOURCE, for
-    // profiling a longer run; the recorded figures use the default).
-    let slots_per_resource: usize = std::env::var("P1_SLOTS_PER_RESOURCE")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(SLOTS_PER_RESOURCE);
-    let client = reqwest::Client::builder()
-        .pool_max_idle_per_host(CLIENTS)
-        .build()
-        .unwrap();
+    // Setup (not timed): 100 resources × 10 slots per round.
+    let client = reqwest::Client::new();
     let day = json!([{"start": "00:00", "end": "24:00"}]);
     let week = json!({"monday": day, "tuesday": day, "wednesday": day, "thursday": day, "friday": day, "saturday": day, "sunday": day});
     let staff = auth.bearer("staff-1", "staff");
-    let mut work = Vec::new();
+    let mut slots: Vec<Vec<Bytes>> = vec![Vec::new(); rounds];
     for i in 0..RESOURCES {
         let r: Value = client
             .post(format!("{a}/v1/resources"))
@@ -176,63 +184,108 @@ async fn main() {
             .await
             .unwrap();
         let tid = t["id"].as_str().unwrap().to_owned();
-        let slots: Value = client
-            .get(format!("{a}/v1/resources/{rid}/slots?type={tid}"))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        for s in slots["slots"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .take(slots_per_resource)
-        {
-            for _ in 0..ATTEMPTS_PER_SLOT {
-                work.push(json!({"resource_id": rid, "appointment_type_id": tid, "start": s["start_utc"]}));
+        for (round, batch) in slots.iter_mut().enumerate() {
+            // Whole days apart from other rounds, and from now (notice).
+            let day = (chrono::Utc::now() + chrono::TimeDelta::days(2 + 3 * round as i64))
+                .format("%Y-%m-%dT00:00:00Z")
+                .to_string();
+            let offered: Value = client
+                .get(format!(
+                    "{a}/v1/resources/{rid}/slots?type={tid}&from={day}"
+                ))
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            for s in offered["slots"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .take(slots_per_resource)
+            {
+                let body = json!({"resource_id": rid, "appointment_type_id": tid, "start": s["start_utc"]});
+                batch.push(Bytes::from(serde_json::to_vec(&body).unwrap()));
             }
         }
     }
-    assert_eq!(
-        work.len(),
-        RESOURCES * slots_per_resource * ATTEMPTS_PER_SLOT
+    let slot_count = RESOURCES * slots_per_resource;
+    assert!(slots.iter().all(|round| round.len() == slot_count));
+
+    let customers: Arc<Vec<String>> = Arc::new(
+        (0..CLIENTS)
+            .map(|c| auth.bearer(&format!("customer-{c}"), "customer"))
+            .collect(),
     );
-    work.shuffle(&mut rand::rng());
+    let b_addr = format!("127.0.0.1:{b_http}");
+    let mut clients = Clients::new(&b_addr, CLIENTS);
+    clients.connect().await;
+    let meter = || {
+        support::CpuMeter::start(vec![
+            ("postgres", Procs::Named("postgres")),
+            ("redis-server", Procs::Named("redis-server")),
+            ("booking", Procs::Pid(booking_process.0.id())),
+            ("availability", Procs::Pid(availability_process.0.id())),
+            ("load generator", Procs::Pid(std::process::id())),
+        ])
+    };
 
-    // Load: 64 clients drain the shared work list.
-    let customers: Vec<String> = (0..CLIENTS)
-        .map(|c| auth.bearer(&format!("customer-{c}"), "customer"))
-        .collect();
-    let (load_client, url, jobs) = (client.clone(), format!("{b}/v1/bookings"), work.len());
-    let cpu = support::CpuMeter::start(vec![
-        ("postgres", Procs::Named("postgres")),
-        ("redis-server", Procs::Named("redis-server")),
-        ("booking", Procs::Pid(booking_process.0.id())),
-        ("availability", Procs::Pid(availability_process.0.id())),
-        ("load generator", Procs::Pid(std::process::id())),
-    ]);
-    let started = Instant::now();
-    let results = drain(jobs, move |c, job| {
-        load_client
-            .post(&url)
-            .header("authorization", &customers[c])
-            .header("Idempotency-Key", uuid::Uuid::new_v4().to_string())
-            .json(&work[job])
-    })
-    .await;
-    let elapsed = started.elapsed();
-    let cpu = cpu.stop();
-    let booked = results.iter().filter(|(s, _)| *s == 201).count();
-    let conflicts = results.iter().filter(|(s, _)| *s == 409).count();
-    let errors = results.len() - booked - conflicts;
-    let mut latencies: Vec<Duration> = results.iter().map(|(_, d)| *d).collect();
+    let mut timed = Duration::ZERO;
+    let (mut booked, mut conflicts, mut errors) = (0, 0, 0);
+    let mut latencies = Vec::new();
+    let mut cpu: Vec<(&'static str, f64)> = Vec::new();
+    let mut per_round = Vec::new();
+    for (round, round_slots) in slots.iter().enumerate() {
+        let mut work: Vec<Bytes> = round_slots
+            .iter()
+            .flat_map(|s| std::iter::repeat_n(s.clone(), attempts))
+            .collect();
+        work.shuffle(&mut rand::rng());
+        let work = Arc::new(work);
+        let (jobs, tokens) = (work.len(), customers.clone());
+        let round_cpu = meter();
+        let started = Instant::now();
+        let answers = clients
+            .drain(jobs, move |c, job| {
+                let key = uuid::Uuid::new_v4().to_string();
+                post(
+                    "/v1/bookings",
+                    &[
+                        ("authorization", tokens[c].as_str()),
+                        ("idempotency-key", key.as_str()),
+                    ],
+                    work[job].clone(),
+                )
+            })
+            .await;
+        let elapsed = started.elapsed();
+        for (label, seconds) in round_cpu.stop() {
+            match cpu.iter_mut().find(|(l, _)| *l == label) {
+                Some((_, total)) => *total += seconds,
+                None => cpu.push((label, seconds)),
+            }
+        }
+        timed += elapsed;
+        let won = answers.iter().filter(|a| a.status == 201).count();
+        let lost = answers.iter().filter(|a| a.status == 409).count();
+        booked += won;
+        conflicts += lost;
+        errors += answers.len() - won - lost;
+        latencies.extend(answers.iter().map(|a| a.latency));
+        per_round.push(won as f64 / elapsed.as_secs_f64());
+        assert_eq!(won, slot_count, "round {round}: every slot booked once");
+    }
     latencies.sort();
-    let bookings_per_s = booked as f64 / elapsed.as_secs_f64();
-    let requests_per_s = results.len() as f64 / elapsed.as_secs_f64();
+    let bookings_per_s = booked as f64 / timed.as_secs_f64();
+    let requests = booked + conflicts + errors;
 
-    let floor = hop_floor(&client, &b).await;
+    let floor = hop_floor(&mut clients).await;
+    let batches = [
+        batch_sizes(&client, &b).await,
+        batch_sizes(&client, &a).await,
+    ]
+    .concat();
 
     let check = Command::new(support::berth_binary())
         .arg("check-ledger")
@@ -248,18 +301,23 @@ async fn main() {
         .count();
 
     println!(
-        "P1 booking over HTTP: {CLIENTS} clients, {RESOURCES} resources x {slots_per_resource} slots, {ATTEMPTS_PER_SLOT} attempts per slot"
+        "P1 booking over HTTP: {CLIENTS} clients, {RESOURCES} resources x {slots_per_resource} slots, \
+         {attempts} attempt(s) per slot, {rounds} rounds"
     );
     println!(
-        "  requests {} in {:.2}s = {requests_per_s:.0} req/s",
-        results.len(),
-        elapsed.as_secs_f64()
+        "  requests {requests} in {:.2}s timed = {:.0} req/s",
+        timed.as_secs_f64(),
+        requests as f64 / timed.as_secs_f64()
     );
     println!(
         "  booked {booked} (expected {}), conflicts 409 {conflicts}, other {errors}",
-        RESOURCES * slots_per_resource
+        slot_count * rounds
     );
-    println!("  bookings/s {bookings_per_s:.0}");
+    let rates: Vec<String> = per_round.iter().map(|r| format!("{r:.0}")).collect();
+    println!(
+        "  bookings/s {bookings_per_s:.0} (rounds: {})",
+        rates.join(", ")
+    );
     println!(
         "  latency p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms",
         percentile(&latencies, 0.50).as_secs_f64() * 1e3,
@@ -271,17 +329,27 @@ async fn main() {
     let per_booking = |s: f64| s * 1e3 / booked.max(1) as f64;
     let parts: Vec<String> = cpu
         .iter()
-        .map(|(label, s)| format!("{label} {:.2}", per_booking(*s)))
+        .map(|(label, s)| format!("{label} {:.3}", per_booking(*s)))
         .collect();
+    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
     println!(
-        "  CPU per booking (ms, incl. its 409 twin): {}; total {:.2} ({:.2} of {} cores busy)",
+        "  CPU per booking (ms, with any 409s it caused): {}; total {:.3} ({:.2} of {cores} cores busy)",
         parts.join(", "),
         per_booking(cpu_total),
-        cpu_total / elapsed.as_secs_f64(),
-        std::thread::available_parallelism().map_or(0, |n| n.get())
+        cpu_total / timed.as_secs_f64(),
     );
     println!("  hop floor: GET /livez on the booking process, {CLIENTS} clients: {floor:.0} req/s");
+    println!(
+        "  group commit, mean items per batch: {}",
+        batches.join(", ")
+    );
 
+    if std::env::var_os("P1_NO_PGBENCH").is_some() {
+        // For profiling the booking path alone; the database stays for a look.
+        println!("  database kept: {name}");
+        std::mem::forget(db);
+        return;
+    }
     // The physical limit: the bare ledger insert under an exclusion
     // constraint, same server, same client count.
     let mut conn = <sqlx::PgConnection as sqlx::Connection>::connect(&db_url)
@@ -336,7 +404,7 @@ async fn main() {
     println!("  pgbench ledger insert ({CLIENTS} clients, {PGBENCH_SECONDS}s): {tps:.0} tps");
     println!(
         "  CPU budget per booking at ratio 0.60 on these cores: {:.3} ms",
-        std::thread::available_parallelism().map_or(0, |n| n.get()) as f64 * 1e3 / (0.6 * tps)
+        cores as f64 * 1e3 / (0.6 * tps)
     );
     println!("ratio: {:.2}", bookings_per_s / tps);
 

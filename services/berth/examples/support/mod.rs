@@ -184,3 +184,162 @@ impl CpuMeter {
             .collect()
     }
 }
+
+/// A load generator's HTTP/1.1 clients: one kept-alive connection each,
+/// driven by hyper directly, so the generator spends as little of the
+/// shared cores as it can (the system under test gets the rest).
+pub mod load {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::time::{Duration, Instant};
+
+    use bytes::Bytes;
+    use http::{Request, Response};
+    use http_body_util::{BodyExt, Full};
+    use hyper::client::conn::http1::SendRequest;
+    use hyper_util::rt::TokioIo;
+
+    /// What one request got back.
+    pub struct Answer {
+        /// The client that sent it.
+        pub client: usize,
+        pub status: u16,
+        pub latency: Duration,
+        pub location: Option<String>,
+    }
+
+    struct Client {
+        addr: String,
+        sender: Option<SendRequest<Full<Bytes>>>,
+    }
+
+    impl Client {
+        async fn sender(&mut self) -> &mut SendRequest<Full<Bytes>> {
+            let fresh = match &self.sender {
+                Some(sender) => sender.is_closed(),
+                None => true,
+            };
+            if fresh {
+                let stream = tokio::net::TcpStream::connect(&self.addr).await.unwrap();
+                stream.set_nodelay(true).unwrap();
+                let (sender, connection) =
+                    hyper::client::conn::http1::handshake(TokioIo::new(stream))
+                        .await
+                        .unwrap();
+                tokio::spawn(connection);
+                self.sender = Some(sender);
+            }
+            self.sender.as_mut().unwrap()
+        }
+
+        async fn send(&mut self, request: Request<Full<Bytes>>) -> Response<Bytes> {
+            let sender = self.sender().await;
+            sender.ready().await.unwrap();
+            let response = sender.send_request(request).await.unwrap();
+            let (parts, body) = response.into_parts();
+            let body = body.collect().await.unwrap().to_bytes();
+            Response::from_parts(parts, body)
+        }
+    }
+
+    /// `n` clients of the server at `addr` (`host:port`).
+    pub struct Clients {
+        clients: Vec<Client>,
+    }
+
+    impl Clients {
+        pub fn new(addr: &str, n: usize) -> Self {
+            Self {
+                clients: (0..n)
+                    .map(|_| Client {
+                        addr: addr.to_owned(),
+                        sender: None,
+                    })
+                    .collect(),
+            }
+        }
+
+        /// Connects every client (outside any timed section).
+        pub async fn connect(&mut self) {
+            for client in &mut self.clients {
+                client.sender().await;
+            }
+        }
+
+        /// The clients take jobs `0..jobs` in turn, client `c` sending
+        /// `request(c, job)`; every answer, indexed by job.
+        pub async fn drain<F>(&mut self, jobs: usize, request: F) -> Vec<Answer>
+        where
+            F: Fn(usize, usize) -> Request<Full<Bytes>> + Send + Sync + 'static,
+        {
+            let next = Arc::new(AtomicUsize::new(0));
+            let request = Arc::new(request);
+            let workers: Vec<_> = std::mem::take(&mut self.clients)
+                .into_iter()
+                .enumerate()
+                .map(|(c, mut client)| {
+                    let (next, request) = (next.clone(), request.clone());
+                    tokio::spawn(async move {
+                        let mut seen = Vec::new();
+                        loop {
+                            let job = next.fetch_add(1, Ordering::Relaxed);
+                            if job >= jobs {
+                                break (client, seen);
+                            }
+                            let sent = request(c, job);
+                            let t0 = Instant::now();
+                            let response = client.send(sent).await;
+                            let latency = t0.elapsed();
+                            let location = response
+                                .headers()
+                                .get(http::header::LOCATION)
+                                .and_then(|v| v.to_str().ok())
+                                .map(str::to_owned);
+                            seen.push((
+                                job,
+                                Answer {
+                                    client: c,
+                                    status: response.status().as_u16(),
+                                    latency,
+                                    location,
+                                },
+                            ));
+                        }
+                    })
+                })
+                .collect();
+            let mut answers: Vec<Option<Answer>> = (0..jobs).map(|_| None).collect();
+            for worker in workers {
+                let (client, seen) = worker.await.unwrap();
+                self.clients.push(client);
+                for (job, answer) in seen {
+                    answers[job] = Some(answer);
+                }
+            }
+            answers.into_iter().map(Option::unwrap).collect()
+        }
+    }
+
+    /// A request with a JSON body (empty body when `body` is empty).
+    pub fn post(path: &str, headers: &[(&str, &str)], body: Bytes) -> Request<Full<Bytes>> {
+        let mut request = Request::post(path)
+            .header(http::header::HOST, "bench")
+            .header(http::header::CONTENT_TYPE, "application/json");
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        request.body(Full::new(body)).unwrap()
+    }
+
+    pub fn get(path: &str) -> Request<Full<Bytes>> {
+        Request::get(path)
+            .header(http::header::HOST, "bench")
+            .body(Full::new(Bytes::new()))
+            .unwrap()
+    }
+
+    pub fn percentile(sorted: &[Duration], p: f64) -> Duration {
+        let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+        sorted[i]
+    }
+}
