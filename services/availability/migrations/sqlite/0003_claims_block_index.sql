@@ -3,3 +3,6 @@
 -- live claims cannot serve, so every freed slot scanned the claims table.
 DROP INDEX claims_block;
 CREATE INDEX claims_block ON claims (block_id);
+
+-- Nothing looks claims up by owner, so the index only cost every insert.
+DROP INDEX claims_owner;
