@@ -14,6 +14,12 @@ use clap::{Parser, Subcommand};
 
 use components::{Component, StartError};
 
+/// mimalloc instead of the system allocator: request handling is mostly
+/// short-lived buffers, where glibc's malloc/free took a fifth of a booking
+/// process's CPU under load.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(name = "berth", version, about = "Berth appointment-booking platform")]
 struct Cli {
