@@ -303,10 +303,13 @@ pub(crate) fn fingerprint(method: &Method, path: &str, body: &Bytes) -> String {
     hash.update(path.as_bytes());
     hash.update(b"\n");
     hash.update(&canonical);
-    hash.finalize()
-        .iter()
-        .map(|byte| format!("{byte:02x}"))
-        .collect()
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut hex = String::with_capacity(64);
+    for byte in hash.finalize() {
+        hex.push(char::from(HEX[usize::from(byte >> 4)]));
+        hex.push(char::from(HEX[usize::from(byte & 0x0f)]));
+    }
+    hex
 }
 
 /// JSON with object keys sorted, whatever `serde_json` features are enabled.
