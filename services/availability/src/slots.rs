@@ -1,7 +1,7 @@
 //! `GET /v1/resources/{id}/slots`: the slot engine over stored rules, live
 //! claims (lapsed holds excluded) and calendar busy times.
 
-use berth_slots::{MAX_WINDOW, SlotError, Window, compute_slots};
+use berth_slots::{MAX_WINDOW, Schedule, SlotError, Window, compute_slots};
 use chrono::{SecondsFormat, TimeDelta, Utc};
 use chrono_tz::Tz;
 use uuid::Uuid;
@@ -9,8 +9,8 @@ use uuid::Uuid;
 use crate::Availability;
 use crate::error::AvailabilityError;
 use crate::ledger::now;
-use crate::model::{SlotView, SlotsPage, SlotsQuery, in_supported_range};
-use crate::rules::{engine_claim, resource_and_type, schedule, widen, zone};
+use crate::model::{AppointmentType, SlotView, SlotsPage, SlotsQuery, in_supported_range};
+use crate::rules::{REACH, engine_claim, zone};
 
 /// Window used when the request gives no `to`.
 const DEFAULT_WINDOW: TimeDelta = TimeDelta::days(7);
@@ -46,22 +46,41 @@ impl Availability {
             other => AvailabilityError::BadRequest(format!("from/to: {other}")),
         })?;
 
-        if let Err(error) = self.refresh_feeds(Some(resource)).await {
-            tracing::warn!(%resource, %error, "calendar refresh before slots failed");
+        let read = || {
+            self.inner
+                .store
+                .window_view(resource, q.appointment_type, (from, to), REACH, now())
+        };
+        let mut view = read()
+            .await?
+            .ok_or_else(|| AvailabilityError::not_found("resource", resource))?;
+        if view.feeds_due {
+            // A due calendar is refreshed first, so its busy times count.
+            match self.refresh_feeds(Some(resource)).await {
+                Ok(0) => {}
+                Ok(_) => {
+                    view = read()
+                        .await?
+                        .ok_or_else(|| AvailabilityError::not_found("resource", resource))?;
+                }
+                Err(error) => {
+                    tracing::warn!(%resource, %error, "calendar refresh before slots failed");
+                }
+            }
         }
         let now = now();
-        let mut tx = self.inner.store.read().await?;
-        let (row, ty) = resource_and_type(&mut tx, resource, q.appointment_type).await?;
-        let (wide_from, wide_to) = widen(from, to);
-        let claims: Vec<_> = tx
-            .live_claims(resource, wide_from, wide_to, now)
-            .await?
-            .iter()
-            .map(engine_claim)
-            .collect();
-        let busy = tx.busy_times(resource, wide_from, wide_to).await?;
-        let schedule = schedule(&mut tx, &row, from, to).await?;
-        drop(tx);
+        let ty: AppointmentType = view
+            .ty
+            .ok_or_else(|| AvailabilityError::not_found("appointment type", q.appointment_type))?
+            .try_into()?;
+        let row = view.resource;
+        let claims: Vec<_> = view.claims.iter().map(engine_claim).collect();
+        let busy = view.busy;
+        let schedule = Schedule {
+            time_zone: zone(&row)?,
+            weekly: row.weekly.0.clone(),
+            overrides: view.overrides,
+        };
 
         let slots = compute_slots(&schedule, &ty.rules(), &claims, &busy, window, now)
             .map_err(|e| AvailabilityError::Corrupt(format!("stored rules rejected: {e}")))?;

@@ -341,7 +341,7 @@ impl Tx {
                 let every = if cal.url.is_some() {
                     cal.refresh_interval_secs
                 } else {
-                    86_400
+                    super::UPLOAD_REFRESH_SECS
                 };
                 cal.fetched_at
                     .is_none_or(|at| at + chrono::TimeDelta::seconds(every) <= now)

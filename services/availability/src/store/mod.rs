@@ -126,6 +126,66 @@ impl Store {
         }
     }
 
+    /// What `GET …/slots` computes on for `window` (claims and busy times
+    /// within `reach` of it), read consistently: one statement on
+    /// PostgreSQL, one read transaction on SQLite. `None` if the resource
+    /// does not exist.
+    pub async fn window_view(
+        &self,
+        resource: Uuid,
+        appointment_type: Uuid,
+        window: (DateTime<Utc>, DateTime<Utc>),
+        reach: TimeDelta,
+        now: DateTime<Utc>,
+    ) -> Result<Option<WindowView>, sqlx::Error> {
+        if let Store::Postgres(pool) = self {
+            return postgres::window_view(pool, resource, appointment_type, window, reach, now)
+                .await;
+        }
+        let mut tx = self.read().await?;
+        let Some(row) = tx.get_resource(resource).await? else {
+            return Ok(None);
+        };
+        let ty = tx
+            .get_type(appointment_type)
+            .await?
+            .filter(|t| t.resource_id == resource);
+        let (from, to) = window;
+        let (wide_from, wide_to) = (
+            from.checked_sub_signed(reach).unwrap_or(from),
+            to.checked_add_signed(reach).unwrap_or(to),
+        );
+        let claims = tx.live_claims(resource, wide_from, wide_to, now).await?;
+        let busy = tx.busy_times(resource, wide_from, wide_to).await?;
+        let day = |t: DateTime<Utc>, later: bool| {
+            let d = t.date_naive();
+            let moved = if later {
+                d.checked_add_days(chrono::Days::new(3))
+            } else {
+                d.checked_sub_days(chrono::Days::new(3))
+            };
+            moved.unwrap_or(d)
+        };
+        let overrides = tx
+            .list_overrides(resource, day(from, false), day(to, true))
+            .await?
+            .into_iter()
+            .map(|(date, hours)| DateOverride {
+                date,
+                hours: hours.0,
+            })
+            .collect();
+        let feeds_due = !tx.stale_calendars(Some(resource)).await?.is_empty();
+        Ok(Some(WindowView {
+            resource: row,
+            ty,
+            claims,
+            busy,
+            overrides,
+            feeds_due,
+        }))
+    }
+
     pub async fn ping(&self) -> Result<(), sqlx::Error> {
         match self {
             Store::Postgres(pool) => sqlx::query("SELECT 1").execute(pool).await.map(drop),
@@ -253,6 +313,26 @@ pub(crate) struct SlotView {
     /// The resource's `ledger_seq` in the same snapshot (PostgreSQL; 0 on
     /// SQLite, which has none).
     pub seq: i64,
+}
+
+/// Seconds between re-expansions of an uploaded calendar: its recurring
+/// events are expanded a fixed time ahead, so it is refreshed daily.
+pub(crate) const UPLOAD_REFRESH_SECS: i64 = 86_400;
+
+/// Everything the slots of one resource and type over a window are
+/// computed on (see [`Store::window_view`]).
+#[derive(Debug, Clone)]
+pub(crate) struct WindowView {
+    pub resource: ResourceRow,
+    /// `None`: no such appointment type on this resource.
+    pub ty: Option<TypeRow>,
+    /// Live claims within reach of the window.
+    pub claims: Vec<ClaimRow>,
+    pub busy: Vec<BusyInterval>,
+    /// Overrides for at least the local dates two days either side.
+    pub overrides: Vec<DateOverride>,
+    /// A calendar feed of the resource is due for a refresh.
+    pub feeds_due: bool,
 }
 
 /// Claims to write only where their resource's `ledger_seq` is unchanged

@@ -17,7 +17,7 @@ use uuid::Uuid;
 
 use super::{
     Block, BlockPlan, CLAIM_COLUMNS, ClaimRow, GuardedClaims, ResourceRow, RowLock, SlotView,
-    TypeRow,
+    TypeRow, WindowView,
 };
 use crate::error::AvailabilityError;
 
@@ -396,6 +396,46 @@ pub(super) async fn replace_busy(
     .map(drop)
 }
 
+/// A `CROSS JOIN LATERAL … lc` with the live claims of resource `$rid`
+/// overlapping `$span` as parallel arrays (`lc.c_id`, `lc.c_block`, …) and
+/// whether lapsed holds overlap it (`lc.lapsed`); `$now` is the time that
+/// decides, `$longest` the longest claim in minutes, so the scan is a range
+/// of the `(resource_id, starts_at)` index. Decoded by [`live_claims_from_row`].
+macro_rules! claim_arrays {
+    ($rid:literal, $span:literal, $now:literal, $longest:literal) => {
+        concat!(
+            "CROSS JOIN LATERAL (SELECT array_agg(c.id) FILTER (WHERE live) AS c_id, \
+               array_agg(c.block_id) FILTER (WHERE live) AS c_block, \
+               array_agg(c.appointment_type_id) FILTER (WHERE live) AS c_type, \
+               array_agg(c.starts_at) FILTER (WHERE live) AS c_start, \
+               array_agg(c.ends_at) FILTER (WHERE live) AS c_end, \
+               array_agg(c.seats) FILTER (WHERE live) AS c_seats, \
+               array_agg(c.buffer_before_minutes) FILTER (WHERE live) AS c_before, \
+               array_agg(c.buffer_after_minutes) FILTER (WHERE live) AS c_after, \
+               array_agg(c.price_minor) FILTER (WHERE live) AS c_price, \
+               array_agg(c.currency) FILTER (WHERE live) AS c_currency, \
+               array_agg(c.owner) FILTER (WHERE live) AS c_owner, \
+               array_agg(c.expires_at) FILTER (WHERE live) AS c_expires, \
+               COALESCE(bool_or(NOT live), false) AS lapsed \
+             FROM claims c \
+             CROSS JOIN LATERAL (SELECT c.expires_at IS NULL OR c.expires_at > ",
+            $now,
+            " AS live) l \
+             WHERE c.resource_id = ",
+            $rid,
+            " AND c.released_at IS NULL AND c.starts_at < upper(",
+            $span,
+            ") AND c.starts_at > lower(",
+            $span,
+            ") - make_interval(mins => ",
+            $longest,
+            ") AND c.period && ",
+            $span,
+            ") lc"
+        )
+    };
+}
+
 /// [`SlotView`]s for many slots in one statement: `$1`, `$2`, `$3` the
 /// requests' resources, types and starts (parallel arrays), `$4` now, `$5`
 /// reach in minutes, `$6` the longest claim in minutes (so the claims scan
@@ -407,7 +447,8 @@ pub(super) async fn replace_busy(
 /// of the slot, which covers the local dates two days either side in every
 /// zone. One statement is one snapshot, so views of the same resource agree
 /// (the same `ledger_seq` and claims).
-const SLOT_VIEWS: &str = "SELECT q.i, t.id, t.resource_id, t.name, t.duration_minutes, t.interval_minutes, \
+const SLOT_VIEWS: &str = concat!(
+    "SELECT q.i, t.id, t.resource_id, t.name, t.duration_minutes, t.interval_minutes, \
            t.buffer_before_minutes, t.buffer_after_minutes, t.min_notice_minutes, \
            t.horizon_minutes, t.capacity, t.price_minor, t.currency, t.created_at, t.updated_at, \
            r.name AS r_name, r.time_zone AS r_time_zone, r.owner_id AS r_owner_id, \
@@ -429,29 +470,98 @@ const SLOT_VIEWS: &str = "SELECT q.i, t.id, t.resource_id, t.name, t.duration_mi
          JOIN resources r ON r.id = t.resource_id \
          CROSS JOIN LATERAL (SELECT q.start + make_interval(mins => t.duration_minutes::int) AS slot_end) e \
          CROSS JOIN LATERAL (SELECT e.slot_end, tstzrange(q.start - make_interval(mins => $5), \
-           e.slot_end + make_interval(mins => $5), '[)') AS span) w \
-         CROSS JOIN LATERAL (SELECT array_agg(c.id) FILTER (WHERE live) AS c_id, \
-             array_agg(c.block_id) FILTER (WHERE live) AS c_block, \
-             array_agg(c.appointment_type_id) FILTER (WHERE live) AS c_type, \
-             array_agg(c.starts_at) FILTER (WHERE live) AS c_start, \
-             array_agg(c.ends_at) FILTER (WHERE live) AS c_end, \
-             array_agg(c.seats) FILTER (WHERE live) AS c_seats, \
-             array_agg(c.buffer_before_minutes) FILTER (WHERE live) AS c_before, \
-             array_agg(c.buffer_after_minutes) FILTER (WHERE live) AS c_after, \
-             array_agg(c.price_minor) FILTER (WHERE live) AS c_price, \
-             array_agg(c.currency) FILTER (WHERE live) AS c_currency, \
-             array_agg(c.owner) FILTER (WHERE live) AS c_owner, \
-             array_agg(c.expires_at) FILTER (WHERE live) AS c_expires, \
-             COALESCE(bool_or(NOT live), false) AS lapsed \
-           FROM claims c \
-           CROSS JOIN LATERAL (SELECT c.expires_at IS NULL OR c.expires_at > $4 AS live) l \
-           WHERE c.resource_id = q.resource_id AND c.released_at IS NULL \
-             AND c.starts_at < upper(w.span) \
-             AND c.starts_at > lower(w.span) - make_interval(mins => $6) \
-             AND c.period && w.span) lc \
-         LEFT JOIN blocks bl ON bl.resource_id = q.resource_id \
+           e.slot_end + make_interval(mins => $5), '[)') AS span) w ",
+    claim_arrays!("q.resource_id", "w.span", "$4", "$6"),
+    " LEFT JOIN blocks bl ON bl.resource_id = q.resource_id \
            AND bl.period && tstzrange(q.start, w.slot_end, '[)') \
-           AND bl.appointment_type_id = t.id AND bl.starts_at = q.start AND bl.ends_at = w.slot_end";
+           AND bl.appointment_type_id = t.id AND bl.starts_at = q.start AND bl.ends_at = w.slot_end"
+);
+
+/// Everything `GET …/slots` computes on, in one statement: `$1` resource,
+/// `$2` appointment type, `$3` from, `$4` now, `$5` to, `$6` the longest
+/// claim in minutes, `$7` reach in minutes, `$8` how often uploads are
+/// re-expanded ([`super::UPLOAD_REFRESH_SECS`]). No row: no such resource; a
+/// NULL type id: no such type on this resource. Overrides are read for the
+/// UTC dates three days either side of the window (a superset of the local
+/// dates two days either side in every zone).
+const WINDOW_VIEW: &str = concat!(
+    "SELECT r.name AS r_name, r.time_zone AS r_time_zone, r.owner_id AS r_owner_id, \
+       r.weekly AS r_weekly, r.created_at AS r_created_at, r.updated_at AS r_updated_at, \
+       t.id, t.resource_id, t.name, t.duration_minutes, t.interval_minutes, \
+       t.buffer_before_minutes, t.buffer_after_minutes, t.min_notice_minutes, \
+       t.horizon_minutes, t.capacity, t.price_minor, t.currency, t.created_at, t.updated_at, \
+       lc.c_id, lc.c_block, lc.c_type, lc.c_start, lc.c_end, lc.c_seats, lc.c_before, \
+       lc.c_after, lc.c_price, lc.c_currency, lc.c_owner, lc.c_expires, \
+       (SELECT COALESCE(json_agg(json_build_object('start', starts_at, 'end', ends_at)), '[]'::json) \
+          FROM busy_times WHERE resource_id = r.id AND starts_at < upper(w.span) \
+          AND ends_at > lower(w.span)) AS busy, \
+       (SELECT COALESCE(json_agg(json_build_object('date', date, 'hours', hours) ORDER BY date), '[]'::json) \
+          FROM date_overrides WHERE resource_id = r.id \
+          AND date >= ($3 AT TIME ZONE 'UTC')::date - 3 \
+          AND date <= ($5 AT TIME ZONE 'UTC')::date + 3) AS overrides, \
+       EXISTS (SELECT 1 FROM calendars cal WHERE cal.resource_id = r.id \
+          AND (cal.fetched_at IS NULL OR cal.fetched_at + make_interval(secs => \
+            CASE WHEN cal.url IS NULL THEN $8 ELSE cal.refresh_interval_secs END) <= $4)) \
+          AS feeds_due \
+     FROM resources r \
+     LEFT JOIN appointment_types t ON t.id = $2 AND t.resource_id = r.id \
+     CROSS JOIN LATERAL (SELECT tstzrange($3 - make_interval(mins => $7), \
+       $5 + make_interval(mins => $7), '[)') AS span) w ",
+    claim_arrays!("r.id", "w.span", "$4", "$6"),
+    " WHERE r.id = $1"
+);
+
+/// See [`WINDOW_VIEW`].
+pub(super) async fn window_view(
+    pool: &PgPool,
+    resource: Uuid,
+    appointment_type: Uuid,
+    window: (DateTime<Utc>, DateTime<Utc>),
+    reach: TimeDelta,
+    now: DateTime<Utc>,
+) -> Result<Option<WindowView>, sqlx::Error> {
+    let reach = i32::try_from(reach.num_minutes()).unwrap_or(i32::MAX);
+    let Some(row) = sqlx::query(WINDOW_VIEW)
+        .bind(resource)
+        .bind(appointment_type)
+        .bind(window.0)
+        .bind(now)
+        .bind(window.1)
+        .bind(i32::try_from(MAX_DURATION_MINUTES).unwrap_or(i32::MAX))
+        .bind(reach)
+        .bind(super::UPLOAD_REFRESH_SECS)
+        .fetch_optional(pool)
+        .await?
+    else {
+        return Ok(None);
+    };
+    let type_id: Option<Uuid> = row.try_get("id")?;
+    let ty = match type_id {
+        Some(_) => Some(<TypeRow as sqlx::FromRow<_>>::from_row(&row)?),
+        None => None,
+    };
+    Ok(Some(WindowView {
+        resource: resource_from_row(&row, resource)?,
+        ty,
+        claims: live_claims_from_row(&row, resource)?,
+        busy: row.try_get::<Json<Vec<BusyInterval>>, _>("busy")?.0,
+        overrides: row.try_get::<Json<Vec<DateOverride>>, _>("overrides")?.0,
+        feeds_due: row.try_get("feeds_due")?,
+    }))
+}
+
+/// The `r_*` columns of a view row.
+fn resource_from_row(row: &PgRow, id: Uuid) -> Result<ResourceRow, sqlx::Error> {
+    Ok(ResourceRow {
+        id,
+        name: row.try_get("r_name")?,
+        time_zone: row.try_get("r_time_zone")?,
+        owner_id: row.try_get("r_owner_id")?,
+        weekly: row.try_get("r_weekly")?,
+        created_at: row.try_get("r_created_at")?,
+        updated_at: row.try_get("r_updated_at")?,
+    })
+}
 
 /// The slot a claim names: resource, appointment type, start.
 pub(crate) type SlotKey = (Uuid, Uuid, DateTime<Utc>);
@@ -569,15 +679,7 @@ fn slot_view_from_row(row: &PgRow) -> Result<SlotView, sqlx::Error> {
     let block_id: Option<Uuid> = row.try_get("block_id")?;
     let block_capacity: Option<i64> = row.try_get("block_capacity")?;
     Ok(SlotView {
-        resource: ResourceRow {
-            id: ty.resource_id,
-            name: row.try_get("r_name")?,
-            time_zone: row.try_get("r_time_zone")?,
-            owner_id: row.try_get("r_owner_id")?,
-            weekly: row.try_get("r_weekly")?,
-            created_at: row.try_get("r_created_at")?,
-            updated_at: row.try_get("r_updated_at")?,
-        },
+        resource: resource_from_row(row, ty.resource_id)?,
         claims: live_claims_from_row(row, ty.resource_id)?,
         lapsed: row.try_get("lapsed")?,
         seq: row.try_get("r_ledger_seq")?,
