@@ -25,6 +25,7 @@ mod locks;
 pub mod model;
 mod rest;
 mod rules;
+mod slot_inputs;
 mod slots;
 mod store;
 /// The workspace's scratch-database helper, for unit tests against PostgreSQL.
@@ -66,6 +67,8 @@ struct Inner {
     egress: Egress,
     /// Group commit of claims (PostgreSQL); `None` on SQLite.
     claims: Option<ledger::ClaimShards>,
+    /// What slots are computed on, checked per request (PostgreSQL).
+    slot_inputs: slot_inputs::SlotInputCache,
 }
 
 impl Availability {
@@ -96,6 +99,7 @@ impl Availability {
                 locks,
                 egress,
                 claims: None,
+                slot_inputs: slot_inputs::SlotInputCache::new(),
             }),
         };
         if !grouped {
@@ -110,6 +114,7 @@ impl Availability {
                 locks: inner.locks.clone(),
                 egress: inner.egress.clone(),
                 claims,
+                slot_inputs: inner.slot_inputs.clone(),
             }),
         })
     }
@@ -128,6 +133,7 @@ impl Availability {
                 locks: inner.locks.clone(),
                 egress: inner.egress.clone().allowing_private(allow),
                 claims: inner.claims.clone(),
+                slot_inputs: inner.slot_inputs.clone(),
             }),
         }
     }

@@ -3,7 +3,7 @@
 
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock};
 use std::task::{Context, Poll};
 use std::time::Instant;
 
@@ -17,6 +17,22 @@ use tower::{Layer, Service};
 const LATENCY_BUCKETS: &[f64] = &[
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
 ];
+
+/// Lookups in a service's in-memory caches, by cache and `hit`/`miss`;
+/// every service's `/metrics` shows it.
+pub fn cache_lookups() -> &'static IntCounterVec {
+    static LOOKUPS: LazyLock<IntCounterVec> = LazyLock::new(|| {
+        // Invariant: constant, valid options (a name, help and labels), so
+        // construction cannot fail.
+        #[allow(clippy::expect_used)]
+        IntCounterVec::new(
+            Opts::new("berth_cache_lookups_total", "In-memory cache lookups"),
+            &["cache", "result"],
+        )
+        .expect("constant counter options")
+    });
+    &LOOKUPS
+}
 
 #[derive(Clone)]
 struct RequestMetrics {
@@ -90,6 +106,7 @@ impl Metrics {
         ))?;
         registry.register(Box::new(crate::batch::size_histogram().clone()))?;
         registry.register(Box::new(crate::batch::duration_histogram().clone()))?;
+        registry.register(Box::new(cache_lookups().clone()))?;
         Ok(Self {
             http: RequestMetrics::register(&registry, "http", "status")?,
             grpc: RequestMetrics::register(&registry, "grpc", "code")?,

@@ -126,21 +126,37 @@ impl Store {
         }
     }
 
+    /// The counters that tell whether cached slot inputs of `resource` are
+    /// current, and whether one of its calendars is due for a refresh.
+    /// `None` if the resource does not exist.
+    pub async fn slot_versions(&self, resource: Uuid) -> Result<Option<SlotVersions>, sqlx::Error> {
+        if let Store::Postgres(pool) = self {
+            return postgres::slot_versions(pool, resource).await;
+        }
+        let mut tx = self.read().await?;
+        if tx.get_resource(resource).await?.is_none() {
+            return Ok(None);
+        }
+        Ok(Some(SlotVersions {
+            counters: None,
+            feeds_due: !tx.stale_calendars(Some(resource)).await?.is_empty(),
+        }))
+    }
+
     /// What `GET …/slots` computes on for `window` (claims and busy times
     /// within `reach` of it), read consistently: one statement on
-    /// PostgreSQL, one read transaction on SQLite. `None` if the resource
-    /// does not exist.
+    /// PostgreSQL, one read transaction on SQLite. Claims include lapsed
+    /// holds not yet released (the view may be reused later; filter with
+    /// [`ClaimRow::lapsed`]). `None` if the resource does not exist.
     pub async fn window_view(
         &self,
         resource: Uuid,
         appointment_type: Uuid,
         window: (DateTime<Utc>, DateTime<Utc>),
         reach: TimeDelta,
-        now: DateTime<Utc>,
     ) -> Result<Option<WindowView>, sqlx::Error> {
         if let Store::Postgres(pool) = self {
-            return postgres::window_view(pool, resource, appointment_type, window, reach, now)
-                .await;
+            return postgres::window_view(pool, resource, appointment_type, window, reach).await;
         }
         let mut tx = self.read().await?;
         let Some(row) = tx.get_resource(resource).await? else {
@@ -155,7 +171,10 @@ impl Store {
             from.checked_sub_signed(reach).unwrap_or(from),
             to.checked_add_signed(reach).unwrap_or(to),
         );
-        let claims = tx.live_claims(resource, wide_from, wide_to, now).await?;
+        // Live at the epoch: every unreleased claim.
+        let claims = tx
+            .live_claims(resource, wide_from, wide_to, DateTime::UNIX_EPOCH)
+            .await?;
         let busy = tx.busy_times(resource, wide_from, wide_to).await?;
         let day = |t: DateTime<Utc>, later: bool| {
             let d = t.date_naive();
@@ -175,14 +194,13 @@ impl Store {
                 hours: hours.0,
             })
             .collect();
-        let feeds_due = !tx.stale_calendars(Some(resource)).await?.is_empty();
         Ok(Some(WindowView {
             resource: row,
             ty,
             claims,
             busy,
             overrides,
-            feeds_due,
+            counters: None,
         }))
     }
 
@@ -326,12 +344,29 @@ pub(crate) struct WindowView {
     pub resource: ResourceRow,
     /// `None`: no such appointment type on this resource.
     pub ty: Option<TypeRow>,
-    /// Live claims within reach of the window.
+    /// Unreleased claims within reach of the window, lapsed holds included.
     pub claims: Vec<ClaimRow>,
     pub busy: Vec<BusyInterval>,
     /// Overrides for at least the local dates two days either side.
     pub overrides: Vec<DateOverride>,
-    /// A calendar feed of the resource is due for a refresh.
+    /// The resource's counters in the same snapshot (PostgreSQL).
+    pub counters: Option<SlotCounters>,
+}
+
+/// A resource's `ledger_seq` (claims and blocks) and `catalog_seq` (hours,
+/// zone, types, overrides, calendars, busy times): while both are unchanged,
+/// so is everything its slots are computed on, except for holds lapsing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct SlotCounters {
+    pub ledger: i64,
+    pub catalog: i64,
+}
+
+/// See [`Store::slot_versions`].
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct SlotVersions {
+    /// `None` where the backend keeps no counters (SQLite).
+    pub counters: Option<SlotCounters>,
     pub feeds_due: bool,
 }
 

@@ -16,8 +16,8 @@ use sqlx::{PgExecutor, PgPool, Postgres, Row, Transaction};
 use uuid::Uuid;
 
 use super::{
-    Block, BlockPlan, CLAIM_COLUMNS, ClaimRow, GuardedClaims, ResourceRow, RowLock, SlotView,
-    TypeRow, WindowView,
+    Block, BlockPlan, CLAIM_COLUMNS, ClaimRow, GuardedClaims, ResourceRow, RowLock, SlotCounters,
+    SlotVersions, SlotView, TypeRow, WindowView,
 };
 use crate::error::AvailabilityError;
 
@@ -477,16 +477,50 @@ const SLOT_VIEWS: &str = concat!(
            AND bl.appointment_type_id = t.id AND bl.starts_at = q.start AND bl.ends_at = w.slot_end"
 );
 
+/// Whether a resource exists, its slot counters and whether one of its
+/// calendars is due: `$1` resource, `$2` now, `$3` how often uploads are
+/// re-expanded ([`super::UPLOAD_REFRESH_SECS`]).
+const SLOT_VERSIONS: &str = "SELECT r.ledger_seq, r.catalog_seq, \
+       EXISTS (SELECT 1 FROM calendars cal WHERE cal.resource_id = r.id \
+          AND (cal.fetched_at IS NULL OR cal.fetched_at + make_interval(secs => \
+            CASE WHEN cal.url IS NULL THEN $3 ELSE cal.refresh_interval_secs END) <= $2)) \
+          AS feeds_due \
+     FROM resources r WHERE r.id = $1";
+
+/// See [`SLOT_VERSIONS`].
+pub(super) async fn slot_versions(
+    pool: &PgPool,
+    resource: Uuid,
+) -> Result<Option<SlotVersions>, sqlx::Error> {
+    let row = sqlx::query(SLOT_VERSIONS)
+        .bind(resource)
+        .bind(Utc::now())
+        .bind(super::UPLOAD_REFRESH_SECS)
+        .fetch_optional(pool)
+        .await?;
+    row.map(|row| {
+        Ok(SlotVersions {
+            counters: Some(SlotCounters {
+                ledger: row.try_get("ledger_seq")?,
+                catalog: row.try_get("catalog_seq")?,
+            }),
+            feeds_due: row.try_get("feeds_due")?,
+        })
+    })
+    .transpose()
+}
+
 /// Everything `GET …/slots` computes on, in one statement: `$1` resource,
-/// `$2` appointment type, `$3` from, `$4` now, `$5` to, `$6` the longest
-/// claim in minutes, `$7` reach in minutes, `$8` how often uploads are
-/// re-expanded ([`super::UPLOAD_REFRESH_SECS`]). No row: no such resource; a
-/// NULL type id: no such type on this resource. Overrides are read for the
-/// UTC dates three days either side of the window (a superset of the local
+/// `$2` appointment type, `$3` from, `$4` to, `$5` the longest claim in
+/// minutes, `$6` reach in minutes. No row: no such resource; a NULL type
+/// id: no such type on this resource. Claims are those live at
+/// `-infinity`, i.e. all unreleased ones. Overrides are read for the UTC
+/// dates three days either side of the window (a superset of the local
 /// dates two days either side in every zone).
 const WINDOW_VIEW: &str = concat!(
     "SELECT r.name AS r_name, r.time_zone AS r_time_zone, r.owner_id AS r_owner_id, \
        r.weekly AS r_weekly, r.created_at AS r_created_at, r.updated_at AS r_updated_at, \
+       r.ledger_seq AS r_ledger_seq, r.catalog_seq AS r_catalog_seq, \
        t.id, t.resource_id, t.name, t.duration_minutes, t.interval_minutes, \
        t.buffer_before_minutes, t.buffer_after_minutes, t.min_notice_minutes, \
        t.horizon_minutes, t.capacity, t.price_minor, t.currency, t.created_at, t.updated_at, \
@@ -498,16 +532,12 @@ const WINDOW_VIEW: &str = concat!(
        (SELECT COALESCE(json_agg(json_build_object('date', date, 'hours', hours) ORDER BY date), '[]'::json) \
           FROM date_overrides WHERE resource_id = r.id \
           AND date >= ($3 AT TIME ZONE 'UTC')::date - 3 \
-          AND date <= ($5 AT TIME ZONE 'UTC')::date + 3) AS overrides, \
-       EXISTS (SELECT 1 FROM calendars cal WHERE cal.resource_id = r.id \
-          AND (cal.fetched_at IS NULL OR cal.fetched_at + make_interval(secs => \
-            CASE WHEN cal.url IS NULL THEN $8 ELSE cal.refresh_interval_secs END) <= $4)) \
-          AS feeds_due \
+          AND date <= ($4 AT TIME ZONE 'UTC')::date + 3) AS overrides \
      FROM resources r \
      LEFT JOIN appointment_types t ON t.id = $2 AND t.resource_id = r.id \
-     CROSS JOIN LATERAL (SELECT tstzrange($3 - make_interval(mins => $7), \
-       $5 + make_interval(mins => $7), '[)') AS span) w ",
-    claim_arrays!("r.id", "w.span", "$4", "$6"),
+     CROSS JOIN LATERAL (SELECT tstzrange($3 - make_interval(mins => $6), \
+       $4 + make_interval(mins => $6), '[)') AS span) w ",
+    claim_arrays!("r.id", "w.span", "'-infinity'::timestamptz", "$5"),
     " WHERE r.id = $1"
 );
 
@@ -518,18 +548,15 @@ pub(super) async fn window_view(
     appointment_type: Uuid,
     window: (DateTime<Utc>, DateTime<Utc>),
     reach: TimeDelta,
-    now: DateTime<Utc>,
 ) -> Result<Option<WindowView>, sqlx::Error> {
     let reach = i32::try_from(reach.num_minutes()).unwrap_or(i32::MAX);
     let Some(row) = sqlx::query(WINDOW_VIEW)
         .bind(resource)
         .bind(appointment_type)
         .bind(window.0)
-        .bind(now)
         .bind(window.1)
         .bind(i32::try_from(MAX_DURATION_MINUTES).unwrap_or(i32::MAX))
         .bind(reach)
-        .bind(super::UPLOAD_REFRESH_SECS)
         .fetch_optional(pool)
         .await?
     else {
@@ -546,7 +573,10 @@ pub(super) async fn window_view(
         claims: live_claims_from_row(&row, resource)?,
         busy: row.try_get::<Json<Vec<BusyInterval>>, _>("busy")?.0,
         overrides: row.try_get::<Json<Vec<DateOverride>>, _>("overrides")?.0,
-        feeds_due: row.try_get("feeds_due")?,
+        counters: Some(SlotCounters {
+            ledger: row.try_get("r_ledger_seq")?,
+            catalog: row.try_get("r_catalog_seq")?,
+        }),
     }))
 }
 
