@@ -3,8 +3,9 @@
 //!
 //! Starts `berth serve availability` (release build next to this example)
 //! on a fresh PostgreSQL database, creates one resource open every day with
-//! a 30-minute type and 100 held claims, then fires `GET …/slots` (7-day
-//! window) at 1,000 req/s for 10 s and reports p50/p99/max.
+//! a 30-minute type and holds on every fourth slot (up to 100; 59 in the
+//! 7-day window), then fires `GET …/slots` (7-day window) at 1,000 req/s
+//! for 10 s and reports p50/p99/max.
 //!
 //! Run: `scripts/stack up && eval "$(scripts/stack env)" &&
 //!       cargo build --release -p berth --examples &&
@@ -78,7 +79,7 @@ async fn main() {
     let tid = t["id"].as_str().unwrap().to_owned();
     let url = format!("{base}/v1/resources/{rid}/slots?type={tid}");
 
-    // 100 existing claims through the ledger (gRPC), every other slot.
+    // Holds through the ledger (gRPC) on every fourth slot, at most 100.
     let channel = tonic::transport::Channel::from_shared(format!("http://127.0.0.1:{grpc}"))
         .unwrap()
         .connect_lazy();
