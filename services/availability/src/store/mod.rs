@@ -176,24 +176,7 @@ impl Store {
             .live_claims(resource, wide_from, wide_to, DateTime::UNIX_EPOCH)
             .await?;
         let busy = tx.busy_times(resource, wide_from, wide_to).await?;
-        let day = |t: DateTime<Utc>, later: bool| {
-            let d = t.date_naive();
-            let moved = if later {
-                d.checked_add_days(chrono::Days::new(3))
-            } else {
-                d.checked_sub_days(chrono::Days::new(3))
-            };
-            moved.unwrap_or(d)
-        };
-        let overrides = tx
-            .list_overrides(resource, day(from, false), day(to, true))
-            .await?
-            .into_iter()
-            .map(|(date, hours)| DateOverride {
-                date,
-                hours: hours.0,
-            })
-            .collect();
+        let overrides = tx.overrides_around(resource, from, to).await?;
         Ok(Some(WindowView {
             resource: row,
             ty,
@@ -414,6 +397,30 @@ impl BlockPlan {
 /// The ledger primitives. Each takes the row lock's protection for granted:
 /// callers run them only after [`Tx::lock_resource`] succeeded.
 impl Tx {
+    /// Overrides for the UTC dates three days either side of `[from, to)`:
+    /// a superset of the local dates two days either side in every zone.
+    pub async fn overrides_around(
+        &mut self,
+        resource: Uuid,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+    ) -> Result<Vec<DateOverride>, sqlx::Error> {
+        let three = chrono::Days::new(3);
+        let first = from.date_naive();
+        let last = to.date_naive();
+        let first = first.checked_sub_days(three).unwrap_or(first);
+        let last = last.checked_add_days(three).unwrap_or(last);
+        Ok(self
+            .list_overrides(resource, first, last)
+            .await?
+            .into_iter()
+            .map(|(date, hours)| DateOverride {
+                date,
+                hours: hours.0,
+            })
+            .collect())
+    }
+
     pub async fn commit(self) -> Result<(), sqlx::Error> {
         match self {
             Tx::Postgres(tx) => tx.commit().await,
@@ -558,24 +565,7 @@ impl Tx {
         );
         let claims = self.live_claims(resource.id, from, to, now).await?;
         let busy = self.busy_times(resource.id, from, to).await?;
-        let day = |t: DateTime<Utc>, days: u64, later: bool| {
-            let d = t.date_naive();
-            let moved = if later {
-                d.checked_add_days(chrono::Days::new(days))
-            } else {
-                d.checked_sub_days(chrono::Days::new(days))
-            };
-            moved.unwrap_or(d)
-        };
-        let overrides = self
-            .list_overrides(resource.id, day(start, 3, false), day(end, 3, true))
-            .await?
-            .into_iter()
-            .map(|(date, hours)| DateOverride {
-                date,
-                hours: hours.0,
-            })
-            .collect();
+        let overrides = self.overrides_around(resource.id, start, end).await?;
         Ok(Some(SlotView {
             resource,
             ty,
