@@ -297,15 +297,7 @@ impl Availability {
         }
         let from = from.unwrap_or(FIRST_DATE).clamp(FIRST_DATE, LAST_DATE);
         let to = to.unwrap_or(LAST_DATE).clamp(FIRST_DATE, LAST_DATE);
-        Ok(tx
-            .list_overrides(resource, from, to)
-            .await?
-            .into_iter()
-            .map(|(date, hours)| DateOverride {
-                date,
-                hours: hours.0,
-            })
-            .collect())
+        Ok(tx.list_overrides(resource, from, to).await?)
     }
 
     pub(crate) async fn put_override(

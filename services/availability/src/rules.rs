@@ -2,7 +2,7 @@
 //! slots endpoint both go through here, so a claim is accepted exactly when
 //! the slot it names would be offered.
 
-use berth_slots::{Claim, DateOverride, Schedule};
+use berth_slots::{Claim, Schedule};
 use chrono::{DateTime, TimeDelta, Utc};
 use chrono_tz::Tz;
 use uuid::Uuid;
@@ -129,15 +129,7 @@ pub(crate) async fn schedule(
         .checked_add_days(chrono::Days::new(2))
         .unwrap_or(LAST_DATE)
         .clamp(FIRST_DATE, LAST_DATE);
-    let overrides = tx
-        .list_overrides(resource.id, first, last)
-        .await?
-        .into_iter()
-        .map(|(date, hours)| DateOverride {
-            date,
-            hours: hours.0,
-        })
-        .collect();
+    let overrides = tx.list_overrides(resource.id, first, last).await?;
     Ok(Schedule {
         time_zone,
         weekly: resource.weekly.0.clone(),

@@ -2,7 +2,7 @@
 //! runs unchanged on PostgreSQL and SQLite (`$n` placeholders, `RETURNING`,
 //! `ON CONFLICT`), written once.
 
-use berth_slots::{OverrideHours, WeeklyHours};
+use berth_slots::{DateOverride, OverrideHours, WeeklyHours};
 use chrono::{DateTime, NaiveDate, Utc};
 use sqlx::types::Json;
 use uuid::Uuid;
@@ -233,17 +233,24 @@ impl Tx {
         resource: Uuid,
         from: NaiveDate,
         to: NaiveDate,
-    ) -> Result<Vec<(NaiveDate, Json<OverrideHours>)>, sqlx::Error> {
+    ) -> Result<Vec<DateOverride>, sqlx::Error> {
         let sql = "SELECT date, hours FROM date_overrides \
                    WHERE resource_id = $1 AND date >= $2 AND date <= $3 ORDER BY date";
-        both!(self, |c| {
+        let rows: Vec<(NaiveDate, Json<OverrideHours>)> = both!(self, |c| {
             sqlx::query_as(sql)
                 .bind(resource)
                 .bind(from)
                 .bind(to)
                 .fetch_all(c)
                 .await
-        })
+        })?;
+        Ok(rows
+            .into_iter()
+            .map(|(date, hours)| DateOverride {
+                date,
+                hours: hours.0,
+            })
+            .collect())
     }
 
     pub async fn put_override(

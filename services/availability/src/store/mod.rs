@@ -410,15 +410,7 @@ impl Tx {
         let last = to.date_naive();
         let first = first.checked_sub_days(three).unwrap_or(first);
         let last = last.checked_add_days(three).unwrap_or(last);
-        Ok(self
-            .list_overrides(resource, first, last)
-            .await?
-            .into_iter()
-            .map(|(date, hours)| DateOverride {
-                date,
-                hours: hours.0,
-            })
-            .collect())
+        self.list_overrides(resource, first, last).await
     }
 
     pub async fn commit(self) -> Result<(), sqlx::Error> {
