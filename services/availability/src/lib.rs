@@ -69,6 +69,8 @@ struct Inner {
     claims: Option<ledger::ClaimShards>,
     /// What slots are computed on, checked per request (PostgreSQL).
     slot_inputs: slot_inputs::SlotInputCache,
+    /// What the group commit knows of resources' ledgers (PostgreSQL).
+    known_ledgers: ledger::KnownLedgers,
 }
 
 impl Availability {
@@ -100,6 +102,7 @@ impl Availability {
                 egress,
                 claims: None,
                 slot_inputs: slot_inputs::SlotInputCache::new(),
+                known_ledgers: ledger::KnownLedgers::new(),
             }),
         };
         if !grouped {
@@ -115,6 +118,7 @@ impl Availability {
                 egress: inner.egress.clone(),
                 claims,
                 slot_inputs: inner.slot_inputs.clone(),
+                known_ledgers: inner.known_ledgers.clone(),
             }),
         })
     }
@@ -134,6 +138,7 @@ impl Availability {
                 egress: inner.egress.clone().allowing_private(allow),
                 claims: inner.claims.clone(),
                 slot_inputs: inner.slot_inputs.clone(),
+                known_ledgers: inner.known_ledgers.clone(),
             }),
         }
     }

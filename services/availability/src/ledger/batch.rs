@@ -4,12 +4,17 @@
 //! batch at a time, so two batches in flight never share a resource and,
 //! within one process, a batch's snapshot never goes stale because of
 //! another batch. A batch:
-//! 1. reads one [`SlotView`] per claim in one statement;
+//! 1. takes one [`SlotView`] per claim: from what this replica already
+//!    knows of the resource (module `known`) if that covers all of the
+//!    resource's claims in the batch, else read in one statement;
 //! 2. decides the claims of each resource in arrival order on its views,
 //!    counting the batch's earlier acceptances on that resource as claims;
 //! 3. writes every resource's accepted claims in one statement, guarded by
-//!    the resource's `ledger_seq`;
-//! 4. sends whatever that could not settle through the locked transaction.
+//!    the resource's counters (`ledger_seq`, `catalog_seq`), which also
+//!    confirms refusals decided on known views;
+//! 4. decides again on a fresh read what a stale known view could not
+//!    settle, and sends whatever is still open through the locked
+//!    transaction.
 
 use std::collections::{HashMap, HashSet};
 
@@ -18,10 +23,13 @@ use berth_runtime::batch::Batcher;
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
+use super::known::MARGIN;
 use super::{Failure, Slot, now, receipt};
 use crate::Availability;
 use crate::rules::REACH;
-use crate::store::{Block, BlockPlan, ClaimRow, GuardedClaims, NewBlock, SlotKey, SlotView};
+use crate::store::{
+    Block, BlockPlan, ClaimRow, Guard, GuardedClaims, NewBlock, SlotCounters, SlotKey, SlotView,
+};
 
 /// Batches in flight at once (each holds a connection for two statements).
 /// Few shards make big batches, which is what saves database work; two
@@ -73,8 +81,8 @@ enum Verdict {
     Final(Outcome),
     /// Accepted: holds iff its resource's write commits.
     Accepted(ClaimReceipt),
-    /// Refused only because of the batch's own acceptances: holds iff
-    /// those commit.
+    /// Refused on the batch's own acceptances or on a known view: holds
+    /// iff the resource's guard holds.
     Refused(LedgerError),
     /// For the locked transaction.
     Locked,
@@ -82,7 +90,10 @@ enum Verdict {
 
 /// One resource's share of a batch.
 struct Group {
-    seq: i64,
+    counters: SlotCounters,
+    /// Decided on what this replica knew rather than on a fresh read, so
+    /// even refusals hold only if the guard does.
+    known: bool,
     /// Claims accepted so far in this batch, with where they go.
     accepted: Vec<(ClaimRow, BlockPlan)>,
     /// Blocks those claims create: (type, start, end) → block.
@@ -90,9 +101,10 @@ struct Group {
 }
 
 impl Group {
-    fn new(seq: i64) -> Self {
+    fn new(counters: SlotCounters, known: bool) -> Self {
         Self {
-            seq,
+            counters,
+            known,
             accepted: Vec::new(),
             new_blocks: Vec::new(),
         }
@@ -105,14 +117,17 @@ impl Group {
         if slot.lapsed || req.seats > slot.ty.capacity || slot.held_by(req).is_some() {
             return Verdict::Locked;
         }
+        let provisional = self.known || !self.accepted.is_empty();
         match slot.check(req.start, req.seats, now) {
             Ok(()) => {}
+            Err(Failure::Ledger(refusal @ LedgerError::SlotUnavailable(_))) if self.known => {
+                return Verdict::Refused(refusal);
+            }
             Err(Failure::Ledger(refusal @ LedgerError::SlotUnavailable(_))) => {
                 return Verdict::Final(Err(refusal));
             }
             Err(_) => return Verdict::Locked,
         }
-        let provisional = !self.accepted.is_empty();
         let end = slot.end(req.start);
         let block = self
             .new_blocks
@@ -122,7 +137,7 @@ impl Group {
             })
             .map(|(.., block)| *block)
             .or(slot.block);
-        if provisional {
+        if !self.accepted.is_empty() {
             slot.claims
                 .extend(self.accepted.iter().map(|(claim, _)| claim.clone()));
             if slot.held_by(req).is_some() {
@@ -158,17 +173,22 @@ impl Group {
     }
 }
 
-/// The statement's input: each resource with accepted claims, guarded by
-/// the `seq` they were decided on.
-fn guarded_write(groups: HashMap<Uuid, Group>) -> GuardedClaims {
+/// The statement's input: each resource with accepted claims, or decided
+/// on a known view, guarded by the counters they were decided on.
+fn guarded_write(groups: &HashMap<Uuid, Group>) -> GuardedClaims {
     let mut write = GuardedClaims::default();
     let mut resized = HashSet::new();
-    for (resource, group) in groups {
-        if group.accepted.is_empty() {
+    for (&resource, group) in groups {
+        let writes = !group.accepted.is_empty();
+        if !writes && !group.known {
             continue;
         }
-        write.resources.push((resource, group.seq));
-        for (claim, plan) in group.accepted {
+        write.resources.push(Guard {
+            resource,
+            counters: group.counters,
+            writes,
+        });
+        for (claim, plan) in group.accepted.iter().cloned() {
             match plan {
                 BlockPlan::New { id, capacity } => write.new_blocks.push(NewBlock {
                     id,
@@ -195,51 +215,147 @@ impl Availability {
     /// Decides and commits a batch of validated claims; one outcome each.
     pub(crate) async fn claim_batch(&self, requests: Vec<ClaimRequest>) -> Vec<Outcome> {
         let now = now();
-        let slots: Vec<SlotKey> = requests
+        let known = &self.inner.known_ledgers;
+        // A resource is decided on what is known only if that covers all of
+        // its claims here (one resource, one snapshot).
+        let mut views: Vec<Option<SlotView>> =
+            requests.iter().map(|r| known.view(r, now)).collect();
+        let unknown: HashSet<Uuid> = requests
             .iter()
-            .map(|r| (r.resource_id, r.appointment_type_id, r.start))
+            .zip(&views)
+            .filter(|(_, view)| view.is_none())
+            .map(|(r, _)| r.resource_id)
             .collect();
-        let views = match self.inner.store.peek_slots(&slots, REACH, now).await {
+        let to_read: Vec<usize> = (0..requests.len())
+            .filter(|&i| unknown.contains(&requests[i].resource_id))
+            .collect();
+        let read = self.read_views(&requests, &to_read, now).await;
+        let mut from_known = vec![true; requests.len()];
+        for (i, view) in to_read.into_iter().zip(read) {
+            from_known[i] = false;
+            views[i] = view;
+        }
+        let (mut outcomes, stale) = self.settle(&requests, views, &from_known, now).await;
+        if !stale.is_empty() {
+            // What was known had gone stale: decide those again on a read.
+            let now = super::now();
+            let views = self.read_views(&requests, &stale, now).await;
+            let again: Vec<ClaimRequest> = stale.iter().map(|&i| requests[i].clone()).collect();
+            let fresh = vec![false; again.len()];
+            let (settled, _) = self.settle(&again, views, &fresh, now).await;
+            for (i, outcome) in stale.into_iter().zip(settled) {
+                outcomes[i] = outcome;
+            }
+        }
+        let unsettled: Vec<usize> = (0..requests.len())
+            .filter(|&i| outcomes[i].is_none())
+            .collect();
+        let fallbacks =
+            futures::future::join_all(unsettled.iter().map(|&i| self.claim_locked(&requests[i])))
+                .await;
+        for (i, outcome) in unsettled.into_iter().zip(fallbacks) {
+            outcomes[i] = Some(outcome);
+        }
+        undecided_is_internal(outcomes)
+    }
+
+    /// Fresh views of `requests[i]` for each `i` in `which`, read in one
+    /// statement with room for later claims nearby, and learnt.
+    async fn read_views(
+        &self,
+        requests: &[ClaimRequest],
+        which: &[usize],
+        now: DateTime<Utc>,
+    ) -> Vec<Option<SlotView>> {
+        if which.is_empty() {
+            return Vec::new();
+        }
+        let slots: Vec<SlotKey> = which
+            .iter()
+            .map(|&i| {
+                let r = &requests[i];
+                (r.resource_id, r.appointment_type_id, r.start)
+            })
+            .collect();
+        let views = match self
+            .inner
+            .store
+            .peek_slots(&slots, REACH + MARGIN, now)
+            .await
+        {
             Ok(Some(views)) => views,
-            Ok(None) => slots.iter().map(|_| None).collect(),
+            Ok(None) => return slots.iter().map(|_| None).collect(),
             Err(error) => {
                 // Not the claims' fault: the locked path reads again.
                 tracing::warn!(%error, "reading a batch of slot views failed");
-                slots.iter().map(|_| None).collect()
+                return slots.iter().map(|_| None).collect();
             }
         };
-        self.claim_on_views(requests, views, now).await
+        for (view, slot) in views.iter().zip(&slots) {
+            if let Some(view) = view {
+                self.inner.known_ledgers.learn(view, slot.2);
+            }
+        }
+        views
     }
 
-    /// Steps 2–4 of a batch, on views read at `now` (split out so tests can
+    /// Steps 2–4 of a batch on views read at `now` (split out so tests can
     /// change the ledger between the read and the write).
+    #[cfg(test)]
     pub(super) async fn claim_on_views(
         &self,
         requests: Vec<ClaimRequest>,
         views: Vec<Option<SlotView>>,
         now: DateTime<Utc>,
     ) -> Vec<Outcome> {
+        let fresh = vec![false; requests.len()];
+        let (mut outcomes, _) = self.settle(&requests, views, &fresh, now).await;
+        for (i, outcome) in outcomes.iter_mut().enumerate() {
+            if outcome.is_none() {
+                *outcome = Some(self.claim_locked(&requests[i]).await);
+            }
+        }
+        undecided_is_internal(outcomes)
+    }
+
+    /// Steps 2 and 3: decides on `views` (each `from_known` or read) and
+    /// writes. Returns each claim's outcome if settled, and the positions
+    /// decided on known views that went stale (their resource's guard
+    /// failed), to decide again on a read; any other open claim is for the
+    /// locked path.
+    async fn settle(
+        &self,
+        requests: &[ClaimRequest],
+        views: Vec<Option<SlotView>>,
+        from_known: &[bool],
+        now: DateTime<Utc>,
+    ) -> (Vec<Option<Outcome>>, Vec<usize>) {
         let mut groups: HashMap<Uuid, Group> = HashMap::new();
         let verdicts: Vec<Verdict> = requests
             .iter()
             .zip(views)
-            .map(|(req, view)| {
+            .zip(from_known)
+            .map(|((req, view), &known)| {
                 let Some(slot) = view.and_then(|view| Slot::from_view(view).ok()) else {
                     return Verdict::Locked;
                 };
+                let counters = SlotCounters {
+                    ledger: slot.seq,
+                    catalog: slot.catalog,
+                };
                 let group = groups
                     .entry(req.resource_id)
-                    .or_insert_with(|| Group::new(slot.seq));
-                if group.seq != slot.seq {
-                    // One statement reads one snapshot; never expected.
+                    .or_insert_with(|| Group::new(counters, known));
+                if group.counters != counters || group.known != known {
+                    // One resource is read once or known once; never expected.
                     return Verdict::Locked;
                 }
                 group.decide(req, slot, now)
             })
             .collect();
 
-        let write = guarded_write(groups);
-        let written: HashSet<Uuid> = match self.inner.store.claims_if_unchanged(&write, now).await {
+        let write = guarded_write(&groups);
+        let held: HashSet<Uuid> = match self.inner.store.claims_if_unchanged(&write, now).await {
             Ok(resources) => resources.into_iter().collect(),
             Err(error) => {
                 // E.g. a constraint refused a row: nothing was written; the
@@ -248,30 +364,40 @@ impl Availability {
                 HashSet::new()
             }
         };
+        let known = &self.inner.known_ledgers;
+        for (resource, group) in &groups {
+            if held.contains(resource) {
+                if !group.accepted.is_empty() {
+                    known.wrote(*resource, group.counters, &group.accepted);
+                }
+            } else if group.known || !group.accepted.is_empty() {
+                known.forget(*resource);
+            }
+        }
 
-        let mut outcomes: Vec<Option<Outcome>> = Vec::with_capacity(requests.len());
-        let mut locked = Vec::new();
+        let mut outcomes = Vec::with_capacity(requests.len());
+        let mut stale = Vec::new();
         for (i, (req, verdict)) in requests.iter().zip(verdicts).enumerate() {
-            let settled = written.contains(&req.resource_id);
+            let settled = held.contains(&req.resource_id);
+            let on_known = groups.get(&req.resource_id).is_some_and(|g| g.known);
             outcomes.push(match verdict {
                 Verdict::Final(outcome) => Some(outcome),
                 Verdict::Accepted(receipt) if settled => Some(Ok(receipt)),
                 Verdict::Refused(refusal) if settled => Some(Err(refusal)),
-                Verdict::Accepted(_) | Verdict::Refused(_) | Verdict::Locked => {
-                    locked.push(i);
+                Verdict::Accepted(_) | Verdict::Refused(_) if on_known => {
+                    stale.push(i);
                     None
                 }
+                Verdict::Accepted(_) | Verdict::Refused(_) | Verdict::Locked => None,
             });
         }
-        let fallbacks =
-            futures::future::join_all(locked.iter().map(|&i| self.claim_locked(&requests[i])))
-                .await;
-        for (i, outcome) in locked.into_iter().zip(fallbacks) {
-            outcomes[i] = Some(outcome);
-        }
-        outcomes
-            .into_iter()
-            .map(|o| o.unwrap_or_else(|| Err(LedgerError::Internal("claim not decided".into()))))
-            .collect()
+        (outcomes, stale)
     }
+}
+
+fn undecided_is_internal(outcomes: Vec<Option<Outcome>>) -> Vec<Outcome> {
+    outcomes
+        .into_iter()
+        .map(|o| o.unwrap_or_else(|| Err(LedgerError::Internal("claim not decided".into()))))
+        .collect()
 }

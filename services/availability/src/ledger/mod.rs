@@ -37,8 +37,10 @@
 //! [`LedgerError::SlotUnavailable`].
 
 mod batch;
+mod known;
 
 pub(crate) use batch::ClaimShards;
+pub(crate) use known::KnownLedgers;
 
 use std::future::Future;
 use std::time::Duration;
@@ -423,6 +425,7 @@ struct Slot {
     lapsed: bool,
     block: Option<Block>,
     seq: i64,
+    catalog: i64,
 }
 
 impl Slot {
@@ -442,6 +445,7 @@ impl Slot {
             lapsed: view.lapsed,
             block: view.block,
             seq: view.seq,
+            catalog: view.catalog,
         })
     }
 

@@ -1,7 +1,7 @@
 //! The group commit of [`Availability::claim`] against PostgreSQL (needs
 //! the stack: `scripts/stack up && eval "$(scripts/stack env)"`).
 
-use berth_slots::{LocalInterval, WeeklyHours};
+use berth_slots::{LocalInterval, OverrideHours, WeeklyHours};
 use chrono::{DurationRound, Weekday};
 use sqlx::types::Json;
 
@@ -235,5 +235,91 @@ async fn the_guarded_write_waits_for_a_held_lock_and_ignores_a_rolled_back_one()
     let after = db.views(&[claim(resource, ty, later, "c")]).await;
     assert_eq!(after[0].as_ref().unwrap().seq, seq + 1, "one guarded write");
     db.sound().await;
+    db.drop_db().await;
+}
+
+/// Another replica on the same database (its own batches and known views).
+async fn replica(db: &Scratch) -> Availability {
+    Availability::connect(&db.db.url, None).await.unwrap()
+}
+
+#[tokio::test]
+async fn later_claims_are_decided_on_what_the_replica_already_knows() {
+    let db = Scratch::new().await;
+    let (resource, ty) = db.resource(1).await;
+    let start = tomorrow();
+    let known = &db.av.inner.known_ledgers;
+    let first = claim(resource, ty, start, "a");
+    assert!(known.view(&first, now()).is_none(), "nothing known yet");
+    db.av.claim(first).await.unwrap();
+
+    // The read and the write taught the replica the ledger as it now is.
+    let next = claim(resource, ty, start + TimeDelta::minutes(30), "b");
+    let seq = |view: &SlotView| (view.seq, view.catalog, view.claims.len());
+    let fresh = db
+        .views(std::slice::from_ref(&next))
+        .await
+        .remove(0)
+        .unwrap();
+    let remembered = known.view(&next, now()).unwrap();
+    assert_eq!(seq(&remembered), seq(&fresh));
+    db.av.claim(next).await.unwrap();
+    // The taken slot is refused on it, and the guard confirms the refusal.
+    let again = claim(resource, ty, start, "c");
+    assert!(known.view(&again, now()).is_some());
+    assert!(taken(&db.av.claim(again).await));
+    db.sound().await;
+    db.drop_db().await;
+}
+
+#[tokio::test]
+async fn what_another_replica_changed_is_read_again() {
+    let db = Scratch::new().await;
+    let (resource, ty) = db.resource(1).await;
+    let other = replica(&db).await;
+    let start = tomorrow();
+    let (a, b) = (start, start + TimeDelta::minutes(30));
+    let held = db.av.claim(claim(resource, ty, a, "a")).await.unwrap();
+    let retry = claim(resource, ty, a, "c");
+    assert!(db.av.inner.known_ledgers.view(&retry, now()).is_some());
+
+    // Freed elsewhere after this replica learnt it taken: booked, not 409.
+    other.release(held.claim_id).await.unwrap();
+    let outcome = db.av.claim(retry).await;
+    assert!(outcome.is_ok(), "{outcome:?}");
+
+    // Taken elsewhere after this replica learnt it free: refused, not doubled.
+    let late = claim(resource, ty, b, "b");
+    assert!(db.av.inner.known_ledgers.view(&late, now()).is_some());
+    other.claim(claim(resource, ty, b, "x")).await.unwrap();
+    let outcome = db.av.claim(late).await;
+    assert!(taken(&outcome), "{outcome:?}");
+    db.sound().await;
+    drop(other);
+    db.drop_db().await;
+}
+
+#[tokio::test]
+async fn a_day_closed_elsewhere_is_not_booked_on_known_hours() {
+    let db = Scratch::new().await;
+    let (resource, ty) = db.resource(1).await;
+    let start = tomorrow();
+    db.av.claim(claim(resource, ty, start, "a")).await.unwrap();
+    let later = claim(resource, ty, start + TimeDelta::hours(1), "b");
+    assert!(db.av.inner.known_ledgers.view(&later, now()).is_some());
+
+    let other = replica(&db).await;
+    let mut tx = other.inner.store.write().await.unwrap();
+    tx.put_override(resource, later.start.date_naive(), &OverrideHours::Closed)
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+    let outcome = db.av.claim(later).await;
+    assert!(
+        matches!(outcome, Err(LedgerError::Invalid(_))),
+        "{outcome:?}"
+    );
+    db.sound().await;
+    drop(other);
     db.drop_db().await;
 }

@@ -110,9 +110,10 @@ impl Store {
     }
 
     /// Commits claims decided on views read by [`Store::peek_slots`], in one
-    /// statement, for each resource whose claims and blocks are still those
-    /// of its views (its `seq`). Returns the resources written; the others'
-    /// claims must take the locked path. Nothing is written on SQLite.
+    /// statement, for each resource whose claims, blocks and catalog are
+    /// still those of its views (both counters). Returns the resources whose
+    /// counters held (written where the guard says so); the others' claims
+    /// must be decided again. Nothing is written on SQLite.
     pub async fn claims_if_unchanged(
         &self,
         write: &GuardedClaims,
@@ -311,9 +312,10 @@ pub(crate) struct SlotView {
     /// The slot's block, if it exists (not read on SQLite: `None` with
     /// `lapsed` set, so the caller looks it up after clearing lapsed holds).
     pub block: Option<Block>,
-    /// The resource's `ledger_seq` in the same snapshot (PostgreSQL; 0 on
-    /// SQLite, which has none).
+    /// The resource's `ledger_seq` and `catalog_seq` in the same snapshot
+    /// (PostgreSQL; 0 on SQLite, which has none).
     pub seq: i64,
+    pub catalog: i64,
 }
 
 /// Seconds between re-expansions of an uploaded calendar: its recurring
@@ -353,16 +355,25 @@ pub(crate) struct SlotVersions {
     pub feeds_due: bool,
 }
 
-/// Claims to write only where their resource's `ledger_seq` is unchanged
+/// Claims to write only where their resource's counters are unchanged
 /// (see [`Store::claims_if_unchanged`]).
 #[derive(Debug, Default)]
 pub(crate) struct GuardedClaims {
-    /// Each resource once, with the `seq` its claims were decided on.
-    pub resources: Vec<(Uuid, i64)>,
+    /// Each resource once, with the counters its claims were decided on.
+    pub resources: Vec<Guard>,
     pub new_blocks: Vec<NewBlock>,
     /// Existing blocks whose capacity changes: (block, resource, capacity).
     pub resized: Vec<(Uuid, Uuid, i64)>,
     pub claims: Vec<ClaimRow>,
+}
+
+/// A resource's counters as a batch read them, and whether the batch writes
+/// to it (or only needs them confirmed, for refusals decided on them).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Guard {
+    pub resource: Uuid,
+    pub counters: SlotCounters,
+    pub writes: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -567,6 +578,7 @@ impl Tx {
             lapsed: true,
             block: None,
             seq: 0,
+            catalog: 0,
         }))
     }
 

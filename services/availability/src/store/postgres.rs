@@ -443,17 +443,18 @@ macro_rules! claim_arrays {
 /// request's 1-based position `i`. Live claims come back as parallel arrays
 /// (binary, no text encoding).
 /// The span and the slot's end come from the type's duration in the same
-/// statement; overrides are read for the UTC dates three days either side
-/// of the slot, which covers the local dates two days either side in every
-/// zone. One statement is one snapshot, so views of the same resource agree
-/// (the same `ledger_seq` and claims).
+/// statement; overrides are read for the UTC dates of the span and one day
+/// either side, which covers the span's local dates in every zone (with a
+/// reach of two days: the local dates two days either side of the slot).
+/// One statement is one snapshot, so views of the same resource agree (the
+/// same counters and claims).
 const SLOT_VIEWS: &str = concat!(
     "SELECT q.i, t.id, t.resource_id, t.name, t.duration_minutes, t.interval_minutes, \
            t.buffer_before_minutes, t.buffer_after_minutes, t.min_notice_minutes, \
            t.horizon_minutes, t.capacity, t.price_minor, t.currency, t.created_at, t.updated_at, \
            r.name AS r_name, r.time_zone AS r_time_zone, r.owner_id AS r_owner_id, \
            r.weekly AS r_weekly, r.created_at AS r_created_at, r.updated_at AS r_updated_at, \
-           r.ledger_seq AS r_ledger_seq, \
+           r.ledger_seq AS r_ledger_seq, r.catalog_seq AS r_catalog_seq, \
            lc.c_id, lc.c_block, lc.c_type, lc.c_start, lc.c_end, lc.c_seats, lc.c_before, \
            lc.c_after, lc.c_price, lc.c_currency, lc.c_owner, lc.c_expires, lc.lapsed, \
            (SELECT COALESCE(json_agg(json_build_object('start', starts_at, 'end', ends_at)), '[]'::json) \
@@ -461,8 +462,8 @@ const SLOT_VIEWS: &str = concat!(
               AND ends_at > lower(w.span)) AS busy, \
            (SELECT COALESCE(json_agg(json_build_object('date', date, 'hours', hours) ORDER BY date), '[]'::json) \
               FROM date_overrides WHERE resource_id = q.resource_id \
-              AND date >= (q.start AT TIME ZONE 'UTC')::date - 3 \
-              AND date <= (w.slot_end AT TIME ZONE 'UTC')::date + 3) AS overrides, \
+              AND date >= (lower(w.span) AT TIME ZONE 'UTC')::date - 1 \
+              AND date <= (upper(w.span) AT TIME ZONE 'UTC')::date + 1) AS overrides, \
            bl.id AS block_id, bl.capacity AS block_capacity \
          FROM unnest($1::uuid[], $2::uuid[], $3::timestamptz[]) WITH ORDINALITY \
            AS q(resource_id, type_id, start, i) \
@@ -713,6 +714,7 @@ fn slot_view_from_row(row: &PgRow) -> Result<SlotView, sqlx::Error> {
         claims: live_claims_from_row(row, ty.resource_id)?,
         lapsed: row.try_get("lapsed")?,
         seq: row.try_get("r_ledger_seq")?,
+        catalog: row.try_get("r_catalog_seq")?,
         busy: row.try_get::<Json<Vec<BusyInterval>>, _>("busy")?.0,
         overrides: row.try_get::<Json<Vec<DateOverride>>, _>("overrides")?.0,
         block: block_id
@@ -761,17 +763,19 @@ pub(super) async fn insert_claim_into(
 }
 
 /// Claims decided on snapshots, committed in one autocommitted statement
-/// for every resource whose `ledger_seq` still has its snapshot's value.
+/// for every resource whose counters still have their snapshot's values.
 ///
 /// The statement locks the resources' rows in id order (so two such
-/// statements never deadlock), keeps those whose counter is unchanged,
-/// raises it, and writes their new blocks, block capacity changes and
+/// statements never deadlock), keeps those whose counters are unchanged,
+/// raises `ledger_seq` of those it writes to, and writes their new blocks, block capacity changes and
 /// claims; rows of the other resources are left alone. Every transaction
 /// that changes a resource's claims or blocks raises `ledger_seq` under the
 /// same row lock before it commits, so an unchanged counter, read here under
-/// the lock, means the claims and blocks are exactly those of the snapshot.
-/// Returns the resources written; a constraint violation fails the whole
-/// statement (nothing is written).
+/// the lock, means the claims and blocks are exactly those of the snapshot;
+/// an unchanged `catalog_seq` means the same for hours, types, overrides and
+/// busy times. Returns the resources whose counters held (written where the
+/// guard says it writes); a constraint violation fails the whole statement
+/// (nothing is written).
 pub(super) async fn claims_if_unchanged(
     pool: &PgPool,
     write: &GuardedClaims,
@@ -779,12 +783,14 @@ pub(super) async fn claims_if_unchanged(
 ) -> Result<Vec<Uuid>, sqlx::Error> {
     static SQL: LazyLock<String> = LazyLock::new(|| {
         format!(
-            "WITH want AS (SELECT * FROM unnest($1::uuid[], $2::bigint[]) AS w(id, seq)), \
-             locked AS (SELECT r.id, r.ledger_seq FROM resources r WHERE r.id = ANY($1) \
-               ORDER BY r.id FOR UPDATE), \
-             ok AS (SELECT l.id FROM locked l JOIN want w ON w.id = l.id AND w.seq = l.ledger_seq), \
+            "WITH want AS (SELECT * FROM unnest($1::uuid[], $2::bigint[], $27::bigint[], \
+               $28::bool[]) AS w(id, seq, catalog, writes)), \
+             locked AS (SELECT r.id, r.ledger_seq, r.catalog_seq FROM resources r \
+               WHERE r.id = ANY($1) ORDER BY r.id FOR UPDATE), \
+             ok AS (SELECT l.id, w.writes FROM locked l JOIN want w ON w.id = l.id \
+               AND w.seq = l.ledger_seq AND w.catalog = l.catalog_seq), \
              bump AS (UPDATE resources r SET ledger_seq = r.ledger_seq + 1 FROM ok \
-               WHERE r.id = ok.id RETURNING r.id), \
+               WHERE r.id = ok.id AND ok.writes RETURNING r.id), \
              new_blocks AS (INSERT INTO blocks (id, resource_id, appointment_type_id, starts_at, \
                ends_at, capacity) \
                SELECT x.* FROM unnest($3::uuid[], $4::uuid[], $5::uuid[], $6::timestamptz[], \
@@ -801,14 +807,26 @@ pub(super) async fn claims_if_unchanged(
                  $20::bigint[], $21::bigint[], $22::text[], $23::text[], $24::timestamptz[], \
                  $25::timestamptz[]) AS x({CLAIM_COLUMNS}) \
                WHERE x.resource_id IN (SELECT id FROM bump)) \
-             SELECT id FROM bump"
+             SELECT id FROM ok"
         )
     });
     let c = &write.claims;
     let column = |f: fn(&ClaimRow) -> i64| c.iter().map(f).collect::<Vec<i64>>();
     sqlx::query_scalar(&SQL)
-        .bind(write.resources.iter().map(|r| r.0).collect::<Vec<Uuid>>())
-        .bind(write.resources.iter().map(|r| r.1).collect::<Vec<i64>>())
+        .bind(
+            write
+                .resources
+                .iter()
+                .map(|g| g.resource)
+                .collect::<Vec<Uuid>>(),
+        )
+        .bind(
+            write
+                .resources
+                .iter()
+                .map(|g| g.counters.ledger)
+                .collect::<Vec<i64>>(),
+        )
         .bind(write.new_blocks.iter().map(|b| b.id).collect::<Vec<Uuid>>())
         .bind(
             write
@@ -883,6 +901,20 @@ pub(super) async fn claims_if_unchanged(
                 .collect::<Vec<Option<DateTime<Utc>>>>(),
         )
         .bind(now)
+        .bind(
+            write
+                .resources
+                .iter()
+                .map(|g| g.counters.catalog)
+                .collect::<Vec<i64>>(),
+        )
+        .bind(
+            write
+                .resources
+                .iter()
+                .map(|g| g.writes)
+                .collect::<Vec<bool>>(),
+        )
         .fetch_all(pool)
         .await
 }
