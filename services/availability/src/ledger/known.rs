@@ -9,9 +9,12 @@
 //! replica, the locked path, a confirm or release, a catalog edit) moves a
 //! counter, so the next guarded write on a stale entry writes nothing and
 //! the batch reads again. An entry is never trusted without that guard, and
-//! refusals decided on it are confirmed by the same guard.
+//! refusals decided on it are confirmed by the same guard. A resource whose
+//! entry went stale is not learnt again for [`SETTLE`]: where replicas take
+//! turns on one resource, a stale entry would cost a wasted write each time.
 
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use berth_ledger::ClaimRequest;
 use berth_slots::{BusyInterval, DateOverride};
@@ -30,9 +33,14 @@ pub(crate) const MARGIN: TimeDelta = TimeDelta::hours(12);
 const ENTRIES: usize = 4_096;
 const WEIGHT: u64 = 250_000;
 
+/// How long a resource whose entry went stale is read afresh every time.
+const SETTLE: Duration = Duration::from_secs(10);
+
 #[derive(Clone)]
 pub(crate) struct KnownLedgers {
     entries: Arc<quick_cache::sync::Cache<Uuid, Arc<Known>, ByRows>>,
+    /// Resources changed by someone else lately, until when.
+    contested: Arc<quick_cache::sync::Cache<Uuid, Instant>>,
 }
 
 /// One resource's ledger over `span`, as of `counters`.
@@ -77,6 +85,7 @@ impl KnownLedgers {
             entries: Arc::new(quick_cache::sync::Cache::with_weighter(
                 ENTRIES, WEIGHT, ByRows,
             )),
+            contested: Arc::new(quick_cache::sync::Cache::new(ENTRIES)),
         }
     }
 
@@ -84,6 +93,14 @@ impl KnownLedgers {
     /// the type, everything within [`REACH`] of the slot, and the capacity
     /// of the slot's block if it has one.
     pub(crate) fn view(&self, req: &ClaimRequest, now: DateTime<Utc>) -> Option<SlotView> {
+        let view = self.covering(req, now);
+        berth_runtime::metrics::cache_lookups()
+            .with_label_values(&["known_ledgers", if view.is_some() { "hit" } else { "miss" }])
+            .inc();
+        view
+    }
+
+    fn covering(&self, req: &ClaimRequest, now: DateTime<Utc>) -> Option<SlotView> {
         let known = self.entries.get(&req.resource_id)?;
         let ty = known
             .types
@@ -152,7 +169,11 @@ impl KnownLedgers {
         ) else {
             return;
         };
-        if view.lapsed {
+        let contested = self
+            .contested
+            .get(&view.resource.id)
+            .is_some_and(|until| Instant::now() < until);
+        if view.lapsed || contested {
             self.entries.remove(&view.resource.id);
             return;
         }
@@ -228,8 +249,16 @@ impl KnownLedgers {
         self.entries.insert(resource, Arc::new(next));
     }
 
-    /// Drops what this replica knew of `resource`.
+    /// Drops what this replica knew of `resource` because this replica is
+    /// changing it outside the group commit (the locked path).
+    pub(crate) fn invalidate(&self, resource: Uuid) {
+        self.entries.remove(&resource);
+    }
+
+    /// Drops what this replica knew of `resource`, which someone else
+    /// changed: it is read afresh for a while.
     pub(crate) fn forget(&self, resource: Uuid) {
         self.entries.remove(&resource);
+        self.contested.insert(resource, Instant::now() + SETTLE);
     }
 }

@@ -150,6 +150,8 @@ impl Availability {
             };
             let token = guard.as_ref().and_then(|g| g.token());
             let outcome = attempt(token).await;
+            // Whatever the attempt changed, the group commit reads afresh.
+            self.inner.known_ledgers.invalidate(resource);
             if let Some(guard) = guard {
                 guard.release().await;
             }

@@ -273,25 +273,59 @@ async fn later_claims_are_decided_on_what_the_replica_already_knows() {
 }
 
 #[tokio::test]
-async fn what_another_replica_changed_is_read_again() {
+async fn this_replicas_own_locked_changes_are_read_afresh_once() {
+    let db = Scratch::new().await;
+    let (resource, ty) = db.resource(1).await;
+    let start = tomorrow();
+    let known = &db.av.inner.known_ledgers;
+    let held = db.av.claim(claim(resource, ty, start, "a")).await.unwrap();
+    db.av.confirm(held.claim_id).await.unwrap();
+    let next = claim(resource, ty, start + TimeDelta::minutes(30), "b");
+    assert!(known.view(&next, now()).is_none(), "the confirm dropped it");
+    db.av.claim(next).await.unwrap();
+    // Read once and learnt again: not treated as someone else's change.
+    let after = claim(resource, ty, start + TimeDelta::hours(1), "c");
+    assert!(known.view(&after, now()).is_some());
+    db.sound().await;
+    db.drop_db().await;
+}
+
+#[tokio::test]
+async fn a_slot_freed_by_another_replica_is_not_refused_on_what_was_known() {
     let db = Scratch::new().await;
     let (resource, ty) = db.resource(1).await;
     let other = replica(&db).await;
     let start = tomorrow();
-    let (a, b) = (start, start + TimeDelta::minutes(30));
-    let held = db.av.claim(claim(resource, ty, a, "a")).await.unwrap();
-    let retry = claim(resource, ty, a, "c");
+    let held = db.av.claim(claim(resource, ty, start, "a")).await.unwrap();
+    let retry = claim(resource, ty, start, "c");
     assert!(db.av.inner.known_ledgers.view(&retry, now()).is_some());
 
-    // Freed elsewhere after this replica learnt it taken: booked, not 409.
     other.release(held.claim_id).await.unwrap();
     let outcome = db.av.claim(retry).await;
     assert!(outcome.is_ok(), "{outcome:?}");
+    // Changed by someone else: read afresh for a while, not learnt again.
+    let next = claim(resource, ty, start + TimeDelta::minutes(30), "d");
+    assert!(db.av.inner.known_ledgers.view(&next, now()).is_none());
+    db.av.claim(next).await.unwrap();
+    db.sound().await;
+    drop(other);
+    db.drop_db().await;
+}
 
-    // Taken elsewhere after this replica learnt it free: refused, not doubled.
-    let late = claim(resource, ty, b, "b");
+#[tokio::test]
+async fn a_slot_taken_by_another_replica_is_not_booked_twice() {
+    let db = Scratch::new().await;
+    let (resource, ty) = db.resource(1).await;
+    let other = replica(&db).await;
+    let start = tomorrow();
+    db.av.claim(claim(resource, ty, start, "a")).await.unwrap();
+    let late = claim(resource, ty, start + TimeDelta::minutes(30), "b");
     assert!(db.av.inner.known_ledgers.view(&late, now()).is_some());
-    other.claim(claim(resource, ty, b, "x")).await.unwrap();
+
+    other
+        .claim(claim(resource, ty, late.start, "x"))
+        .await
+        .unwrap();
     let outcome = db.av.claim(late).await;
     assert!(taken(&outcome), "{outcome:?}");
     db.sound().await;

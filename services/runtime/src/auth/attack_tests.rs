@@ -138,8 +138,15 @@ async fn a_remembered_token_still_expires_and_dies_with_its_key() {
     let v = Verifier::from_shared(ISS, AUD, keys.clone()).with_leeway(Duration::ZERO);
     let token = sign(&k, &claims());
     // The second check is answered from the verified-token cache.
+    let hits = || {
+        crate::metrics::cache_lookups()
+            .with_label_values(&["verified_tokens", "hit"])
+            .get()
+    };
     assert!(v.verify(&token).await.is_ok());
+    let before = hits();
     assert!(v.verify(&token).await.is_ok());
+    assert!(hits() > before, "counted as a cache hit");
     // Retiring the key ends the token's validity at once.
     keys.set(JwkSet { keys: Vec::new() });
     assert_eq!(v.verify(&token).await, Err(AuthError::UnknownKey));

@@ -127,11 +127,16 @@ impl Verifier {
 
     /// Verifies a token and returns all its claims.
     pub async fn verify_claims(&self, token: &str) -> Result<AccessClaims, AuthError> {
+        let lookups = crate::metrics::cache_lookups();
         if let Some(hit) = self.inner.verified.get(token)
             && self.still_valid(&hit)
         {
+            lookups.with_label_values(&["verified_tokens", "hit"]).inc();
             return Ok(hit.claims.clone());
         }
+        lookups
+            .with_label_values(&["verified_tokens", "miss"])
+            .inc();
         let (claims, kid) = self.verify_signed(token).await?;
         self.inner.verified.insert(
             token.to_owned(),
