@@ -62,9 +62,13 @@ pub struct BookingConfig {
     /// First retry delay of a failed compensation; doubles per attempt.
     pub saga_retry_base: Duration,
     pub saga_retry_max: Duration,
-    /// Marks lapsed holds expired and purges old idempotency keys; `None`
-    /// disables the sweeper (reads still show lapsed holds as expired).
+    /// Marks lapsed holds expired and purges old idempotency keys and
+    /// published events; `None` disables the sweeper (reads still show
+    /// lapsed holds as expired).
     pub sweep_interval: Option<Duration>,
+    /// How long published outbox rows are kept after their event occurred
+    /// (the stream has them; the rows help to look into what happened).
+    pub outbox_retention: Duration,
     pub max_connections: u32,
     /// Largest request body the idempotency layer buffers.
     pub max_body_bytes: usize,
@@ -83,6 +87,7 @@ impl Default for BookingConfig {
             saga_retry_base: Duration::from_secs(1),
             saga_retry_max: Duration::from_secs(5 * 60),
             sweep_interval: Some(Duration::from_secs(30)),
+            outbox_retention: Duration::from_secs(7 * 24 * 60 * 60),
             max_connections: 10,
             max_body_bytes: 64 * 1024,
         }

@@ -96,8 +96,9 @@ impl Booking {
         Ok(count)
     }
 
-    /// Persists lapsed holds as expired (releasing their claims) and forgets
-    /// idempotency keys past their TTL.
+    /// Persists lapsed holds as expired (releasing their claims), forgets
+    /// idempotency keys past their TTL and published events past their
+    /// retention.
     pub(crate) async fn sweep(&self) -> Result<(), BookingError> {
         let now = now();
         for booking in self.inner.store.lapsed_holds(now, BATCH).await? {
@@ -110,6 +111,11 @@ impl Booking {
         let purged = self.inner.store.purge_keys(cutoff).await?;
         if purged > 0 {
             tracing::debug!(purged, "purged old idempotency keys");
+        }
+        let cutoff = before(now, self.inner.config.outbox_retention);
+        let purged = self.inner.store.purge_published(cutoff).await?;
+        if purged > 0 {
+            tracing::debug!(purged, "purged published events past their retention");
         }
         Ok(())
     }

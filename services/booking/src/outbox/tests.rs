@@ -159,6 +159,44 @@ async fn relay_killed_mid_batch_redelivers_and_consumer_dedupes(db: Arc<dyn Stor
     assert!(handled.values().all(|&n| n == 1), "{handled:?}");
 }
 
+/// Published rows go once past retention; unpublished ones never do.
+async fn published_events_are_purged_after_retention(db: Arc<dyn Store>) {
+    let (events, _) = broadcast::channel(16);
+    let publisher = ChannelPublisher { events };
+    for n in 0..3 {
+        let b = booking(n);
+        db.insert_booking(&b, &Event::new(event_type::CREATED, &b))
+            .await
+            .unwrap();
+    }
+    assert_eq!(db.relay_batch(10, now(), &publisher).await.unwrap(), 3);
+    let pending = booking(3);
+    db.insert_booking(&pending, &Event::new(event_type::CREATED, &pending))
+        .await
+        .unwrap();
+    let long_ago = now() - TimeDelta::days(1);
+    assert_eq!(db.purge_published(long_ago).await.unwrap(), 0, "too recent");
+    let later = now() + TimeDelta::days(1);
+    assert_eq!(db.purge_published(later).await.unwrap(), 3);
+    assert_eq!(db.purge_published(later).await.unwrap(), 0);
+    // The unpublished row survived and is still relayed.
+    assert_eq!(db.relay_batch(10, now(), &publisher).await.unwrap(), 1);
+}
+
+#[tokio::test]
+async fn postgres_purges_published_events() {
+    let (url, name) = scratch_postgres().await;
+    let db = store::connect(&url, 4).await.unwrap();
+    published_events_are_purged_after_retention(db).await;
+    drop_postgres(&name).await;
+}
+
+#[tokio::test]
+async fn sqlite_purges_published_events() {
+    let db = store::connect("sqlite::memory:", 1).await.unwrap();
+    published_events_are_purged_after_retention(db).await;
+}
+
 #[tokio::test]
 async fn postgres_relay_killed_mid_batch() {
     let (url, name) = scratch_postgres().await;

@@ -176,6 +176,12 @@ pub(crate) trait Store: Send + Sync + 'static {
 
     async fn purge_keys(&self, created_before: DateTime<Utc>) -> Result<u64>;
 
+    /// Deletes published outbox rows whose event occurred before
+    /// `occurred_before`; unpublished rows stay whatever their age. The scan
+    /// walks rows in outbox order and stops at the first newer event, so it
+    /// costs what it deletes, not the size of the table.
+    async fn purge_published(&self, occurred_before: DateTime<Utc>) -> Result<u64>;
+
     /// Publishes up to `limit` unpublished outbox rows in order and marks them
     /// published; nothing is marked unless publishing succeeded.
     async fn relay_batch(
