@@ -59,17 +59,33 @@ async fn hop_floor(clients: &mut Clients) -> f64 {
     rate
 }
 
-/// Mean items per batch and mean time per batch of each group-commit
-/// batcher, from `/metrics`.
-async fn batch_sizes(client: &reqwest::Client, base: &str) -> Vec<String> {
-    let text = client
+async fn metrics(client: &reqwest::Client, base: &str) -> String {
+    client
         .get(format!("{base}/metrics"))
         .send()
         .await
         .unwrap()
         .text()
         .await
-        .unwrap();
+        .unwrap()
+}
+
+/// Hits and misses of one in-memory cache, from `/metrics` text.
+fn cache_lookups(text: &str, cache: &str) -> (f64, f64) {
+    let count = |result: &str| {
+        let prefix = format!("berth_cache_lookups_total{{cache=\"{cache}\",result=\"{result}\"}} ");
+        text.lines()
+            .find_map(|l| l.strip_prefix(&prefix))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(0.0)
+    };
+    (count("hit"), count("miss"))
+}
+
+/// Mean items per batch and mean time per batch of each group-commit
+/// batcher, from `/metrics`.
+async fn batch_sizes(client: &reqwest::Client, base: &str) -> Vec<String> {
+    let text = metrics(client, base).await;
     let value = |line: &str| line.rsplit(' ').next().and_then(|v| v.parse::<f64>().ok());
     let mut sums = std::collections::BTreeMap::new();
     for line in text.lines() {
@@ -286,6 +302,7 @@ async fn main() {
         batch_sizes(&client, &a).await,
     ]
     .concat();
+    let (hits, misses) = cache_lookups(&metrics(&client, &a).await, "known_ledgers");
 
     let check = Command::new(support::berth_binary())
         .arg("check-ledger")
@@ -342,6 +359,11 @@ async fn main() {
     println!(
         "  group commit, mean items per batch: {}",
         batches.join(", ")
+    );
+    println!(
+        "  claims decided on a known ledger: {hits} of {} ({:.0} %)",
+        hits + misses,
+        100.0 * hits / (hits + misses).max(1.0)
     );
 
     if std::env::var_os("P1_NO_PGBENCH").is_some() {
