@@ -357,3 +357,64 @@ async fn a_day_closed_elsewhere_is_not_booked_on_known_hours() {
     drop(other);
     db.drop_db().await;
 }
+
+#[tokio::test]
+async fn replicas_racing_on_known_ledgers_never_overbook_or_refuse_wrongly() {
+    use rand::{Rng, SeedableRng};
+    let db = Scratch::new().await;
+    let one = db.resource(1).await;
+    let three = db.resource(3).await;
+    let other = replica(&db).await;
+    let replicas = [db.av.clone(), other.clone()];
+    let start = tomorrow();
+    let slot = move |i: i64| start + TimeDelta::minutes(30 * i);
+    // Eight clients over two replicas claim and release at random.
+    let clients = (0..8u64).map(|c| {
+        let av = replicas[usize::from(c % 2 == 1)].clone();
+        tokio::spawn(async move {
+            let mut rng = rand::rngs::StdRng::seed_from_u64(c);
+            let mut held = Vec::new();
+            for n in 0..25 {
+                if !held.is_empty() && rng.random_bool(0.3) {
+                    let i = rng.random_range(0..held.len());
+                    av.release(held.swap_remove(i)).await.unwrap();
+                    continue;
+                }
+                let (resource, ty) = if rng.random_bool(0.5) { one } else { three };
+                let req = claim(
+                    resource,
+                    ty,
+                    slot(rng.random_range(0..6)),
+                    &format!("{c}-{n}"),
+                );
+                match av.claim(req).await {
+                    Ok(receipt) => held.push(receipt.claim_id),
+                    Err(LedgerError::SlotUnavailable(_)) => {}
+                    Err(error) => panic!("{error:?}"),
+                }
+            }
+        })
+    });
+    for client in futures::future::join_all(clients).await {
+        client.unwrap();
+    }
+    db.sound().await;
+
+    // Each replica now answers every single-seat slot as the database says.
+    for (r, av) in replicas.iter().enumerate() {
+        for i in 0..6 {
+            let req = claim(one.0, one.1, slot(i), &format!("check-{r}-{i}"));
+            let fresh = db
+                .views(std::slice::from_ref(&req))
+                .await
+                .remove(0)
+                .unwrap();
+            let free = !fresh.claims.iter().any(|c| c.starts_at == req.start);
+            let outcome = av.claim(req).await;
+            assert_eq!(outcome.is_ok(), free, "replica {r}, slot {i}: {outcome:?}");
+        }
+    }
+    db.sound().await;
+    drop(other);
+    db.drop_db().await;
+}
