@@ -339,10 +339,7 @@ impl Availability {
                 let Some(slot) = view.and_then(|view| Slot::from_view(view).ok()) else {
                     return Verdict::Locked;
                 };
-                let counters = SlotCounters {
-                    ledger: slot.seq,
-                    catalog: slot.catalog,
-                };
+                let counters = slot.counters;
                 let group = groups
                     .entry(req.resource_id)
                     .or_insert_with(|| Group::new(counters, known));

@@ -152,8 +152,7 @@ impl KnownLedgers {
             overrides: known.overrides.clone(),
             lapsed,
             block,
-            seq: known.counters.ledger,
-            catalog: known.counters.catalog,
+            counters: known.counters,
         })
     }
 
@@ -177,10 +176,7 @@ impl KnownLedgers {
             self.entries.remove(&view.resource.id);
             return;
         }
-        let counters = SlotCounters {
-            ledger: view.seq,
-            catalog: view.catalog,
-        };
+        let counters = view.counters;
         let block = view.block.map(|b| (view.ty.id, start, end, b));
         if let Some(known) = self.entries.get(&view.resource.id)
             && known.counters == counters

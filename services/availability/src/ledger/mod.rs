@@ -55,7 +55,7 @@ use crate::Availability;
 use crate::error::{AvailabilityError, is_connection_error};
 use crate::model::{AppointmentType, in_supported_range};
 use crate::rules::{REACH, engine_claim, resource_and_type, schedule, widen, zone};
-use crate::store::{Block, BlockPlan, ClaimRow, ResourceRow, RowLock, SlotView, Tx};
+use crate::store::{Block, BlockPlan, ClaimRow, ResourceRow, RowLock, SlotCounters, SlotView, Tx};
 
 /// Attempts per operation when the database asks for a retry (deadlock,
 /// serialisation failure, SQLite busy) or the Redis lock turned out stale.
@@ -426,8 +426,7 @@ struct Slot {
     schedule: Schedule,
     lapsed: bool,
     block: Option<Block>,
-    seq: i64,
-    catalog: i64,
+    counters: SlotCounters,
 }
 
 impl Slot {
@@ -446,8 +445,7 @@ impl Slot {
             schedule,
             lapsed: view.lapsed,
             block: view.block,
-            seq: view.seq,
-            catalog: view.catalog,
+            counters: view.counters,
         })
     }
 

@@ -227,13 +227,17 @@ async fn the_guarded_write_waits_for_a_held_lock_and_ignores_a_rolled_back_one()
     let later = start + TimeDelta::hours(1);
     let batch = vec![claim(resource, ty, later, "b")];
     let views = db.views(&batch).await;
-    let seq = views[0].as_ref().unwrap().seq;
+    let seq = views[0].as_ref().unwrap().counters.ledger;
     drop(db.locked(resource).await);
     tokio::time::sleep(Duration::from_millis(50)).await;
     let outcome = db.av.claim_on_views(batch, views, now()).await.remove(0);
     assert!(outcome.is_ok(), "{outcome:?}");
     let after = db.views(&[claim(resource, ty, later, "c")]).await;
-    assert_eq!(after[0].as_ref().unwrap().seq, seq + 1, "one guarded write");
+    assert_eq!(
+        after[0].as_ref().unwrap().counters.ledger,
+        seq + 1,
+        "one guarded write"
+    );
     db.sound().await;
     db.drop_db().await;
 }
@@ -255,7 +259,7 @@ async fn later_claims_are_decided_on_what_the_replica_already_knows() {
 
     // The read and the write taught the replica the ledger as it now is.
     let next = claim(resource, ty, start + TimeDelta::minutes(30), "b");
-    let seq = |view: &SlotView| (view.seq, view.catalog, view.claims.len());
+    let seq = |view: &SlotView| (view.counters, view.claims.len());
     let fresh = db
         .views(std::slice::from_ref(&next))
         .await

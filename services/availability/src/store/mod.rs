@@ -312,10 +312,9 @@ pub(crate) struct SlotView {
     /// The slot's block, if it exists (not read on SQLite: `None` with
     /// `lapsed` set, so the caller looks it up after clearing lapsed holds).
     pub block: Option<Block>,
-    /// The resource's `ledger_seq` and `catalog_seq` in the same snapshot
-    /// (PostgreSQL; 0 on SQLite, which has none).
-    pub seq: i64,
-    pub catalog: i64,
+    /// The resource's counters in the same snapshot (PostgreSQL; both 0 on
+    /// SQLite, which has none).
+    pub counters: SlotCounters,
 }
 
 /// Seconds between re-expansions of an uploaded calendar: its recurring
@@ -577,8 +576,10 @@ impl Tx {
             overrides,
             lapsed: true,
             block: None,
-            seq: 0,
-            catalog: 0,
+            counters: SlotCounters {
+                ledger: 0,
+                catalog: 0,
+            },
         }))
     }
 

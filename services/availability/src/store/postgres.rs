@@ -574,11 +574,16 @@ pub(super) async fn window_view(
         claims: live_claims_from_row(&row, resource)?,
         busy: row.try_get::<Json<Vec<BusyInterval>>, _>("busy")?.0,
         overrides: row.try_get::<Json<Vec<DateOverride>>, _>("overrides")?.0,
-        counters: Some(SlotCounters {
-            ledger: row.try_get("r_ledger_seq")?,
-            catalog: row.try_get("r_catalog_seq")?,
-        }),
+        counters: Some(counters_from_row(&row)?),
     }))
+}
+
+/// `r_ledger_seq` and `r_catalog_seq` of a view row.
+fn counters_from_row(row: &PgRow) -> Result<SlotCounters, sqlx::Error> {
+    Ok(SlotCounters {
+        ledger: row.try_get("r_ledger_seq")?,
+        catalog: row.try_get("r_catalog_seq")?,
+    })
 }
 
 /// The `r_*` columns of a view row.
@@ -713,8 +718,7 @@ fn slot_view_from_row(row: &PgRow) -> Result<SlotView, sqlx::Error> {
         resource: resource_from_row(row, ty.resource_id)?,
         claims: live_claims_from_row(row, ty.resource_id)?,
         lapsed: row.try_get("lapsed")?,
-        seq: row.try_get("r_ledger_seq")?,
-        catalog: row.try_get("r_catalog_seq")?,
+        counters: counters_from_row(row)?,
         busy: row.try_get::<Json<Vec<BusyInterval>>, _>("busy")?.0,
         overrides: row.try_get::<Json<Vec<DateOverride>>, _>("overrides")?.0,
         block: block_id
