@@ -24,6 +24,7 @@ mod ledger;
 mod locks;
 pub mod model;
 mod rest;
+mod row_cache;
 mod rules;
 mod slot_inputs;
 mod slots;

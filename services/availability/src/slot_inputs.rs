@@ -16,20 +16,19 @@ use std::sync::Arc;
 use chrono::{DateTime, TimeDelta, Utc};
 use uuid::Uuid;
 
+use berth_runtime::metrics::CacheLookups;
+
+use crate::row_cache::{RowCache, Rows, row_cache};
 use crate::store::{SlotCounters, WindowView};
 
 /// How far past the requested window a view is read, so that the default
 /// window (from now) stays covered while `now` moves on.
 pub(crate) const MARGIN: TimeDelta = TimeDelta::days(1);
 
-/// Views kept per replica, and their total weight (one per view plus one
-/// per claim and busy time), which bounds memory to a few tens of MB.
-const ENTRIES: usize = 4_096;
-const WEIGHT: u64 = 250_000;
-
 #[derive(Clone)]
 pub(crate) struct SlotInputCache {
-    views: Arc<quick_cache::sync::Cache<(Uuid, Uuid), Cached, ByRows>>,
+    views: Arc<RowCache<(Uuid, Uuid), Cached>>,
+    lookups: CacheLookups,
 }
 
 #[derive(Clone)]
@@ -41,22 +40,17 @@ struct Cached {
     view: Arc<WindowView>,
 }
 
-#[derive(Clone)]
-struct ByRows;
-
-impl quick_cache::Weighter<(Uuid, Uuid), Cached> for ByRows {
-    fn weight(&self, _: &(Uuid, Uuid), cached: &Cached) -> u64 {
-        let rows = cached.view.claims.len() + cached.view.busy.len() + 1;
-        u64::try_from(rows).unwrap_or(u64::MAX)
+impl Rows for Cached {
+    fn rows(&self) -> usize {
+        self.view.claims.len() + self.view.busy.len()
     }
 }
 
 impl SlotInputCache {
     pub(crate) fn new() -> Self {
         Self {
-            views: Arc::new(quick_cache::sync::Cache::with_weighter(
-                ENTRIES, WEIGHT, ByRows,
-            )),
+            views: Arc::new(row_cache()),
+            lookups: CacheLookups::new("slot_inputs"),
         }
     }
 
@@ -72,9 +66,7 @@ impl SlotInputCache {
             .views
             .get(&key)
             .filter(|c| c.counters == counters && c.covers.0 <= window.0 && window.1 <= c.covers.1);
-        berth_runtime::metrics::cache_lookups()
-            .with_label_values(&["slot_inputs", if hit.is_some() { "hit" } else { "miss" }])
-            .inc();
+        self.lookups.count(hit.is_some());
         hit.map(|c| c.view)
     }
 

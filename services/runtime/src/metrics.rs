@@ -10,7 +10,7 @@ use std::time::Instant;
 use axum::extract::MatchedPath;
 use http::{Request, Response};
 use prometheus::{
-    Encoder, HistogramOpts, HistogramVec, IntCounterVec, Opts, Registry, TextEncoder,
+    Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, Opts, Registry, TextEncoder,
 };
 use tower::{Layer, Service};
 
@@ -32,6 +32,28 @@ pub fn cache_lookups() -> &'static IntCounterVec {
         .expect("constant counter options")
     });
     &LOOKUPS
+}
+
+/// One cache's `hit` and `miss` counters in [`cache_lookups`], resolved
+/// once, so counting a lookup on a hot path is an atomic add.
+#[derive(Clone)]
+pub struct CacheLookups {
+    hit: IntCounter,
+    miss: IntCounter,
+}
+
+impl CacheLookups {
+    pub fn new(cache: &str) -> Self {
+        let lookups = cache_lookups();
+        Self {
+            hit: lookups.with_label_values(&[cache, "hit"]),
+            miss: lookups.with_label_values(&[cache, "miss"]),
+        }
+    }
+
+    pub fn count(&self, hit: bool) {
+        if hit { &self.hit } else { &self.miss }.inc();
+    }
 }
 
 #[derive(Clone)]

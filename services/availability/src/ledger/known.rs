@@ -17,30 +17,28 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use berth_ledger::ClaimRequest;
+use berth_runtime::metrics::CacheLookups;
 use berth_slots::{BusyInterval, DateOverride};
 use chrono::{DateTime, TimeDelta, Utc};
 use uuid::Uuid;
 
-use crate::rules::REACH;
+use crate::row_cache::{ENTRIES, RowCache, Rows, row_cache};
+use crate::rules::{REACH, widen};
 use crate::store::{Block, BlockPlan, ClaimRow, ResourceRow, SlotCounters, SlotView, TypeRow};
 
 /// How much further than a claim needs a view is read, so that later claims
 /// near it (the next slots of the day) are covered by the same entry.
 pub(crate) const MARGIN: TimeDelta = TimeDelta::hours(12);
 
-/// Entries per replica and their total weight (one per entry plus one per
-/// claim and busy time), which bounds memory to a few tens of MB.
-const ENTRIES: usize = 4_096;
-const WEIGHT: u64 = 250_000;
-
 /// How long a resource whose entry went stale is read afresh every time.
 const SETTLE: Duration = Duration::from_secs(10);
 
 #[derive(Clone)]
 pub(crate) struct KnownLedgers {
-    entries: Arc<quick_cache::sync::Cache<Uuid, Arc<Known>, ByRows>>,
+    entries: Arc<RowCache<Uuid, Arc<Known>>>,
     /// Resources changed by someone else lately, until when.
     contested: Arc<quick_cache::sync::Cache<Uuid, Instant>>,
+    lookups: CacheLookups,
 }
 
 /// One resource's ledger over `span`, as of `counters`.
@@ -60,13 +58,9 @@ struct Known {
     blocks: Vec<(Uuid, DateTime<Utc>, DateTime<Utc>, Block)>,
 }
 
-#[derive(Clone)]
-struct ByRows;
-
-impl quick_cache::Weighter<Uuid, Arc<Known>> for ByRows {
-    fn weight(&self, _: &Uuid, known: &Arc<Known>) -> u64 {
-        let rows = known.claims.len() + known.busy.len() + 1;
-        u64::try_from(rows).unwrap_or(u64::MAX)
+impl Rows for Arc<Known> {
+    fn rows(&self) -> usize {
+        self.claims.len() + self.busy.len()
     }
 }
 
@@ -82,10 +76,9 @@ fn overlaps(
 impl KnownLedgers {
     pub(crate) fn new() -> Self {
         Self {
-            entries: Arc::new(quick_cache::sync::Cache::with_weighter(
-                ENTRIES, WEIGHT, ByRows,
-            )),
+            entries: Arc::new(row_cache()),
             contested: Arc::new(quick_cache::sync::Cache::new(ENTRIES)),
+            lookups: CacheLookups::new("known_ledgers"),
         }
     }
 
@@ -94,9 +87,7 @@ impl KnownLedgers {
     /// of the slot's block if it has one.
     pub(crate) fn view(&self, req: &ClaimRequest, now: DateTime<Utc>) -> Option<SlotView> {
         let view = self.covering(req, now);
-        berth_runtime::metrics::cache_lookups()
-            .with_label_values(&["known_ledgers", if view.is_some() { "hit" } else { "miss" }])
-            .inc();
+        self.lookups.count(view.is_some());
         view
     }
 
@@ -109,8 +100,7 @@ impl KnownLedgers {
         let end = req
             .start
             .checked_add_signed(TimeDelta::minutes(ty.duration_minutes))?;
-        let from = req.start.checked_sub_signed(REACH)?;
-        let to = end.checked_add_signed(REACH)?;
+        let (from, to) = widen(req.start, end);
         if from < known.span.0 || to > known.span.1 {
             return None;
         }

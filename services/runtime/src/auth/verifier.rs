@@ -36,6 +36,7 @@ struct Inner {
     audience: String,
     keys: Keys,
     verified: quick_cache::sync::Cache<String, Arc<Verified>>,
+    lookups: crate::metrics::CacheLookups,
 }
 
 /// Verifies access tokens. Cheap to clone.
@@ -85,6 +86,7 @@ impl Verifier {
                 audience: audience.to_owned(),
                 keys,
                 verified: quick_cache::sync::Cache::new(VERIFIED_CACHE_TOKENS),
+                lookups: crate::metrics::CacheLookups::new("verified_tokens"),
             }),
             leeway: DEFAULT_LEEWAY,
         }
@@ -127,16 +129,15 @@ impl Verifier {
 
     /// Verifies a token and returns all its claims.
     pub async fn verify_claims(&self, token: &str) -> Result<AccessClaims, AuthError> {
-        let lookups = crate::metrics::cache_lookups();
-        if let Some(hit) = self.inner.verified.get(token)
-            && self.still_valid(&hit)
-        {
-            lookups.with_label_values(&["verified_tokens", "hit"]).inc();
+        let hit = self
+            .inner
+            .verified
+            .get(token)
+            .filter(|hit| self.still_valid(hit));
+        self.inner.lookups.count(hit.is_some());
+        if let Some(hit) = hit {
             return Ok(hit.claims.clone());
         }
-        lookups
-            .with_label_values(&["verified_tokens", "miss"])
-            .inc();
         let (claims, kid) = self.verify_signed(token).await?;
         self.inner.verified.insert(
             token.to_owned(),
