@@ -247,16 +247,29 @@ impl Availability {
                 outcomes[i] = outcome;
             }
         }
-        let unsettled: Vec<usize> = (0..requests.len())
-            .filter(|&i| outcomes[i].is_none())
-            .collect();
-        let fallbacks =
-            futures::future::join_all(unsettled.iter().map(|&i| self.claim_locked(&requests[i])))
-                .await;
-        for (i, outcome) in unsettled.into_iter().zip(fallbacks) {
-            outcomes[i] = Some(outcome);
-        }
-        undecided_is_internal(outcomes)
+        self.settle_locked(&requests, outcomes).await
+    }
+
+    /// Step 4's end: each claim still open goes through the locked path.
+    async fn settle_locked(
+        &self,
+        requests: &[ClaimRequest],
+        outcomes: Vec<Option<Outcome>>,
+    ) -> Vec<Outcome> {
+        let open = requests
+            .iter()
+            .zip(&outcomes)
+            .filter(|(_, outcome)| outcome.is_none())
+            .map(|(req, _)| self.claim_locked(req));
+        let mut locked = futures::future::join_all(open).await.into_iter();
+        outcomes
+            .into_iter()
+            .map(|outcome| {
+                outcome
+                    .or_else(|| locked.next())
+                    .unwrap_or_else(|| Err(LedgerError::Internal("claim not decided".into())))
+            })
+            .collect()
     }
 
     /// Fresh views of `requests[i]` for each `i` in `which`, read in one
@@ -309,13 +322,8 @@ impl Availability {
         now: DateTime<Utc>,
     ) -> Vec<Outcome> {
         let fresh = vec![false; requests.len()];
-        let (mut outcomes, _) = self.settle(&requests, views, &fresh, now).await;
-        for (i, outcome) in outcomes.iter_mut().enumerate() {
-            if outcome.is_none() {
-                *outcome = Some(self.claim_locked(&requests[i]).await);
-            }
-        }
-        undecided_is_internal(outcomes)
+        let (outcomes, _) = self.settle(&requests, views, &fresh, now).await;
+        self.settle_locked(&requests, outcomes).await
     }
 
     /// Steps 2 and 3: decides on `views` (each `from_known` or read) and
@@ -390,11 +398,4 @@ impl Availability {
         }
         (outcomes, stale)
     }
-}
-
-fn undecided_is_internal(outcomes: Vec<Option<Outcome>>) -> Vec<Outcome> {
-    outcomes
-        .into_iter()
-        .map(|o| o.unwrap_or_else(|| Err(LedgerError::Internal("claim not decided".into()))))
-        .collect()
 }

@@ -771,8 +771,9 @@ pub(super) async fn insert_claim_into(
 ///
 /// The statement locks the resources' rows in id order (so two such
 /// statements never deadlock), keeps those whose counters are unchanged,
-/// raises `ledger_seq` of those it writes to, and writes their new blocks, block capacity changes and
-/// claims; rows of the other resources are left alone. Every transaction
+/// raises `ledger_seq` of those it writes to, and writes their new blocks,
+/// block capacity changes and claims; rows of the other resources are left
+/// alone. Every transaction
 /// that changes a resource's claims or blocks raises `ledger_seq` under the
 /// same row lock before it commits, so an unchanged counter, read here under
 /// the lock, means the claims and blocks are exactly those of the snapshot;
@@ -816,17 +817,11 @@ pub(super) async fn claims_if_unchanged(
     });
     let c = &write.claims;
     let column = |f: fn(&ClaimRow) -> i64| c.iter().map(f).collect::<Vec<i64>>();
+    let guards = &write.resources;
     sqlx::query_scalar(&SQL)
+        .bind(guards.iter().map(|g| g.resource).collect::<Vec<Uuid>>())
         .bind(
-            write
-                .resources
-                .iter()
-                .map(|g| g.resource)
-                .collect::<Vec<Uuid>>(),
-        )
-        .bind(
-            write
-                .resources
+            guards
                 .iter()
                 .map(|g| g.counters.ledger)
                 .collect::<Vec<i64>>(),
@@ -906,19 +901,12 @@ pub(super) async fn claims_if_unchanged(
         )
         .bind(now)
         .bind(
-            write
-                .resources
+            guards
                 .iter()
                 .map(|g| g.counters.catalog)
                 .collect::<Vec<i64>>(),
         )
-        .bind(
-            write
-                .resources
-                .iter()
-                .map(|g| g.writes)
-                .collect::<Vec<bool>>(),
-        )
+        .bind(guards.iter().map(|g| g.writes).collect::<Vec<bool>>())
         .fetch_all(pool)
         .await
 }
