@@ -129,15 +129,13 @@ impl Store {
 
     /// The counters that tell whether cached slot inputs of `resource` are
     /// current, and whether one of its calendars is due for a refresh.
-    /// `None` if the resource does not exist.
+    /// `None` if the resource does not exist (PostgreSQL; SQLite does not
+    /// look, as [`Store::window_view`], read next, answers that anyway).
     pub async fn slot_versions(&self, resource: Uuid) -> Result<Option<SlotVersions>, sqlx::Error> {
         if let Store::Postgres(pool) = self {
             return postgres::slot_versions(pool, resource).await;
         }
         let mut tx = self.read().await?;
-        if tx.get_resource(resource).await?.is_none() {
-            return Ok(None);
-        }
         Ok(Some(SlotVersions {
             counters: None,
             feeds_due: !tx.stale_calendars(Some(resource)).await?.is_empty(),
