@@ -463,9 +463,11 @@ impl Store for PgStore {
     async fn purge_published(&self, occurred_before: DateTime<Utc>) -> Result<u64> {
         let sql = "DELETE FROM booking.outbox WHERE published_at IS NOT NULL AND seq < \
                    COALESCE((SELECT seq FROM booking.outbox WHERE occurred_at >= $1 \
-                   ORDER BY seq LIMIT 1), 9223372036854775807)";
+                   ORDER BY seq LIMIT 1), $2)";
         let purged = sqlx::query(sql)
             .bind(occurred_before)
+            // No newer event: every published row is old enough.
+            .bind(i64::MAX)
             .execute(&self.pool)
             .await?;
         Ok(purged.rows_affected())
