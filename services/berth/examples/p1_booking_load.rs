@@ -83,9 +83,8 @@ fn cache_lookups(text: &str, cache: &str) -> (f64, f64) {
 }
 
 /// Mean items per batch and mean time per batch of each group-commit
-/// batcher, from `/metrics`.
-async fn batch_sizes(client: &reqwest::Client, base: &str) -> Vec<String> {
-    let text = metrics(client, base).await;
+/// batcher, from `/metrics` text.
+fn batch_sizes(text: &str) -> Vec<String> {
     let value = |line: &str| line.rsplit(' ').next().and_then(|v| v.parse::<f64>().ok());
     let mut sums = std::collections::BTreeMap::new();
     for line in text.lines() {
@@ -297,12 +296,13 @@ async fn main() {
     let requests = booked + conflicts + errors;
 
     let floor = hop_floor(&mut clients).await;
+    let availability_metrics = metrics(&client, &a).await;
     let batches = [
-        batch_sizes(&client, &b).await,
-        batch_sizes(&client, &a).await,
+        batch_sizes(&metrics(&client, &b).await),
+        batch_sizes(&availability_metrics),
     ]
     .concat();
-    let (hits, misses) = cache_lookups(&metrics(&client, &a).await, "known_ledgers");
+    let (hits, misses) = cache_lookups(&availability_metrics, "known_ledgers");
 
     let check = Command::new(support::berth_binary())
         .arg("check-ledger")
