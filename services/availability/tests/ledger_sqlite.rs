@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use berth_ledger::Ledger;
-use common::scenarios;
+use common::scenarios::{self, CLAIM_COPY};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn race() {
@@ -99,4 +99,52 @@ async fn sweeper_releases_lapsed_holds() {
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(av.sweep_now().await.unwrap(), 1);
     assert_eq!(av.table_counts().await.unwrap()["blocks"], 0);
+}
+
+#[tokio::test]
+async fn checker_names_each_overlap_once() {
+    use sqlx::Connection;
+    let dir = std::env::temp_dir().join(format!("berth-avail-{}", uuid::Uuid::new_v4()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let url = format!("sqlite:{}", dir.join("avail.db").display());
+    let av = berth_availability::Availability::connect(&url, None)
+        .await
+        .unwrap();
+    let fx = common::fixture(&av).await;
+    scenarios::checker_names_overlaps(&av, &fx, async |template, start, end| {
+        let mut conn = sqlx::SqliteConnection::connect(&url).await.unwrap();
+        sqlx::query("DROP TRIGGER IF EXISTS blocks_no_overlap_insert")
+            .execute(&mut conn)
+            .await
+            .unwrap();
+        let (block, claim) = (uuid::Uuid::new_v4(), uuid::Uuid::new_v4());
+        let (start, end) = (start.timestamp_micros(), end.timestamp_micros());
+        sqlx::query(
+            "INSERT INTO blocks (id, resource_id, appointment_type_id, starts_at, ends_at, capacity) \
+             SELECT $2, resource_id, appointment_type_id, $3, $4, 1 FROM claims WHERE id = $1",
+        )
+        .bind(template)
+        .bind(block)
+        .bind(start)
+        .bind(end)
+        .execute(&mut conn)
+        .await
+        .unwrap();
+        sqlx::query(&format!(
+            "INSERT INTO claims ({CLAIM_COPY}) SELECT $2, $3, resource_id, appointment_type_id, $4, $5, \
+             seats, buffer_before_minutes, buffer_after_minutes, price_minor, currency, owner, expires_at, created_at \
+             FROM claims WHERE id = $1"
+        ))
+        .bind(template)
+        .bind(claim)
+        .bind(block)
+        .bind(start)
+        .bind(end)
+        .execute(&mut conn)
+        .await
+        .unwrap();
+        claim
+    })
+    .await;
+    let _ = std::fs::remove_dir_all(dir);
 }

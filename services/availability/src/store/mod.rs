@@ -8,6 +8,7 @@
 //! `postgres.rs` and `sqlite.rs` behind the same method names.
 
 mod catalog;
+mod checks;
 mod postgres;
 mod sqlite;
 

@@ -17,7 +17,7 @@ use uuid::Uuid;
 
 use super::{
     Block, BlockPlan, CLAIM_COLUMNS, ClaimRow, GuardedClaims, ResourceRow, RowLock, SlotCounters,
-    SlotVersions, SlotView, TypeRow, WindowView,
+    SlotVersions, SlotView, TypeRow, WindowView, checks,
 };
 use crate::error::AvailabilityError;
 
@@ -296,19 +296,11 @@ pub(super) async fn overlaps(
         format!("{t}.released_at IS NULL AND ({t}.expires_at IS NULL OR {t}.expires_at > $1)")
     };
     let mut found = Vec::new();
-    let pairs: Vec<(Uuid, Uuid, Uuid)> = sqlx::query_as(&format!(
-        "SELECT a.resource_id, a.id, b.id FROM claims a JOIN claims b \
-           ON a.resource_id = b.resource_id AND a.id < b.id AND a.period && b.period \
-         WHERE {} AND {} AND a.block_id IS DISTINCT FROM b.block_id",
-        live("a"),
-        live("b")
-    ))
-    .bind(now)
-    .fetch_all(&mut **tx)
-    .await?;
-    found.extend(pairs.into_iter().map(|(r, a, b)| {
-        format!("resource {r}: live claims {a} and {b} overlap outside one shared slot")
-    }));
+    let pairs: Vec<(Uuid, Uuid, Uuid)> = sqlx::query_as(checks::OVERLAPPING_CLAIMS)
+        .bind(now)
+        .fetch_all(&mut **tx)
+        .await?;
+    found.extend(checks::describe_claim_pairs(pairs));
     let over: Vec<(Uuid, i64, i64)> = sqlx::query_as(&format!(
         "SELECT bl.id, bl.capacity, SUM(c.seats)::bigint FROM blocks bl JOIN claims c ON c.block_id = bl.id \
          WHERE {} GROUP BY bl.id, bl.capacity HAVING SUM(c.seats) > bl.capacity",
@@ -337,17 +329,10 @@ pub(super) async fn overlaps(
             .into_iter()
             .map(|(c,)| format!("live claim {c} does not match its block")),
     );
-    let blocks: Vec<(Uuid, Uuid)> = sqlx::query_as(
-        "SELECT a.id, b.id FROM blocks a JOIN blocks b \
-           ON a.resource_id = b.resource_id AND a.id < b.id AND a.period && b.period",
-    )
-    .fetch_all(&mut **tx)
-    .await?;
-    found.extend(
-        blocks
-            .into_iter()
-            .map(|(a, b)| format!("blocks {a} and {b} overlap")),
-    );
+    let blocks: Vec<(Uuid, Uuid)> = sqlx::query_as(checks::OVERLAPPING_BLOCKS)
+        .fetch_all(&mut **tx)
+        .await?;
+    found.extend(checks::describe_block_pairs(blocks));
     Ok(found)
 }
 

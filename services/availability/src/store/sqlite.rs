@@ -17,7 +17,7 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, S
 use sqlx::{Sqlite, SqlitePool, Transaction};
 use uuid::Uuid;
 
-use super::{Block, CLAIM_COLUMNS, ClaimRow, RowLock};
+use super::{Block, CLAIM_COLUMNS, ClaimRow, RowLock, checks};
 use crate::error::AvailabilityError;
 
 type LiteTx = Transaction<'static, Sqlite>;
@@ -376,20 +376,11 @@ pub(super) async fn overlaps(
     };
     let now = us(now);
     let mut found = Vec::new();
-    let pairs: Vec<(Uuid, Uuid, Uuid)> = sqlx::query_as(&format!(
-        "SELECT a.resource_id, a.id, b.id FROM claims a JOIN claims b \
-           ON a.resource_id = b.resource_id AND a.id < b.id \
-          AND a.starts_at < b.ends_at AND b.starts_at < a.ends_at \
-         WHERE {} AND {} AND a.block_id IS NOT b.block_id",
-        live("a"),
-        live("b")
-    ))
-    .bind(now)
-    .fetch_all(&mut **tx)
-    .await?;
-    found.extend(pairs.into_iter().map(|(r, a, b)| {
-        format!("resource {r}: live claims {a} and {b} overlap outside one shared slot")
-    }));
+    let pairs: Vec<(Uuid, Uuid, Uuid)> = sqlx::query_as(checks::OVERLAPPING_CLAIMS)
+        .bind(now)
+        .fetch_all(&mut **tx)
+        .await?;
+    found.extend(checks::describe_claim_pairs(pairs));
     let over: Vec<(Uuid, i64, i64)> = sqlx::query_as(&format!(
         "SELECT bl.id, bl.capacity, SUM(c.seats) FROM blocks bl JOIN claims c ON c.block_id = bl.id \
          WHERE {} GROUP BY bl.id, bl.capacity HAVING SUM(c.seats) > bl.capacity",
@@ -418,17 +409,10 @@ pub(super) async fn overlaps(
             .into_iter()
             .map(|(c,)| format!("live claim {c} does not match its block")),
     );
-    let blocks: Vec<(Uuid, Uuid)> = sqlx::query_as(
-        "SELECT a.id, b.id FROM blocks a JOIN blocks b ON a.resource_id = b.resource_id \
-           AND a.id < b.id AND a.starts_at < b.ends_at AND b.starts_at < a.ends_at",
-    )
-    .fetch_all(&mut **tx)
-    .await?;
-    found.extend(
-        blocks
-            .into_iter()
-            .map(|(a, b)| format!("blocks {a} and {b} overlap")),
-    );
+    let blocks: Vec<(Uuid, Uuid)> = sqlx::query_as(checks::OVERLAPPING_BLOCKS)
+        .fetch_all(&mut **tx)
+        .await?;
+    found.extend(checks::describe_block_pairs(blocks));
     Ok(found)
 }
 

@@ -490,3 +490,79 @@ pub async fn buffers(ledger: &dyn Ledger, fx: &Fixture) {
             .await,
     );
 }
+
+/// Columns a test copies when it writes a claim behind the ledger's back.
+pub const CLAIM_COPY: &str = "id, block_id, resource_id, appointment_type_id, starts_at, ends_at, seats, \
+    buffer_before_minutes, buffer_after_minutes, price_minor, currency, owner, expires_at, created_at";
+
+/// The ledger checker on a sound ledger with touching slots and one shared
+/// group slot (nothing to report), then after rows are written behind the
+/// ledger's back: `corrupt(template, start, end)` removes the overlap
+/// guard, copies the template claim into a new block at `[start, end)` and
+/// returns the new claim's id. The checker must name exactly the pairs that
+/// overlap, each once: a claim across three touching slots, a long one over
+/// a later slot, and a short one that touches that slot but lies inside the
+/// long one.
+pub async fn checker_names_overlaps<F>(av: &Availability, fx: &Fixture, corrupt: F)
+where
+    F: AsyncFn(Uuid, DateTime<Utc>, DateTime<Utc>) -> Uuid,
+{
+    let at = |h, m| day_at(4, h, m);
+    let mut booked = BTreeMap::new();
+    for (h, m) in [(10, 0), (10, 30), (11, 0), (13, 0)] {
+        let receipt = av
+            .claim(request(fx.resource, fx.single, at(h, m), "checked"))
+            .await
+            .unwrap();
+        booked.insert((h, m), receipt.claim_id);
+    }
+    for seat in 0..3 {
+        av.claim(request(
+            fx.resource,
+            fx.group,
+            at(15, 0),
+            &format!("seat-{seat}"),
+        ))
+        .await
+        .unwrap();
+    }
+    let sound = av.find_overlaps().await.unwrap();
+    assert!(sound.is_empty(), "sound ledger reported: {sound:#?}");
+
+    let template = booked[&(10, 0)];
+    let across = corrupt(template, at(10, 15), at(11, 15)).await;
+    let long = corrupt(template, at(12, 0), at(14, 0)).await;
+    let inside = corrupt(template, at(13, 30), at(13, 45)).await;
+
+    let mut expected: Vec<(Uuid, Uuid)> = vec![
+        (across, booked[&(10, 0)]),
+        (across, booked[&(10, 30)]),
+        (across, booked[&(11, 0)]),
+        (long, booked[&(13, 0)]),
+        (long, inside),
+    ];
+    for pair in &mut expected {
+        *pair = (pair.0.min(pair.1), pair.0.max(pair.1));
+    }
+    expected.sort();
+    let found = av.find_overlaps().await.unwrap();
+    let mut claim_pairs = Vec::new();
+    let mut block_pairs = 0;
+    for problem in &found {
+        if let Some(rest) = problem.split_once(": live claims ").map(|(_, r)| r) {
+            let ids: Vec<Uuid> = rest
+                .split_whitespace()
+                .filter_map(|w| w.parse().ok())
+                .collect();
+            assert_eq!(ids.len(), 2, "{problem}");
+            claim_pairs.push((ids[0], ids[1]));
+        } else if problem.starts_with("blocks ") && problem.ends_with(" overlap") {
+            block_pairs += 1;
+        } else {
+            panic!("unexpected problem: {problem}");
+        }
+    }
+    claim_pairs.sort();
+    assert_eq!(claim_pairs, expected, "claim pairs: {found:#?}");
+    assert_eq!(block_pairs, expected.len(), "block pairs: {found:#?}");
+}
