@@ -312,10 +312,21 @@ async fn main() {
         .output()
         .unwrap();
     let check_out = String::from_utf8_lossy(&check.stdout);
-    let overlaps = check_out
+    // Logs go to stderr; stdout is one line per problem, or the all-clear.
+    let problems: Vec<&str> = check_out
         .lines()
         .filter(|l| !l.starts_with("ledger sound"))
-        .count();
+        .collect();
+    assert!(
+        check.status.success() || !problems.is_empty(),
+        "ledger checker failed: {}",
+        String::from_utf8_lossy(&check.stderr)
+    );
+    let overlaps = if check.status.success() {
+        0
+    } else {
+        problems.len()
+    };
 
     println!(
         "P1 booking over HTTP: {CLIENTS} clients, {RESOURCES} resources x {slots_per_resource} slots, \
@@ -342,6 +353,9 @@ async fn main() {
         latencies.last().unwrap().as_secs_f64() * 1e3
     );
     println!("  ledger checker: double bookings {overlaps}");
+    for problem in &problems {
+        println!("    {problem}");
+    }
     let cpu_total: f64 = cpu.iter().map(|(_, s)| s).sum();
     let per_booking = |s: f64| s * 1e3 / booked.max(1) as f64;
     let parts: Vec<String> = cpu
@@ -435,5 +449,11 @@ async fn main() {
     drop(booking_process);
     drop(availability_process);
     tokio::time::sleep(Duration::from_millis(300)).await;
+    if overlaps > 0 {
+        // A double booking fails the benchmark; keep the evidence.
+        println!("double bookings found; database kept for inspection: {name}");
+        std::mem::forget(db);
+        std::process::exit(1);
+    }
     db.drop_now().await;
 }

@@ -291,7 +291,7 @@ where
 /// `berth migrate`: connecting runs each service's embedded migrations.
 pub async fn migrate() -> Result<(), StartError> {
     let config = RuntimeConfig::load()?;
-    berth_runtime::telemetry::init("berth-migrate", config.log_format, &config.log);
+    berth_runtime::telemetry::init_command("berth-migrate", config.log_format, &config.log);
     let url = database_url(&config)?;
     let availability = Availability::connect(url, None)
         .await
@@ -310,7 +310,7 @@ pub async fn migrate() -> Result<(), StartError> {
 /// `berth check-ledger`: exits non-zero when the ledger is unsound.
 pub async fn check_ledger() -> Result<(), StartError> {
     let config = RuntimeConfig::load()?;
-    berth_runtime::telemetry::init("berth-check-ledger", config.log_format, &config.log);
+    berth_runtime::telemetry::init_command("berth-check-ledger", config.log_format, &config.log);
     let availability = Availability::connect(database_url(&config)?, None)
         .await
         .map_err(|e| StartError::service("availability", e))?;

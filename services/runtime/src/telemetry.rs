@@ -16,13 +16,39 @@ use tracing_subscriber::{EnvFilter, Registry};
 use crate::config::LogFormat;
 use crate::trace::{TraceContext, TraceContextLayer};
 
-/// Installs the global subscriber. Safe to call more than once (later calls
-/// are ignored), which keeps tests that start several services simple.
+/// Installs the global subscriber for a long-running service: logs go to
+/// stdout, where container runtimes collect them. Safe to call more than
+/// once (later calls are ignored), which keeps tests that start several
+/// services simple.
 pub fn init(service: &str, format: LogFormat, filter: &str) {
-    let json = match format {
-        LogFormat::Json => true,
-        LogFormat::Pretty => false,
-        LogFormat::Auto => !std::io::stdout().is_terminal(),
+    install(service, format, filter, LogStream::Stdout);
+}
+
+/// Installs the global subscriber for a one-shot command whose stdout is
+/// its result (`berth check-ledger`, `berth migrate`): logs go to stderr
+/// so a script reading the result never mistakes a log line for it.
+pub fn init_command(service: &str, format: LogFormat, filter: &str) {
+    install(service, format, filter, LogStream::Stderr);
+}
+
+#[derive(Clone, Copy)]
+enum LogStream {
+    Stdout,
+    Stderr,
+}
+
+fn install(service: &str, format: LogFormat, filter: &str, stream: LogStream) {
+    let json = match (format, stream) {
+        (LogFormat::Json, _) => true,
+        (LogFormat::Pretty, _) => false,
+        (LogFormat::Auto, LogStream::Stdout) => !std::io::stdout().is_terminal(),
+        (LogFormat::Auto, LogStream::Stderr) => !std::io::stderr().is_terminal(),
+    };
+    let writer = move || -> Box<dyn std::io::Write> {
+        match stream {
+            LogStream::Stdout => Box::new(std::io::stdout()),
+            LogStream::Stderr => Box::new(std::io::stderr()),
+        }
     };
     let filter = EnvFilter::try_new(filter).unwrap_or_else(|_| EnvFilter::new("info"));
     let base = Registry::default().with(TraceContextLayer).with(filter);
@@ -30,12 +56,16 @@ pub fn init(service: &str, format: LogFormat, filter: &str) {
         base.with(
             tracing_subscriber::fmt::layer()
                 .event_format(EcsFormat::new(service))
-                .with_writer(std::io::stdout),
+                .with_writer(writer),
         )
         .try_init()
     } else {
-        base.with(tracing_subscriber::fmt::layer().with_target(true))
-            .try_init()
+        base.with(
+            tracing_subscriber::fmt::layer()
+                .with_target(true)
+                .with_writer(writer),
+        )
+        .try_init()
     };
     // Err only means a subscriber is already installed.
     let _ = result;
