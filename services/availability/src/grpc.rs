@@ -7,6 +7,7 @@
 //! `Status` → `Problem` ([`Problem::from_grpc_status`]) → `LedgerError` on
 //! the client.
 
+use std::net::SocketAddr;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
@@ -15,6 +16,7 @@ use berth_ledger::{ClaimReceipt, ClaimRequest, Ledger, LedgerError};
 use berth_runtime::Problem;
 use berth_runtime::batch::Batcher;
 use berth_runtime::grpc::GrpcChannel;
+use berth_runtime::replicas::Replicas;
 use chrono::{DateTime, Utc};
 use tonic::metadata::MetadataValue;
 use tonic::{Request, Response, Status};
@@ -182,6 +184,12 @@ pub(crate) fn server<L: Ledger>(ledger: L) -> LedgerServer<LedgerService<L>> {
     LedgerServer::new(LedgerService { ledger })
 }
 
+/// gRPC routes serving `ledger` (the availability service, or a wrapper of
+/// it in tests).
+pub fn routes<L: Ledger>(ledger: L) -> tonic::service::Routes {
+    tonic::service::Routes::new(server(ledger))
+}
+
 #[async_trait]
 impl<L: Ledger> pb::ledger_server::Ledger for LedgerService<L> {
     async fn claim(
@@ -294,12 +302,36 @@ impl tower::Service<http::Request<tonic::body::Body>> for Channel {
 /// The ledger of a remote availability service. Calls go through the
 /// runtime's resilient channel (timeout, breaker, retries, trace context).
 /// Concurrent claims are gathered into `ClaimMany` calls (group commit on
-/// the wire; availability decides them together).
+/// the wire; availability decides them together). Over [`Replicas`], each
+/// claim goes to its resource's replica, whose known ledger of that
+/// resource then stays uncontested.
 #[derive(Clone)]
 pub struct GrpcLedger {
-    client: LedgerClient<Channel>,
+    route: Route,
     /// Started on the first claim (it needs a running Tokio runtime).
     claims: Arc<OnceLock<Batcher<ClaimRequest, Result<ClaimReceipt, LedgerError>>>>,
+}
+
+#[derive(Clone)]
+enum Route {
+    /// One channel, whatever is behind it.
+    One(LedgerClient<Channel>),
+    /// Every replica found by DNS, chosen per key.
+    Replicas(Arc<Replicas>),
+}
+
+impl Route {
+    /// The client for calls about `key` (a resource, or a claim when the
+    /// resource is not known), and which replica that is.
+    fn client(&self, key: Uuid) -> (Option<SocketAddr>, LedgerClient<Channel>) {
+        match self {
+            Route::One(client) => (None, client.clone()),
+            Route::Replicas(replicas) => {
+                let (addr, channel) = replicas.pick(key.as_bytes());
+                (addr, LedgerClient::new(Channel(channel)))
+            }
+        }
+    }
 }
 
 /// Claims per `ClaimMany` call at most (the server's limit).
@@ -309,9 +341,19 @@ const CLIENT_BATCH: usize = 64;
 const CLIENT_CALLS_IN_FLIGHT: usize = 4;
 
 impl GrpcLedger {
+    /// A client of whatever `channel` reaches.
     pub fn new(channel: GrpcChannel) -> Self {
+        Self::with_route(Route::One(LedgerClient::new(Channel(channel))))
+    }
+
+    /// A client that sends each resource's calls to one of `replicas`.
+    pub fn over(replicas: Arc<Replicas>) -> Self {
+        Self::with_route(Route::Replicas(replicas))
+    }
+
+    fn with_route(route: Route) -> Self {
         Self {
-            client: LedgerClient::new(Channel(channel)),
+            route,
             claims: Arc::new(OnceLock::new()),
         }
     }
@@ -319,15 +361,51 @@ impl GrpcLedger {
     fn batcher(&self) -> &Batcher<ClaimRequest, Result<ClaimReceipt, LedgerError>> {
         self.claims.get_or_init(|| {
             // The batcher holds a handle without the batcher (no cycle).
-            let client = self.client.clone();
+            let route = self.route.clone();
             Batcher::spawn(
                 "ledger_claim_calls",
                 CLIENT_BATCH,
                 CLIENT_CALLS_IN_FLIGHT,
-                move |requests| claim_call(client.clone(), requests),
+                move |requests| routed_claim_calls(route.clone(), requests),
             )
         })
     }
+}
+
+/// Claims split by replica, one `ClaimMany` call each, concurrently;
+/// outcomes in the order of `requests`.
+async fn routed_claim_calls(
+    route: Route,
+    requests: Vec<ClaimRequest>,
+) -> Vec<Result<ClaimReceipt, LedgerError>> {
+    let mut groups: Vec<(Option<SocketAddr>, LedgerClient<Channel>, Vec<usize>)> = Vec::new();
+    for (i, request) in requests.iter().enumerate() {
+        let (addr, client) = route.client(request.resource_id);
+        match groups.iter_mut().find(|(a, _, _)| *a == addr) {
+            Some((_, _, positions)) => positions.push(i),
+            None => groups.push((addr, client, vec![i])),
+        }
+    }
+    if let [(_, client, _)] = groups.as_slice() {
+        return claim_call(client.clone(), requests).await;
+    }
+    let calls = groups.into_iter().map(|(_, client, positions)| {
+        let chunk = positions.iter().map(|&i| requests[i].clone()).collect();
+        async move { (positions, claim_call(client, chunk).await) }
+    });
+    let mut outcomes: Vec<Option<Result<ClaimReceipt, LedgerError>>> = vec![None; requests.len()];
+    for (positions, answered) in futures::future::join_all(calls).await {
+        for (i, outcome) in positions.into_iter().zip(answered) {
+            outcomes[i] = Some(outcome);
+        }
+    }
+    outcomes
+        .into_iter()
+        .map(|o| {
+            // claim_call answers once per request it was given.
+            o.unwrap_or_else(|| Err(LedgerError::Internal("claim lost in routing".to_owned())))
+        })
+        .collect()
 }
 
 /// One `ClaimMany` call; a server without it (an older version during an
@@ -392,7 +470,7 @@ impl Ledger for GrpcLedger {
     ) -> Vec<Result<ClaimReceipt, LedgerError>> {
         let mut outcomes = Vec::with_capacity(requests.len());
         for chunk in requests.chunks(MAX_CLAIMS_PER_CALL) {
-            outcomes.extend(claim_call(self.client.clone(), chunk.to_vec()).await);
+            outcomes.extend(routed_claim_calls(self.route.clone(), chunk.to_vec()).await);
         }
         outcomes
     }
@@ -401,7 +479,12 @@ impl Ledger for GrpcLedger {
         let message = pb::ConfirmRequest {
             claim_id: claim_id.to_string(),
         };
-        let response = self.client.clone().confirm(idempotent(message)).await;
+        let response = self
+            .route
+            .client(claim_id)
+            .1
+            .confirm(idempotent(message))
+            .await;
         receipt_from_pb(response.map_err(|s| ledger_error(&s))?.into_inner())
     }
 
@@ -409,8 +492,9 @@ impl Ledger for GrpcLedger {
         let message = pb::ReleaseRequest {
             claim_id: claim_id.to_string(),
         };
-        self.client
-            .clone()
+        self.route
+            .client(claim_id)
+            .1
             .release(idempotent(message))
             .await
             .map(drop)
@@ -426,7 +510,12 @@ impl Ledger for GrpcLedger {
             claim_id: claim_id.to_string(),
             new_start: Some(to_timestamp(new_start)),
         };
-        let response = self.client.clone().reschedule(idempotent(message)).await;
+        let response = self
+            .route
+            .client(claim_id)
+            .1
+            .reschedule(idempotent(message))
+            .await;
         receipt_from_pb(response.map_err(|s| ledger_error(&s))?.into_inner())
     }
 }

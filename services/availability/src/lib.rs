@@ -153,7 +153,7 @@ impl Availability {
 
     /// The `berth.availability.v1.Ledger` gRPC service.
     pub fn grpc_routes(&self) -> tonic::service::Routes {
-        tonic::service::Routes::new(grpc::server(self.clone()))
+        grpc::routes(self.clone())
     }
 
     /// Readiness: the database answers. Redis is deliberately not part of

@@ -16,6 +16,9 @@
 //! Settings (environment): `P1_ROUNDS` (default 5),
 //! `P1_ATTEMPTS_PER_SLOT` (default 1; 2 makes every slot contested, so half
 //! the requests must get 409), `P1_SLOTS_PER_RESOURCE` (default 10),
+//! `P1_REPLICAS` (default 1; replicas of each service, every booking
+//! replica routing claims by resource over all availability replicas,
+//! clients spread over the booking replicas),
 //! `P1_NO_PGBENCH` (skip the physical limit, e.g. while profiling).
 //!
 //! Run: `scripts/stack up && eval "$(scripts/stack env)" &&
@@ -117,6 +120,7 @@ async fn main() {
     let rounds = setting("P1_ROUNDS", 5).max(1);
     let attempts = setting("P1_ATTEMPTS_PER_SLOT", 1).max(1);
     let slots_per_resource = setting("P1_SLOTS_PER_RESOURCE", 10);
+    let replicas = setting("P1_REPLICAS", 1).max(1);
     let redis =
         std::env::var("REDIS_URL").expect("REDIS_URL: run scripts/stack up and eval its env");
     let db = support::db::TestDb::create("p1").await;
@@ -124,44 +128,54 @@ async fn main() {
     let name = db.name.clone();
     let auth = support::Auth::start().await;
 
-    let (a_http, a_grpc, b_http) = (
-        support::free_port(),
-        support::free_port(),
-        support::free_port(),
-    );
-    let availability_process = support::spawn(
-        &["serve", "availability"],
-        &[
-            auth.env().as_slice(),
+    // Replicas: every booking replica knows every availability replica's
+    // gRPC address (as a headless Service resolves to every pod) and sends
+    // each resource's claims to one of them; clients are spread over the
+    // booking replicas.
+    let mut availability_processes = Vec::new();
+    let mut booking_processes = Vec::new();
+    let (mut availability_urls, mut grpc_urls, mut booking_urls) =
+        (Vec::new(), Vec::new(), Vec::new());
+    for _ in 0..replicas {
+        let (a_http, a_grpc) = (support::free_port(), support::free_port());
+        availability_processes.push(support::spawn(
+            &["serve", "availability"],
             &[
-                ("BERTH_DATABASE_URL", db_url.clone()),
-                ("BERTH_REDIS_URL", redis.clone()),
-                ("BERTH_HTTP_ADDR", format!("127.0.0.1:{a_http}")),
-                ("BERTH_GRPC_ADDR", format!("127.0.0.1:{a_grpc}")),
-            ],
-        ]
-        .concat(),
-    );
-    let a = format!("http://127.0.0.1:{a_http}");
-    support::wait_ready(&a).await;
-    let booking_process = support::spawn(
-        &["serve", "booking"],
-        &[
-            auth.env().as_slice(),
+                auth.env().as_slice(),
+                &[
+                    ("BERTH_DATABASE_URL", db_url.clone()),
+                    ("BERTH_REDIS_URL", redis.clone()),
+                    ("BERTH_HTTP_ADDR", format!("127.0.0.1:{a_http}")),
+                    ("BERTH_GRPC_ADDR", format!("127.0.0.1:{a_grpc}")),
+                ],
+            ]
+            .concat(),
+        ));
+        let a = format!("http://127.0.0.1:{a_http}");
+        support::wait_ready(&a).await;
+        availability_urls.push(a);
+        grpc_urls.push(format!("http://127.0.0.1:{a_grpc}"));
+    }
+    for _ in 0..replicas {
+        let b_http = support::free_port();
+        booking_processes.push(support::spawn(
+            &["serve", "booking"],
             &[
-                ("BERTH_DATABASE_URL", db_url.clone()),
-                ("BERTH_REDIS_URL", redis.clone()),
-                ("BERTH_HTTP_ADDR", format!("127.0.0.1:{b_http}")),
-                (
-                    "BERTH_SERVICE__AVAILABILITY_GRPC",
-                    format!("http://127.0.0.1:{a_grpc}"),
-                ),
-            ],
-        ]
-        .concat(),
-    );
-    let b = format!("http://127.0.0.1:{b_http}");
-    support::wait_ready(&b).await;
+                auth.env().as_slice(),
+                &[
+                    ("BERTH_DATABASE_URL", db_url.clone()),
+                    ("BERTH_REDIS_URL", redis.clone()),
+                    ("BERTH_HTTP_ADDR", format!("127.0.0.1:{b_http}")),
+                    ("BERTH_SERVICE__AVAILABILITY_GRPC", grpc_urls.join(",")),
+                ],
+            ]
+            .concat(),
+        ));
+        let b = format!("http://127.0.0.1:{b_http}");
+        support::wait_ready(&b).await;
+        booking_urls.push(b);
+    }
+    let a = availability_urls[0].clone();
 
     // Setup (not timed): 100 resources × 10 slots per round.
     let client = reqwest::Client::new();
@@ -233,17 +247,30 @@ async fn main() {
             .map(|c| auth.bearer(&format!("customer-{c}"), "customer"))
             .collect(),
     );
-    let b_addr = format!("127.0.0.1:{b_http}");
-    let mut clients = Clients::new(&b_addr, CLIENTS);
+    let booking_addrs: Vec<&str> = booking_urls
+        .iter()
+        .map(|u| u.trim_start_matches("http://"))
+        .collect();
+    let mut clients = Clients::spread(&booking_addrs, CLIENTS);
     clients.connect().await;
     let meter = || {
-        support::CpuMeter::start(vec![
+        // Replicas share a label; their CPU is summed below.
+        let mut lines = vec![
             ("postgres", Procs::Named("postgres")),
             ("redis-server", Procs::Named("redis-server")),
-            ("booking", Procs::Pid(booking_process.0.id())),
-            ("availability", Procs::Pid(availability_process.0.id())),
-            ("load generator", Procs::Pid(std::process::id())),
-        ])
+        ];
+        lines.extend(
+            booking_processes
+                .iter()
+                .map(|p| ("booking", Procs::Pid(p.0.id()))),
+        );
+        lines.extend(
+            availability_processes
+                .iter()
+                .map(|p| ("availability", Procs::Pid(p.0.id()))),
+        );
+        lines.push(("load generator", Procs::Pid(std::process::id())));
+        support::CpuMeter::start(lines)
     };
 
     let mut timed = Duration::ZERO;
@@ -296,13 +323,17 @@ async fn main() {
     let requests = booked + conflicts + errors;
 
     let floor = hop_floor(&mut clients).await;
-    let availability_metrics = metrics(&client, &a).await;
-    let batches = [
-        batch_sizes(&metrics(&client, &b).await),
-        batch_sizes(&availability_metrics),
-    ]
-    .concat();
-    let (hits, misses) = cache_lookups(&availability_metrics, "known_ledgers");
+    let mut batches = Vec::new();
+    for url in &booking_urls {
+        batches.extend(batch_sizes(&metrics(&client, url).await));
+    }
+    let (mut hits, mut misses) = (0.0, 0.0);
+    for url in &availability_urls {
+        let text = metrics(&client, url).await;
+        batches.extend(batch_sizes(&text));
+        let (h, m) = cache_lookups(&text, "known_ledgers");
+        (hits, misses) = (hits + h, misses + m);
+    }
 
     let check = Command::new(support::berth_binary())
         .arg("check-ledger")
@@ -330,7 +361,7 @@ async fn main() {
 
     println!(
         "P1 booking over HTTP: {CLIENTS} clients, {RESOURCES} resources x {slots_per_resource} slots, \
-         {attempts} attempt(s) per slot, {rounds} rounds"
+         {attempts} attempt(s) per slot, {rounds} rounds, {replicas} replica(s) of each service"
     );
     println!(
         "  requests {requests} in {:.2}s timed = {:.0} req/s",
@@ -446,8 +477,8 @@ async fn main() {
 
     drop(conn);
     let _ = std::fs::remove_file(&script);
-    drop(booking_process);
-    drop(availability_process);
+    drop(booking_processes);
+    drop(availability_processes);
     tokio::time::sleep(Duration::from_millis(300)).await;
     if overlaps > 0 {
         // A double booking fails the benchmark; keep the evidence.

@@ -8,7 +8,7 @@ use berth_availability::{Availability, GrpcLedger};
 use berth_booking::{Booking, BookingConfig};
 use berth_ledger::Ledger;
 use berth_runtime::auth::{RemoteJwksOptions, Verifier};
-use berth_runtime::grpc::grpc_channel;
+use berth_runtime::replicas::Replicas;
 use berth_runtime::{Runtime, RuntimeConfig, RuntimeError};
 use berth_user::{SigningKeySource, UserConfig, Users};
 use clap::ValueEnum;
@@ -119,19 +119,19 @@ pub async fn start(component: Component, rt: &Runtime) -> Result<Started, StartE
                     setting: "service.availability_grpc",
                     problem:
                         "is required: the availability gRPC address, e.g. http://availability:9090 \
-                          (BERTH_SERVICE__AVAILABILITY_GRPC)"
+                          (BERTH_SERVICE__AVAILABILITY_GRPC); a name that resolves to every replica \
+                          (a headless Service) or several comma-separated addresses spread the claims"
                             .to_owned(),
                 })?;
-            let channel = tonic::transport::Channel::from_shared(endpoint.to_owned())
+            // Each address is resolved again every few seconds: a headless
+            // Service name reaches every availability replica.
+            let replicas = Replicas::start(endpoint, rt.dependencies.get("availability"))
+                .await
                 .map_err(|e| StartError::Setting {
                     setting: "service.availability_grpc",
-                    problem: format!("is not a valid URI: {e}"),
-                })?
-                .connect_lazy();
-            let ledger: Arc<dyn Ledger> = Arc::new(GrpcLedger::new(grpc_channel(
-                channel,
-                rt.dependencies.get("availability"),
-            )));
+                    problem: e.to_string(),
+                })?;
+            let ledger: Arc<dyn Ledger> = Arc::new(GrpcLedger::over(replicas));
             let verifier = remote_verifier(config)?;
             let booking = start_booking(rt, database_url(config)?, ledger).await?;
             Ok(Started {

@@ -12,6 +12,7 @@ pub mod health;
 pub mod metrics;
 pub mod postgres;
 pub mod problem;
+pub mod replicas;
 pub mod resilience;
 pub mod server;
 pub mod stream;

@@ -249,10 +249,15 @@ pub mod load {
 
     impl Clients {
         pub fn new(addr: &str, n: usize) -> Self {
+            Self::spread(&[addr], n)
+        }
+
+        /// `n` clients taking the servers at `addrs` in turn.
+        pub fn spread(addrs: &[&str], n: usize) -> Self {
             Self {
                 clients: (0..n)
-                    .map(|_| Client {
-                        addr: addr.to_owned(),
+                    .map(|c| Client {
+                        addr: addrs[c % addrs.len()].to_owned(),
                         sender: None,
                     })
                     .collect(),

@@ -1,0 +1,251 @@
+//! The replicas behind a gRPC dependency, found by DNS, so a client can
+//! choose one per call.
+//!
+//! Through a ClusterIP Service, kube-proxy pins each HTTP/2 connection to
+//! one pod: a client with one channel talks to one replica for its whole
+//! life, and replicas added by the autoscaler get nothing from it. A
+//! headless Service instead resolves to every ready pod; [`Replicas`] keeps
+//! one lazily connected channel per address, re-resolves periodically, and
+//! [`Replicas::pick`] chooses by rendezvous hashing, so calls about one key
+//! (a resource) keep going to the same replica while the set is unchanged,
+//! and only the keys of an added or removed replica move.
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Weak};
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use tonic::transport::Endpoint;
+
+use crate::grpc::{GrpcChannel, grpc_channel};
+use crate::resilience::Dependency;
+
+/// How often the addresses are resolved again: about a Kubernetes DNS
+/// record's lifetime, so a new pod gets traffic within seconds.
+pub const REFRESH_EVERY: Duration = Duration::from_secs(5);
+
+#[derive(Debug, thiserror::Error)]
+pub enum ReplicasError {
+    #[error("{0:?} is not an http://host:port address: {1}")]
+    Address(String, String),
+}
+
+/// One reachable replica.
+#[derive(Clone)]
+pub struct Replica {
+    pub addr: SocketAddr,
+    pub channel: GrpcChannel,
+}
+
+/// An address as configured: resolved again on every refresh.
+#[derive(Clone, Debug)]
+struct Target {
+    host: String,
+    port: u16,
+}
+
+pub struct Replicas {
+    targets: Vec<Target>,
+    dependency: Arc<Dependency>,
+    /// Sorted by address; empty until a resolution succeeded.
+    current: ArcSwap<Vec<Replica>>,
+    /// Used while nothing resolved: the first configured URL, connected
+    /// lazily, so a DNS hiccup at start-up behaves like a plain channel.
+    fallback: GrpcChannel,
+}
+
+impl Replicas {
+    /// Resolves `endpoints` (comma-separated `http://host:port`) now and
+    /// then every [`REFRESH_EVERY`] while the returned handle is alive.
+    pub async fn start(
+        endpoints: &str,
+        dependency: Arc<Dependency>,
+    ) -> Result<Arc<Self>, ReplicasError> {
+        let urls: Vec<&str> = endpoints
+            .split(',')
+            .map(str::trim)
+            .filter(|u| !u.is_empty())
+            .collect();
+        let Some(first) = urls.first() else {
+            return Err(ReplicasError::Address(
+                endpoints.to_owned(),
+                "no address given".to_owned(),
+            ));
+        };
+        let targets = urls
+            .iter()
+            .map(|u| parse_target(u))
+            .collect::<Result<Vec<_>, _>>()?;
+        let fallback = Endpoint::from_shared((*first).to_owned())
+            .map_err(|e| ReplicasError::Address((*first).to_owned(), e.to_string()))?
+            .connect_lazy();
+        let replicas = Arc::new(Self {
+            targets,
+            fallback: grpc_channel(fallback, dependency.clone()),
+            dependency,
+            current: ArcSwap::from_pointee(Vec::new()),
+        });
+        replicas.refresh().await;
+        tokio::spawn(keep_resolving(Arc::downgrade(&replicas)));
+        Ok(replicas)
+    }
+
+    /// Addresses currently in use.
+    pub fn addrs(&self) -> Vec<SocketAddr> {
+        self.current.load().iter().map(|r| r.addr).collect()
+    }
+
+    /// The replica for calls about `key` (the one with the highest
+    /// rendezvous weight for it) and its channel; no address while nothing
+    /// has resolved (the fallback channel).
+    pub fn pick(&self, key: &[u8]) -> (Option<SocketAddr>, GrpcChannel) {
+        let current = self.current.load();
+        current
+            .iter()
+            .max_by_key(|r| rendezvous_weight(key, &r.addr))
+            .map_or_else(
+                || (None, self.fallback.clone()),
+                |r| (Some(r.addr), r.channel.clone()),
+            )
+    }
+
+    /// Resolves every target again; keeps the channels of addresses that
+    /// stay (their connections survive) and the old set if DNS fails.
+    async fn refresh(&self) {
+        let mut addrs = Vec::new();
+        for target in &self.targets {
+            match tokio::net::lookup_host((target.host.as_str(), target.port)).await {
+                Ok(found) => addrs.extend(found),
+                Err(error) => {
+                    tracing::warn!(host = %target.host, %error, "resolving replicas failed; keeping the last set");
+                    return;
+                }
+            }
+        }
+        addrs.sort_unstable();
+        addrs.dedup();
+        let old = self.current.load();
+        if old.iter().map(|r| r.addr).eq(addrs.iter().copied()) {
+            return;
+        }
+        let next: Vec<Replica> = addrs
+            .into_iter()
+            .filter_map(|addr| match old.iter().find(|r| r.addr == addr) {
+                Some(kept) => Some(kept.clone()),
+                None => Endpoint::from_shared(format!("http://{addr}"))
+                    .map_err(|error| tracing::warn!(%addr, %error, "unusable replica address"))
+                    .ok()
+                    .map(|endpoint| Replica {
+                        addr,
+                        channel: grpc_channel(endpoint.connect_lazy(), self.dependency.clone()),
+                    }),
+            })
+            .collect();
+        tracing::info!(replicas = ?next.iter().map(|r| r.addr).collect::<Vec<_>>(), "replica set changed");
+        self.current.store(Arc::new(next));
+    }
+}
+
+async fn keep_resolving(replicas: Weak<Replicas>) {
+    loop {
+        tokio::time::sleep(REFRESH_EVERY).await;
+        let Some(replicas) = replicas.upgrade() else {
+            return;
+        };
+        replicas.refresh().await;
+    }
+}
+
+fn parse_target(url: &str) -> Result<Target, ReplicasError> {
+    let invalid = |why: &str| ReplicasError::Address(url.to_owned(), why.to_owned());
+    let uri: http::Uri = url
+        .parse()
+        .map_err(|e: http::uri::InvalidUri| invalid(&e.to_string()))?;
+    if uri.scheme_str() != Some("http") {
+        return Err(invalid("the scheme must be http"));
+    }
+    let host = uri
+        .host()
+        .filter(|h| !h.is_empty())
+        .ok_or_else(|| invalid("no host"))?;
+    let port = uri.port_u16().ok_or_else(|| invalid("no port"))?;
+    Ok(Target {
+        host: host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_owned(),
+        port,
+    })
+}
+
+/// FNV-1a over the key and the address, then a 64-bit finaliser: stable
+/// across processes and builds (every client must agree), unlike std's
+/// randomly keyed hasher.
+fn rendezvous_weight(key: &[u8], addr: &SocketAddr) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    let mut feed = |bytes: &[u8]| {
+        for b in bytes {
+            h ^= u64::from(*b);
+            h = h.wrapping_mul(0x0100_0000_01b3);
+        }
+    };
+    feed(key);
+    match addr {
+        SocketAddr::V4(a) => feed(&a.ip().octets()),
+        SocketAddr::V6(a) => feed(&a.ip().octets()),
+    }
+    feed(&addr.port().to_be_bytes());
+    // splitmix64's finaliser spreads FNV's weak low bits.
+    h ^= h >> 30;
+    h = h.wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    h ^= h >> 27;
+    h = h.wrapping_mul(0x94d0_49bb_1331_11eb);
+    h ^ (h >> 31)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn addr(s: &str) -> SocketAddr {
+        s.parse().unwrap()
+    }
+
+    fn choose(key: &[u8], addrs: &[SocketAddr]) -> SocketAddr {
+        *addrs
+            .iter()
+            .max_by_key(|a| rendezvous_weight(key, a))
+            .unwrap()
+    }
+
+    #[test]
+    fn keys_spread_and_only_a_removed_replicas_keys_move() {
+        let three = [
+            addr("10.0.0.1:9090"),
+            addr("10.0.0.2:9090"),
+            addr("10.0.0.3:9090"),
+        ];
+        let keys: Vec<[u8; 16]> = (0u128..3000).map(|k| k.to_be_bytes()).collect();
+        let before: Vec<SocketAddr> = keys.iter().map(|k| choose(k, &three)).collect();
+        for a in &three {
+            let share = before.iter().filter(|b| *b == a).count();
+            assert!((800..=1200).contains(&share), "{a} got {share} of 3000");
+        }
+        let two = [three[0], three[2]];
+        for (k, was) in keys.iter().zip(&before) {
+            let now = choose(k, &two);
+            if *was != three[1] {
+                assert_eq!(now, *was, "a key of a remaining replica moved");
+            }
+        }
+    }
+
+    #[test]
+    fn targets_must_be_http_host_port() {
+        assert!(parse_target("http://availability:9090").is_ok());
+        assert_eq!(parse_target("http://[::1]:9090").unwrap().host, "::1");
+        for bad in ["https://a:1", "http://a", "availability:9090", "http://:1"] {
+            assert!(parse_target(bad).is_err(), "{bad}");
+        }
+    }
+}
