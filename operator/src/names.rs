@@ -33,6 +33,14 @@ pub fn component_name(platform: &str, c: Component) -> String {
     format!("{platform}-{}", c.as_str())
 }
 
+/// The headless Service of the availability replicas' ledger gRPC API: it
+/// resolves to every ready pod, and booking routes each claim to one by
+/// resource. No longer than the component's own name, so it fits wherever
+/// that does.
+pub fn ledger_service_name(platform: &str) -> String {
+    format!("{platform}-ledger")
+}
+
 pub fn config_map_name(platform: &str, c: Component) -> String {
     format!("{platform}-{}-config", c.as_str())
 }

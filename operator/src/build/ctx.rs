@@ -102,6 +102,12 @@ impl Ctx<'_> {
         format!("{}.{}.svc", component_name(&self.name, c), self.ns)
     }
 
+    /// Host of the headless [`ledger_service_name`]: every ready
+    /// availability pod.
+    pub(super) fn ledger_host(&self) -> String {
+        format!("{}.{}.svc", ledger_service_name(&self.name), self.ns)
+    }
+
     pub(super) fn redis_nodes(&self) -> Vec<String> {
         let Some(m) = &self.p.spec.redis.managed else {
             return Vec::new();

@@ -97,10 +97,8 @@ pub(super) fn component_env(ctx: &Ctx<'_>, c: Component, overrides: &[EnvVar]) -
         Component::Booking => {
             env.push(plain_env(
                 "BERTH_SERVICE__AVAILABILITY_GRPC",
-                &format!(
-                    "http://{}:{GRPC_PORT}",
-                    ctx.svc_host(Component::Availability)
-                ),
+                // Every replica: claims are routed by resource.
+                &format!("http://{}:{GRPC_PORT}", ctx.ledger_host()),
             ));
             env.push(plain_env(
                 "BERTH_SERVICE__PAYMENTS__PROVIDER",

@@ -39,7 +39,7 @@ use migration::migration_job;
 use network_policy::{component_network_policy, migrate_network_policy};
 use redis::redis_objects;
 use scaling::{hpa, pdb};
-use service::{service, service_account};
+use service::{ledger_service, service, service_account};
 
 pub const HTTP_PORT: i32 = 8080;
 pub const GRPC_PORT: i32 = 9090;
@@ -227,6 +227,9 @@ fn component_objects(
         config_map(ctx, c, spec, defaults),
         service(ctx, c),
     ];
+    if c == Component::Availability {
+        out.push(ledger_service(ctx));
+    }
     if let Some(version) = &cp.version {
         out.push(deployment(ctx, cp, version, spec, defaults));
     }
