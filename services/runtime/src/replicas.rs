@@ -122,8 +122,7 @@ impl Replicas {
                 }
             }
         }
-        addrs.sort_unstable();
-        addrs.dedup();
+        let addrs = one_family(addrs);
         let old = self.current.load();
         if old.iter().map(|r| r.addr).eq(addrs.iter().copied()) {
             return;
@@ -154,6 +153,19 @@ async fn keep_resolving(replicas: Weak<Replicas>) {
         };
         replicas.refresh().await;
     }
+}
+
+/// One address per replica: a dual-stack name (`localhost`, a headless
+/// Service in a dual-stack cluster) answers each replica's IPv4 and IPv6
+/// address, and the services listen on IPv4 by default, so IPv4 wins when
+/// there is any. Sorted and without duplicates.
+fn one_family(mut addrs: Vec<SocketAddr>) -> Vec<SocketAddr> {
+    if addrs.iter().any(SocketAddr::is_ipv4) {
+        addrs.retain(SocketAddr::is_ipv4);
+    }
+    addrs.sort_unstable();
+    addrs.dedup();
+    addrs
 }
 
 fn parse_target(url: &str) -> Result<Target, ReplicasError> {
@@ -238,6 +250,30 @@ mod tests {
                 assert_eq!(now, *was, "a key of a remaining replica moved");
             }
         }
+    }
+
+    #[test]
+    fn a_dual_stack_answer_counts_each_replica_once() {
+        let answer = vec![
+            addr("[::1]:9090"),
+            addr("127.0.0.1:9090"),
+            addr("127.0.0.1:9090"),
+        ];
+        assert_eq!(one_family(answer), vec![addr("127.0.0.1:9090")]);
+        let v6 = vec![addr("[fd00::2]:9090"), addr("[fd00::1]:9090")];
+        assert_eq!(
+            one_family(v6),
+            vec![addr("[fd00::1]:9090"), addr("[fd00::2]:9090")]
+        );
+    }
+
+    #[tokio::test]
+    async fn localhost_resolves_to_one_replica() {
+        let rt = crate::Runtime::new("replicas-test", crate::RuntimeConfig::default()).unwrap();
+        let replicas = Replicas::start("http://localhost:9", rt.dependencies.get("peer"))
+            .await
+            .unwrap();
+        assert_eq!(replicas.addrs(), vec![addr("127.0.0.1:9")]);
     }
 
     #[test]
