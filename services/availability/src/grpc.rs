@@ -262,10 +262,12 @@ impl<L: Ledger> pb::ledger_server::Ledger for LedgerService<L> {
     }
 }
 
-/// The channel's boxed error as a concrete type.
+/// The channel's boxed error as a concrete type. The boxed error is its
+/// source, so tonic finds a `Status` in it (an open breaker answers
+/// Unavailable) instead of calling everything Unknown.
 #[derive(Debug, thiserror::Error)]
-#[error(transparent)]
-pub struct ChannelError(tower::BoxError);
+#[error("{0}")]
+pub struct ChannelError(#[source] tower::BoxError);
 
 /// [`GrpcChannel`] with a concrete error and future type. With the boxed
 /// `dyn Error` inside, the generated client's futures trip a compiler
@@ -322,14 +324,38 @@ enum Route {
 
 impl Route {
     /// The client for calls about `key` (a resource, or a claim when the
-    /// resource is not known), and which replica that is.
-    fn client(&self, key: Uuid) -> (Option<SocketAddr>, LedgerClient<Channel>) {
+    /// resource is not known) on the `rank`-th choice of replica, and which
+    /// replica that is; `None` when there is no such replica.
+    fn client(
+        &self,
+        key: Uuid,
+        rank: usize,
+    ) -> Option<(Option<SocketAddr>, LedgerClient<Channel>)> {
         match self {
-            Route::One(client) => (None, client.clone()),
-            Route::Replicas(replicas) => {
-                let (addr, channel) = replicas.pick(key.as_bytes());
-                (addr, LedgerClient::new(Channel(channel)))
-            }
+            Route::One(client) => (rank == 0).then(|| (None, client.clone())),
+            Route::Replicas(replicas) => replicas
+                .pick(key.as_bytes(), rank)
+                .map(|(addr, channel)| (addr, LedgerClient::new(Channel(channel)))),
+        }
+    }
+
+    /// `call` on the replica for `key`; when that replica cannot be
+    /// reached, once more on the next one (every ledger call is idempotent,
+    /// so a call that did reach the first is answered the same).
+    async fn call<T, F, Fut>(&self, key: Uuid, call: F) -> Result<T, LedgerError>
+    where
+        F: Fn(LedgerClient<Channel>) -> Fut,
+        Fut: std::future::Future<Output = Result<T, LedgerError>>,
+    {
+        let Some((_, first)) = self.client(key, 0) else {
+            return Err(LedgerError::Unavailable("no ledger replica".to_owned()));
+        };
+        match call(first).await {
+            Err(LedgerError::Unavailable(detail)) => match self.client(key, 1) {
+                Some((_, next)) => call(next).await,
+                None => Err(LedgerError::Unavailable(detail)),
+            },
+            other => other,
         }
     }
 }
@@ -373,38 +399,43 @@ impl GrpcLedger {
 }
 
 /// Claims split by replica, one `ClaimMany` call each, concurrently;
-/// outcomes in the order of `requests`.
+/// outcomes in the order of `requests`. Claims whose replica could not be
+/// reached go once more to their next replica (claims are idempotent per
+/// owner and slot).
 async fn routed_claim_calls(
     route: Route,
     requests: Vec<ClaimRequest>,
 ) -> Vec<Result<ClaimReceipt, LedgerError>> {
-    let mut groups: Vec<(Option<SocketAddr>, LedgerClient<Channel>, Vec<usize>)> = Vec::new();
-    for (i, request) in requests.iter().enumerate() {
-        let (addr, client) = route.client(request.resource_id);
-        match groups.iter_mut().find(|(a, _, _)| *a == addr) {
-            Some((_, _, positions)) => positions.push(i),
-            None => groups.push((addr, client, vec![i])),
-        }
-    }
-    if let [(_, client, _)] = groups.as_slice() {
-        return claim_call(client.clone(), requests).await;
-    }
-    let calls = groups.into_iter().map(|(_, client, positions)| {
-        let chunk = positions.iter().map(|&i| requests[i].clone()).collect();
-        async move { (positions, claim_call(client, chunk).await) }
-    });
     let mut outcomes: Vec<Option<Result<ClaimReceipt, LedgerError>>> = vec![None; requests.len()];
-    for (positions, answered) in futures::future::join_all(calls).await {
-        for (i, outcome) in positions.into_iter().zip(answered) {
-            outcomes[i] = Some(outcome);
+    let mut pending: Vec<usize> = (0..requests.len()).collect();
+    for rank in 0..2 {
+        let mut groups: Vec<(Option<SocketAddr>, LedgerClient<Channel>, Vec<usize>)> = Vec::new();
+        for &i in &pending {
+            let Some((addr, client)) = route.client(requests[i].resource_id, rank) else {
+                continue;
+            };
+            match groups.iter_mut().find(|(a, _, _)| *a == addr) {
+                Some((_, _, positions)) => positions.push(i),
+                None => groups.push((addr, client, vec![i])),
+            }
+        }
+        let calls = groups.into_iter().map(|(_, client, positions)| {
+            let chunk = positions.iter().map(|&i| requests[i].clone()).collect();
+            async move { (positions, claim_call(client, chunk).await) }
+        });
+        for (positions, answered) in futures::future::join_all(calls).await {
+            for (i, outcome) in positions.into_iter().zip(answered) {
+                outcomes[i] = Some(outcome);
+            }
+        }
+        pending.retain(|&i| matches!(outcomes[i], Some(Err(LedgerError::Unavailable(_)))));
+        if pending.is_empty() {
+            break;
         }
     }
     outcomes
         .into_iter()
-        .map(|o| {
-            // claim_call answers once per request it was given.
-            o.unwrap_or_else(|| Err(LedgerError::Internal("claim lost in routing".to_owned())))
-        })
+        .map(|o| o.unwrap_or_else(|| Err(LedgerError::Unavailable("no ledger replica".to_owned()))))
         .collect()
 }
 
@@ -479,13 +510,15 @@ impl Ledger for GrpcLedger {
         let message = pb::ConfirmRequest {
             claim_id: claim_id.to_string(),
         };
-        let response = self
-            .route
-            .client(claim_id)
-            .1
-            .confirm(idempotent(message))
-            .await;
-        receipt_from_pb(response.map_err(|s| ledger_error(&s))?.into_inner())
+        self.route
+            .call(claim_id, |mut client| {
+                let message = message.clone();
+                async move {
+                    let response = client.confirm(idempotent(message)).await;
+                    receipt_from_pb(response.map_err(|s| ledger_error(&s))?.into_inner())
+                }
+            })
+            .await
     }
 
     async fn release(&self, claim_id: Uuid) -> Result<(), LedgerError> {
@@ -493,12 +526,17 @@ impl Ledger for GrpcLedger {
             claim_id: claim_id.to_string(),
         };
         self.route
-            .client(claim_id)
-            .1
-            .release(idempotent(message))
+            .call(claim_id, |mut client| {
+                let message = message.clone();
+                async move {
+                    client
+                        .release(idempotent(message))
+                        .await
+                        .map(drop)
+                        .map_err(|s| ledger_error(&s))
+                }
+            })
             .await
-            .map(drop)
-            .map_err(|s| ledger_error(&s))
     }
 
     async fn reschedule(
@@ -510,12 +548,14 @@ impl Ledger for GrpcLedger {
             claim_id: claim_id.to_string(),
             new_start: Some(to_timestamp(new_start)),
         };
-        let response = self
-            .route
-            .client(claim_id)
-            .1
-            .reschedule(idempotent(message))
-            .await;
-        receipt_from_pb(response.map_err(|s| ledger_error(&s))?.into_inner())
+        self.route
+            .call(claim_id, |mut client| {
+                let message = message.clone();
+                async move {
+                    let response = client.reschedule(idempotent(message)).await;
+                    receipt_from_pb(response.map_err(|s| ledger_error(&s))?.into_inner())
+                }
+            })
+            .await
     }
 }

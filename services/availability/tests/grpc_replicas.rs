@@ -111,7 +111,7 @@ async fn claims_of_a_resource_stay_on_one_replica() {
         };
         urls.push(serve(&rt, ledger).await);
     }
-    let replicas = Replicas::start(&urls.join(","), rt.dependencies.get("availability"))
+    let replicas = Replicas::start(&urls.join(","), rt.dependencies.clone(), "availability")
         .await
         .unwrap();
     assert_eq!(replicas.addrs().len(), 2);
@@ -151,5 +151,62 @@ async fn claims_of_a_resource_stay_on_one_replica() {
     );
     let used: BTreeSet<usize> = by_resource.values().flatten().copied().collect();
     assert_eq!(used.len(), 2, "16 resources all routed to one replica");
+    assert!(av.find_overlaps().await.unwrap().is_empty());
+}
+
+/// A replica that cannot be reached (nothing listens on port 9, as when a
+/// pod is gone but still in DNS): its resources' claims, and confirms and
+/// releases hashed to it, go to the next replica instead of failing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_unreachable_replica_fails_over_to_the_next() {
+    let av = common::sqlite().await;
+    let api = common::Api::new(&av);
+    let rt =
+        Arc::new(Runtime::new("availability-failover-test", RuntimeConfig::default()).unwrap());
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let live = Recording {
+        inner: av.clone(),
+        replica: 0,
+        seen: seen.clone(),
+    };
+    let url = serve(&rt, live).await;
+    let replicas = Replicas::start(
+        &format!("{url},http://127.0.0.1:9"),
+        rt.dependencies.clone(),
+        "availability",
+    )
+    .await
+    .unwrap();
+    assert_eq!(replicas.addrs().len(), 2);
+    let remote = GrpcLedger::over(replicas);
+
+    let mut claimed = Vec::new();
+    for i in 0..12 {
+        let resource = api.resource(&format!("room-{i}"), "UTC").await;
+        api.open_all_week(resource).await;
+        let ty = api
+            .appointment_type(
+                resource,
+                serde_json::json!({"name": "s", "duration_minutes": 30, "currency": "EUR"}),
+            )
+            .await;
+        let request = ClaimRequest {
+            hold_for: Some(std::time::Duration::from_secs(600)),
+            ..scenarios::request(resource, ty, common::day_at(2, 10, 0), "owner")
+        };
+        claimed.push(remote.claim(request).await.unwrap().claim_id);
+    }
+    assert_eq!(
+        seen.lock().unwrap().len(),
+        12,
+        "every claim reached the live replica"
+    );
+    for (i, claim) in claimed.iter().enumerate() {
+        if i % 2 == 0 {
+            remote.confirm(*claim).await.unwrap();
+        } else {
+            remote.release(*claim).await.unwrap();
+        }
+    }
     assert!(av.find_overlaps().await.unwrap().is_empty());
 }

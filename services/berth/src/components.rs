@@ -125,7 +125,7 @@ pub async fn start(component: Component, rt: &Runtime) -> Result<Started, StartE
                 })?;
             // Each address is resolved again every few seconds: a headless
             // Service name reaches every availability replica.
-            let replicas = Replicas::start(endpoint, rt.dependencies.get("availability"))
+            let replicas = Replicas::start(endpoint, rt.dependencies.clone(), "availability")
                 .await
                 .map_err(|e| StartError::Setting {
                     setting: "service.availability_grpc",

@@ -13,7 +13,7 @@ use tonic_health::ServingStatus;
 use tower::util::BoxCloneSyncService;
 use tower::{BoxError, ServiceExt};
 
-use crate::resilience::{Dependency, GrpcClassifier, resilient};
+use crate::resilience::{CircuitOpen, Dependency, GrpcClassifier, TimedOut, resilient};
 use crate::server::{Runtime, RuntimeError, drain};
 use crate::trace::{InboundTraceLayer, PropagateTraceLayer};
 
@@ -112,7 +112,22 @@ pub fn grpc_channel(
             stack
                 .oneshot(Request::from_parts(parts, Full::new(bytes)))
                 .await
+                .map_err(as_status)
         }
     });
     BoxCloneSyncService::new(tower::Layer::layer(&PropagateTraceLayer, buffered))
+}
+
+/// The resilience layers' own refusals as the gRPC status a caller expects
+/// (tonic passes a boxed `Status` through; anything else becomes Unknown):
+/// an open breaker is Unavailable, like an unreachable server, so callers
+/// treat it the same (e.g. try another replica).
+fn as_status(error: BoxError) -> BoxError {
+    if error.is::<CircuitOpen>() {
+        Box::new(tonic::Status::unavailable(error.to_string()))
+    } else if error.is::<TimedOut>() {
+        Box::new(tonic::Status::deadline_exceeded(error.to_string()))
+    } else {
+        error
+    }
 }

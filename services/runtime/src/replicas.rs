@@ -18,7 +18,7 @@ use arc_swap::ArcSwap;
 use tonic::transport::Endpoint;
 
 use crate::grpc::{GrpcChannel, grpc_channel};
-use crate::resilience::Dependency;
+use crate::resilience::Dependencies;
 
 /// How often the addresses are resolved again: about a Kubernetes DNS
 /// record's lifetime, so a new pod gets traffic within seconds.
@@ -46,7 +46,9 @@ struct Target {
 
 pub struct Replicas {
     targets: Vec<Target>,
-    dependency: Arc<Dependency>,
+    /// Each replica gets its own breaker and retry budget under `name`.
+    dependencies: Arc<Dependencies>,
+    name: String,
     /// Sorted by address; empty until a resolution succeeded.
     current: ArcSwap<Vec<Replica>>,
     /// Used while nothing resolved: the first configured URL, connected
@@ -59,7 +61,8 @@ impl Replicas {
     /// then every [`REFRESH_EVERY`] while the returned handle is alive.
     pub async fn start(
         endpoints: &str,
-        dependency: Arc<Dependency>,
+        dependencies: Arc<Dependencies>,
+        name: &str,
     ) -> Result<Arc<Self>, ReplicasError> {
         let urls: Vec<&str> = endpoints
             .split(',')
@@ -81,8 +84,9 @@ impl Replicas {
             .connect_lazy();
         let replicas = Arc::new(Self {
             targets,
-            fallback: grpc_channel(fallback, dependency.clone()),
-            dependency,
+            fallback: grpc_channel(fallback, dependencies.get(name)),
+            dependencies,
+            name: name.to_owned(),
             current: ArcSwap::from_pointee(Vec::new()),
         });
         replicas.refresh().await;
@@ -95,18 +99,18 @@ impl Replicas {
         self.current.load().iter().map(|r| r.addr).collect()
     }
 
-    /// The replica for calls about `key` (the one with the highest
-    /// rendezvous weight for it) and its channel; no address while nothing
-    /// has resolved (the fallback channel).
-    pub fn pick(&self, key: &[u8]) -> (Option<SocketAddr>, GrpcChannel) {
+    /// The `rank`-th replica for calls about `key` (0: the one with the
+    /// highest rendezvous weight, 1: where its keys go when it fails) and
+    /// its channel. While nothing has resolved, rank 0 is the fallback
+    /// channel (no address); `None` when there is no such replica.
+    pub fn pick(&self, key: &[u8], rank: usize) -> Option<(Option<SocketAddr>, GrpcChannel)> {
         let current = self.current.load();
-        current
-            .iter()
-            .max_by_key(|r| rendezvous_weight(key, &r.addr))
-            .map_or_else(
-                || (None, self.fallback.clone()),
-                |r| (Some(r.addr), r.channel.clone()),
-            )
+        if current.is_empty() {
+            return (rank == 0).then(|| (None, self.fallback.clone()));
+        }
+        let mut ranked: Vec<&Replica> = current.iter().collect();
+        ranked.sort_unstable_by_key(|r| std::cmp::Reverse(rendezvous_weight(key, &r.addr)));
+        ranked.get(rank).map(|r| (Some(r.addr), r.channel.clone()))
     }
 
     /// Resolves every target again; keeps the channels of addresses that
@@ -136,10 +140,20 @@ impl Replicas {
                     .ok()
                     .map(|endpoint| Replica {
                         addr,
-                        channel: grpc_channel(endpoint.connect_lazy(), self.dependency.clone()),
+                        channel: grpc_channel(
+                            endpoint.connect_lazy(),
+                            self.dependencies.replica(&self.name, &addr.to_string()),
+                        ),
                     }),
             })
             .collect();
+        for gone in old
+            .iter()
+            .filter(|r| !next.iter().any(|n| n.addr == r.addr))
+        {
+            self.dependencies
+                .forget_replica(&self.name, &gone.addr.to_string());
+        }
         tracing::info!(replicas = ?next.iter().map(|r| r.addr).collect::<Vec<_>>(), "replica set changed");
         self.current.store(Arc::new(next));
     }
@@ -270,7 +284,7 @@ mod tests {
     #[tokio::test]
     async fn localhost_resolves_to_one_replica() {
         let rt = crate::Runtime::new("replicas-test", crate::RuntimeConfig::default()).unwrap();
-        let replicas = Replicas::start("http://localhost:9", rt.dependencies.get("peer"))
+        let replicas = Replicas::start("http://localhost:9", rt.dependencies.clone(), "peer")
             .await
             .unwrap();
         assert_eq!(replicas.addrs(), vec![addr("127.0.0.1:9")]);

@@ -31,7 +31,10 @@ use clock::{Clock, SystemClock};
 
 /// One downstream dependency: its current settings, breaker and retry budget.
 pub struct Dependency {
+    /// `name`, or `name@instance` for one replica of it (metrics label).
     name: String,
+    /// Whose configured settings apply.
+    configured_as: String,
     settings: ArcSwap<DependencySettings>,
     pub breaker: CircuitBreaker,
     pub budget: RetryBudget,
@@ -192,30 +195,62 @@ impl Dependencies {
     }
 
     pub fn get(&self, name: &str) -> Arc<Dependency> {
-        if let Some(dep) = read(&self.live).get(name) {
+        self.entry(name, name)
+    }
+
+    /// One replica of `name` (e.g. a pod address): its own breaker and
+    /// retry budget, so one unreachable pod does not open the breaker for
+    /// the others; the settings configured for `name`. Metrics are labelled
+    /// `name@instance`.
+    pub fn replica(&self, name: &str, instance: &str) -> Arc<Dependency> {
+        self.entry(&format!("{name}@{instance}"), name)
+    }
+
+    /// Drops a replica that is gone, and its metric series.
+    pub fn forget_replica(&self, name: &str, instance: &str) {
+        let key = format!("{name}@{instance}");
+        write(&self.live).remove(&key);
+        if let Some(m) = &self.metrics {
+            for vec in [&m.rejections, &m.retries, &m.budget_exhausted] {
+                let _ = vec.remove_label_values(&[&key]);
+            }
+            let _ = m.state.remove_label_values(&[&key]);
+            for to in [
+                BreakerState::Closed,
+                BreakerState::Open,
+                BreakerState::HalfOpen,
+            ] {
+                let _ = m.transitions.remove_label_values(&[&key, to.as_str()]);
+            }
+        }
+    }
+
+    fn entry(&self, key: &str, configured_as: &str) -> Arc<Dependency> {
+        if let Some(dep) = read(&self.live).get(key) {
             return dep.clone();
         }
         let settings = read(&self.configured)
-            .get(name)
+            .get(configured_as)
             .cloned()
             .unwrap_or_default();
         let mut live = write(&self.live);
-        live.entry(name.to_owned())
+        live.entry(key.to_owned())
             .or_insert_with(|| {
                 let observer: Arc<dyn BreakerObserver> = match &self.metrics {
                     Some(metrics) => {
-                        metrics.state.with_label_values(&[name]).set(0);
+                        metrics.state.with_label_values(&[key]).set(0);
                         Arc::new(MetricsObserver {
-                            dependency: name.to_owned(),
+                            dependency: key.to_owned(),
                             metrics: metrics.clone(),
                         })
                     }
                     None => Arc::new(()),
                 };
                 Arc::new(Dependency {
-                    name: name.to_owned(),
+                    name: key.to_owned(),
+                    configured_as: configured_as.to_owned(),
                     breaker: CircuitBreaker::new(
-                        name,
+                        key,
                         settings.breaker.clone(),
                         self.clock.clone(),
                         observer,
@@ -231,8 +266,13 @@ impl Dependencies {
     /// Applies a complete new set of settings; dependencies no longer listed
     /// go back to defaults. Callers validate first.
     pub fn apply(&self, configured: BTreeMap<String, DependencySettings>) {
-        for (name, dep) in read(&self.live).iter() {
-            dep.apply(configured.get(name).cloned().unwrap_or_default());
+        for dep in read(&self.live).values() {
+            dep.apply(
+                configured
+                    .get(&dep.configured_as)
+                    .cloned()
+                    .unwrap_or_default(),
+            );
         }
         *write(&self.configured) = configured;
     }
