@@ -339,6 +339,15 @@ impl Route {
         }
     }
 
+    /// The client of the next replica for `key` after its own could not be
+    /// reached, which also asks for the replicas to be resolved again.
+    fn fail_over(&self, key: Uuid) -> Option<(Option<SocketAddr>, LedgerClient<Channel>)> {
+        if let Route::Replicas(replicas) = self {
+            replicas.refresh_soon();
+        }
+        self.client(key, 1)
+    }
+
     /// `call` on the replica for `key`; when that replica cannot be
     /// reached, once more on the next one (every ledger call is idempotent,
     /// so a call that did reach the first is answered the same).
@@ -351,7 +360,7 @@ impl Route {
             return Err(LedgerError::Unavailable("no ledger replica".to_owned()));
         };
         match call(first).await {
-            Err(LedgerError::Unavailable(detail)) => match self.client(key, 1) {
+            Err(LedgerError::Unavailable(detail)) => match self.fail_over(key) {
                 Some((_, next)) => call(next).await,
                 None => Err(LedgerError::Unavailable(detail)),
             },
@@ -411,7 +420,13 @@ async fn routed_claim_calls(
     for rank in 0..2 {
         let mut groups: Vec<(Option<SocketAddr>, LedgerClient<Channel>, Vec<usize>)> = Vec::new();
         for &i in &pending {
-            let Some((addr, client)) = route.client(requests[i].resource_id, rank) else {
+            let resource = requests[i].resource_id;
+            let choice = if rank == 0 {
+                route.client(resource, 0)
+            } else {
+                route.fail_over(resource)
+            };
+            let Some((addr, client)) = choice else {
                 continue;
             };
             match groups.iter_mut().find(|(a, _, _)| *a == addr) {

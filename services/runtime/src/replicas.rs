@@ -14,7 +14,11 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
+use std::io;
+use std::sync::atomic::{AtomicBool, Ordering};
+
 use arc_swap::ArcSwap;
+use futures::future::BoxFuture;
 use tonic::transport::Endpoint;
 
 use crate::grpc::{GrpcChannel, grpc_channel};
@@ -37,6 +41,28 @@ pub struct Replica {
     pub channel: GrpcChannel,
 }
 
+/// Where addresses come from: DNS, or a fixed answer in tests.
+pub trait Resolve: Send + Sync + 'static {
+    fn resolve<'a>(
+        &'a self,
+        host: &'a str,
+        port: u16,
+    ) -> BoxFuture<'a, io::Result<Vec<SocketAddr>>>;
+}
+
+/// The system resolver (in Kubernetes: cluster DNS).
+pub struct Dns;
+
+impl Resolve for Dns {
+    fn resolve<'a>(
+        &'a self,
+        host: &'a str,
+        port: u16,
+    ) -> BoxFuture<'a, io::Result<Vec<SocketAddr>>> {
+        Box::pin(async move { Ok(tokio::net::lookup_host((host, port)).await?.collect()) })
+    }
+}
+
 /// An address as configured: resolved again on every refresh.
 #[derive(Clone, Debug)]
 struct Target {
@@ -49,6 +75,9 @@ pub struct Replicas {
     /// Each replica gets its own breaker and retry budget under `name`.
     dependencies: Arc<Dependencies>,
     name: String,
+    resolver: Arc<dyn Resolve>,
+    /// A resolve asked for by [`Replicas::refresh_soon`] is under way.
+    refreshing: AtomicBool,
     /// Sorted by address; empty until a resolution succeeded.
     current: ArcSwap<Vec<Replica>>,
     /// Used while nothing resolved: the first configured URL, connected
@@ -63,6 +92,16 @@ impl Replicas {
         endpoints: &str,
         dependencies: Arc<Dependencies>,
         name: &str,
+    ) -> Result<Arc<Self>, ReplicasError> {
+        Self::start_with(endpoints, dependencies, name, Arc::new(Dns)).await
+    }
+
+    /// [`Replicas::start`] with another resolver.
+    pub async fn start_with(
+        endpoints: &str,
+        dependencies: Arc<Dependencies>,
+        name: &str,
+        resolver: Arc<dyn Resolve>,
     ) -> Result<Arc<Self>, ReplicasError> {
         let urls: Vec<&str> = endpoints
             .split(',')
@@ -87,6 +126,8 @@ impl Replicas {
             fallback: grpc_channel(fallback, dependencies.get(name)),
             dependencies,
             name: name.to_owned(),
+            resolver,
+            refreshing: AtomicBool::new(false),
             current: ArcSwap::from_pointee(Vec::new()),
         });
         replicas.refresh().await;
@@ -113,12 +154,28 @@ impl Replicas {
         ranked.get(rank).map(|r| (Some(r.addr), r.channel.clone()))
     }
 
+    /// Resolves again now, in the background, unless such a resolve is
+    /// already under way (and then at most once a second): for callers that
+    /// could not reach a replica, so one that left DNS is dropped without
+    /// waiting for the next period.
+    pub fn refresh_soon(self: &Arc<Self>) {
+        if self.refreshing.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let replicas = self.clone();
+        tokio::spawn(async move {
+            replicas.refresh().await;
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            replicas.refreshing.store(false, Ordering::Release);
+        });
+    }
+
     /// Resolves every target again; keeps the channels of addresses that
     /// stay (their connections survive) and the old set if DNS fails.
     async fn refresh(&self) {
         let mut addrs = Vec::new();
         for target in &self.targets {
-            match tokio::net::lookup_host((target.host.as_str(), target.port)).await {
+            match self.resolver.resolve(&target.host, target.port).await {
                 Ok(found) => addrs.extend(found),
                 Err(error) => {
                     tracing::warn!(host = %target.host, %error, "resolving replicas failed; keeping the last set");
@@ -288,6 +345,101 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(replicas.addrs(), vec![addr("127.0.0.1:9")]);
+    }
+
+    /// Answers whatever the test sets, counting the questions.
+    #[derive(Default)]
+    struct Fixed {
+        answer: std::sync::Mutex<Vec<SocketAddr>>,
+        asked: std::sync::atomic::AtomicUsize,
+    }
+
+    impl Resolve for Fixed {
+        fn resolve<'a>(&'a self, _: &'a str, _: u16) -> BoxFuture<'a, io::Result<Vec<SocketAddr>>> {
+            self.asked.fetch_add(1, Ordering::SeqCst);
+            let answer = self.answer.lock().unwrap().clone();
+            Box::pin(async move { Ok(answer) })
+        }
+    }
+
+    #[tokio::test]
+    async fn a_changed_answer_moves_keys_only_off_the_leaver_or_onto_the_newcomer() {
+        let (a, b, c) = (
+            addr("10.0.0.1:9090"),
+            addr("10.0.0.2:9090"),
+            addr("10.0.0.3:9090"),
+        );
+        let dns = Arc::new(Fixed::default());
+        *dns.answer.lock().unwrap() = vec![b, a];
+        let rt = crate::Runtime::new("replicas-test", crate::RuntimeConfig::default()).unwrap();
+        let replicas = Replicas::start_with(
+            "http://ledger.shop.svc:9090",
+            rt.dependencies.clone(),
+            "peer",
+            dns.clone(),
+        )
+        .await
+        .unwrap();
+        assert_eq!(replicas.addrs(), vec![a, b]);
+        let keys: Vec<[u8; 16]> = (0u128..200).map(|k| k.to_be_bytes()).collect();
+        let first = |k: &[u8]| replicas.pick(k, 0).unwrap().0.unwrap();
+        let before: Vec<SocketAddr> = keys.iter().map(|k| first(k)).collect();
+        assert!(before.contains(&a) && before.contains(&b));
+        for k in &keys {
+            let second = replicas.pick(k, 1).unwrap().0.unwrap();
+            assert_ne!(second, first(k), "rank 1 is another replica");
+            assert!(replicas.pick(k, 2).is_none(), "only two replicas");
+        }
+
+        // b leaves, c joins: refresh_soon resolves at once, and only once
+        // while one is under way.
+        *dns.answer.lock().unwrap() = vec![a, c];
+        let asked = dns.asked.load(Ordering::SeqCst);
+        replicas.refresh_soon();
+        replicas.refresh_soon();
+        for _ in 0..100 {
+            if replicas.addrs() == vec![a, c] {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert_eq!(replicas.addrs(), vec![a, c]);
+        assert_eq!(dns.asked.load(Ordering::SeqCst), asked + 1);
+        // A key moves only off the replica that left or onto the one
+        // that joined.
+        for (k, was) in keys.iter().zip(&before) {
+            let now = first(k);
+            assert!(now == *was || now == c || *was == b, "{was} -> {now}");
+        }
+        assert!(keys.iter().any(|k| first(k) == c), "the newcomer gets keys");
+    }
+
+    #[tokio::test]
+    async fn a_failed_resolve_keeps_the_last_set() {
+        struct Failing;
+        impl Resolve for Failing {
+            fn resolve<'a>(
+                &'a self,
+                _: &'a str,
+                _: u16,
+            ) -> BoxFuture<'a, io::Result<Vec<SocketAddr>>> {
+                Box::pin(async { Err(io::Error::other("no DNS")) })
+            }
+        }
+        let rt = crate::Runtime::new("replicas-test", crate::RuntimeConfig::default()).unwrap();
+        let replicas = Replicas::start_with(
+            "http://ledger.shop.svc:9090",
+            rt.dependencies.clone(),
+            "peer",
+            Arc::new(Failing),
+        )
+        .await
+        .unwrap();
+        // Nothing resolved: the configured URL itself, no address.
+        assert!(replicas.addrs().is_empty());
+        let (addr, _) = replicas.pick(b"key", 0).unwrap();
+        assert_eq!(addr, None);
+        assert!(replicas.pick(b"key", 1).is_none());
     }
 
     #[test]
