@@ -10,12 +10,11 @@
 //! (a resource) keep going to the same replica while the set is unchanged,
 //! and only the keys of an added or removed replica move.
 
+use std::io;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::Duration;
-
-use std::io;
-use std::sync::atomic::{AtomicBool, Ordering};
 
 use arc_swap::ArcSwap;
 use futures::future::BoxFuture;
@@ -36,9 +35,9 @@ pub enum ReplicasError {
 
 /// One reachable replica.
 #[derive(Clone)]
-pub struct Replica {
-    pub addr: SocketAddr,
-    pub channel: GrpcChannel,
+struct Replica {
+    addr: SocketAddr,
+    channel: GrpcChannel,
 }
 
 /// Where addresses come from: DNS, or a fixed answer in tests.
