@@ -8,7 +8,7 @@ mod common;
 use std::sync::Arc;
 use std::time::Duration;
 
-use berth_availability::{FILE_DESCRIPTOR_SET, GrpcLedger, LEDGER_SERVICE_NAME};
+use berth_availability::GrpcLedger;
 use berth_ledger::{ClaimRequest, Ledger, LedgerError};
 use berth_runtime::grpc::grpc_channel;
 use berth_runtime::{Runtime, RuntimeConfig};
@@ -17,23 +17,8 @@ use uuid::Uuid;
 
 async fn serve(av: &berth_availability::Availability) -> (Arc<Runtime>, GrpcLedger) {
     let rt = Arc::new(Runtime::new("availability-grpc-test", RuntimeConfig::default()).unwrap());
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let routes = av.grpc_routes();
-    tokio::spawn({
-        let rt = rt.clone();
-        async move {
-            rt.serve_grpc(
-                listener,
-                "availability",
-                routes,
-                &[LEDGER_SERVICE_NAME],
-                &[FILE_DESCRIPTOR_SET],
-            )
-            .await
-        }
-    });
-    let channel = tonic::transport::Channel::from_shared(format!("http://{addr}"))
+    let url = common::serve_ledger(&rt, av.grpc_routes()).await;
+    let channel = tonic::transport::Channel::from_shared(url)
         .unwrap()
         .connect_lazy();
     let client = GrpcLedger::new(grpc_channel(channel, rt.dependencies.get("availability")));

@@ -11,7 +11,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
-use berth_availability::{Availability, FILE_DESCRIPTOR_SET, GrpcLedger, LEDGER_SERVICE_NAME};
+use berth_availability::{Availability, GrpcLedger};
 use berth_ledger::{ClaimReceipt, ClaimRequest, Ledger, LedgerError};
 use berth_runtime::replicas::Replicas;
 use berth_runtime::{Runtime, RuntimeConfig};
@@ -65,40 +65,11 @@ impl Ledger for Recording {
     }
 }
 
-async fn serve(rt: &Arc<Runtime>, ledger: Recording) -> String {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let routes = berth_availability::grpc::routes(ledger);
-    let rt = rt.clone();
-    tokio::spawn(async move {
-        rt.serve_grpc(
-            listener,
-            "availability",
-            routes,
-            &[LEDGER_SERVICE_NAME],
-            &[FILE_DESCRIPTOR_SET],
-        )
-        .await
-    });
-    format!("http://{addr}")
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn claims_of_a_resource_stay_on_one_replica() {
     let av = common::sqlite().await;
     let api = common::Api::new(&av);
-    let mut types = BTreeMap::new();
-    for i in 0..16 {
-        let resource = api.resource(&format!("room-{i}"), "UTC").await;
-        api.open_all_week(resource).await;
-        let ty = api
-            .appointment_type(
-                resource,
-                serde_json::json!({"name": "s", "duration_minutes": 30, "currency": "EUR"}),
-            )
-            .await;
-        types.insert(resource, ty);
-    }
+    let types: BTreeMap<Uuid, Uuid> = common::rooms(&api, 16).await.into_iter().collect();
     let rt =
         Arc::new(Runtime::new("availability-replicas-test", RuntimeConfig::default()).unwrap());
     let seen = Arc::new(Mutex::new(Vec::new()));
@@ -109,7 +80,7 @@ async fn claims_of_a_resource_stay_on_one_replica() {
             replica,
             seen: seen.clone(),
         };
-        urls.push(serve(&rt, ledger).await);
+        urls.push(common::serve_ledger(&rt, berth_availability::grpc::routes(ledger)).await);
     }
     let replicas = Replicas::start(&urls.join(","), rt.dependencies.clone(), "availability")
         .await
@@ -169,7 +140,7 @@ async fn an_unreachable_replica_fails_over_to_the_next() {
         replica: 0,
         seen: seen.clone(),
     };
-    let url = serve(&rt, live).await;
+    let url = common::serve_ledger(&rt, berth_availability::grpc::routes(live)).await;
     let replicas = Replicas::start(
         &format!("{url},http://127.0.0.1:9"),
         rt.dependencies.clone(),
@@ -181,15 +152,7 @@ async fn an_unreachable_replica_fails_over_to_the_next() {
     let remote = GrpcLedger::over(replicas);
 
     let mut claimed = Vec::new();
-    for i in 0..12 {
-        let resource = api.resource(&format!("room-{i}"), "UTC").await;
-        api.open_all_week(resource).await;
-        let ty = api
-            .appointment_type(
-                resource,
-                serde_json::json!({"name": "s", "duration_minutes": 30, "currency": "EUR"}),
-            )
-            .await;
+    for (resource, ty) in common::rooms(&api, 12).await {
         let request = ClaimRequest {
             hold_for: Some(std::time::Duration::from_secs(600)),
             ..scenarios::request(resource, ty, common::day_at(2, 10, 0), "owner")

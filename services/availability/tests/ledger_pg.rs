@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use berth_availability::Availability;
 use berth_ledger::Ledger;
-use common::scenarios::{self, CLAIM_COPY};
+use common::scenarios;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn race_without_redis() {
@@ -159,30 +159,21 @@ async fn checker_names_each_overlap_once() {
             .await
             .unwrap();
         let (block, claim) = (uuid::Uuid::new_v4(), uuid::Uuid::new_v4());
-        sqlx::query(
-            "INSERT INTO availability.blocks (id, resource_id, appointment_type_id, starts_at, ends_at, capacity) \
-             SELECT $2, resource_id, appointment_type_id, $3, $4, 1 FROM availability.claims WHERE id = $1",
-        )
-        .bind(template)
-        .bind(block)
-        .bind(start)
-        .bind(end)
-        .execute(&mut conn)
-        .await
-        .unwrap();
-        sqlx::query(&format!(
-            "INSERT INTO availability.claims ({CLAIM_COPY}) SELECT $2, $3, resource_id, appointment_type_id, $4, $5, \
-             seats, buffer_before_minutes, buffer_after_minutes, price_minor, currency, owner, expires_at, created_at \
-             FROM availability.claims WHERE id = $1"
-        ))
-        .bind(template)
-        .bind(claim)
-        .bind(block)
-        .bind(start)
-        .bind(end)
-        .execute(&mut conn)
-        .await
-        .unwrap();
+        let block_sql = scenarios::copy_into_block_sql("availability.");
+        let claim_sql = scenarios::copy_claim_sql("availability.");
+        let copy = |sql| {
+            sqlx::query(sql)
+                .bind(template)
+                .bind(block)
+                .bind(start)
+                .bind(end)
+        };
+        copy(&block_sql).execute(&mut conn).await.unwrap();
+        copy(&claim_sql)
+            .bind(claim)
+            .execute(&mut conn)
+            .await
+            .unwrap();
         claim
     })
     .await;

@@ -399,3 +399,43 @@ pub fn stack(command: &str) -> bool {
         .status()
         .is_ok_and(|s| s.success())
 }
+
+/// Serves ledger `routes` over gRPC on a free loopback port until `rt`
+/// shuts down; the address to call.
+pub async fn serve_ledger(
+    rt: &std::sync::Arc<berth_runtime::Runtime>,
+    routes: tonic::service::Routes,
+) -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let rt = rt.clone();
+    tokio::spawn(async move {
+        rt.serve_grpc(
+            listener,
+            "availability",
+            routes,
+            &[berth_availability::LEDGER_SERVICE_NAME],
+            &[berth_availability::FILE_DESCRIPTOR_SET],
+        )
+        .await
+    });
+    format!("http://{addr}")
+}
+
+/// `n` resources open all week, each with a 30-minute appointment type:
+/// `(resource, type)` pairs.
+pub async fn rooms(api: &Api, n: usize) -> Vec<(Uuid, Uuid)> {
+    let mut rooms = Vec::with_capacity(n);
+    for i in 0..n {
+        let resource = api.resource(&format!("room-{i}"), "UTC").await;
+        api.open_all_week(resource).await;
+        let ty = api
+            .appointment_type(
+                resource,
+                json!({"name": "s", "duration_minutes": 30, "currency": "EUR"}),
+            )
+            .await;
+        rooms.push((resource, ty));
+    }
+    rooms
+}

@@ -491,9 +491,26 @@ pub async fn buffers(ledger: &dyn Ledger, fx: &Fixture) {
     );
 }
 
-/// Columns a test copies when it writes a claim behind the ledger's back.
-pub const CLAIM_COPY: &str = "id, block_id, resource_id, appointment_type_id, starts_at, ends_at, seats, \
-    buffer_before_minutes, buffer_after_minutes, price_minor, currency, owner, expires_at, created_at";
+/// SQL that copies claim `$1` into a new block `$2` at `[$3, $4)`, for a
+/// test writing behind the ledger's back; `tables` prefixes the table names
+/// (a schema on PostgreSQL).
+pub fn copy_into_block_sql(tables: &str) -> String {
+    format!(
+        "INSERT INTO {tables}blocks (id, resource_id, appointment_type_id, starts_at, ends_at, capacity) \
+         SELECT $2, resource_id, appointment_type_id, $3, $4, 1 FROM {tables}claims WHERE id = $1"
+    )
+}
+
+/// SQL that copies claim `$1` as claim `$5` into block `$2` at `[$3, $4)`.
+pub fn copy_claim_sql(tables: &str) -> String {
+    format!(
+        "INSERT INTO {tables}claims (id, block_id, resource_id, appointment_type_id, starts_at, ends_at, seats, \
+           buffer_before_minutes, buffer_after_minutes, price_minor, currency, owner, expires_at, created_at) \
+         SELECT $5, $2, resource_id, appointment_type_id, $3, $4, seats, buffer_before_minutes, \
+           buffer_after_minutes, price_minor, currency, owner, expires_at, created_at \
+         FROM {tables}claims WHERE id = $1"
+    )
+}
 
 /// The ledger checker on a sound ledger with touching slots and one shared
 /// group slot (nothing to report), then after rows are written behind the
