@@ -6,6 +6,7 @@ use std::io::IsTerminal;
 use serde_json::{Map, Value};
 use tracing::field::{Field, Visit};
 use tracing::{Event, Subscriber};
+use tracing_subscriber::fmt::MakeWriter;
 use tracing_subscriber::fmt::format::Writer;
 use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields};
 use tracing_subscriber::layer::SubscriberExt;
@@ -21,34 +22,26 @@ use crate::trace::{TraceContext, TraceContextLayer};
 /// once (later calls are ignored), which keeps tests that start several
 /// services simple.
 pub fn init(service: &str, format: LogFormat, filter: &str) {
-    install(service, format, filter, LogStream::Stdout);
+    let terminal = std::io::stdout().is_terminal();
+    install(service, format, filter, std::io::stdout, terminal);
 }
 
 /// Installs the global subscriber for a one-shot command whose stdout is
 /// its result (`berth check-ledger`, `berth migrate`): logs go to stderr
 /// so a script reading the result never mistakes a log line for it.
 pub fn init_command(service: &str, format: LogFormat, filter: &str) {
-    install(service, format, filter, LogStream::Stderr);
+    let terminal = std::io::stderr().is_terminal();
+    install(service, format, filter, std::io::stderr, terminal);
 }
 
-#[derive(Clone, Copy)]
-enum LogStream {
-    Stdout,
-    Stderr,
-}
-
-fn install(service: &str, format: LogFormat, filter: &str, stream: LogStream) {
-    let json = match (format, stream) {
-        (LogFormat::Json, _) => true,
-        (LogFormat::Pretty, _) => false,
-        (LogFormat::Auto, LogStream::Stdout) => !std::io::stdout().is_terminal(),
-        (LogFormat::Auto, LogStream::Stderr) => !std::io::stderr().is_terminal(),
-    };
-    let writer = move || -> Box<dyn std::io::Write> {
-        match stream {
-            LogStream::Stdout => Box::new(std::io::stdout()),
-            LogStream::Stderr => Box::new(std::io::stderr()),
-        }
+fn install<W>(service: &str, format: LogFormat, filter: &str, writer: W, terminal: bool)
+where
+    W: for<'w> MakeWriter<'w> + Send + Sync + 'static,
+{
+    let json = match format {
+        LogFormat::Json => true,
+        LogFormat::Pretty => false,
+        LogFormat::Auto => !terminal,
     };
     let filter = EnvFilter::try_new(filter).unwrap_or_else(|_| EnvFilter::new("info"));
     let base = Registry::default().with(TraceContextLayer).with(filter);
