@@ -148,9 +148,16 @@ impl Replicas {
         if current.is_empty() {
             return (rank == 0).then(|| (None, self.fallback.clone()));
         }
-        let mut ranked: Vec<&Replica> = current.iter().collect();
-        ranked.sort_unstable_by_key(|r| std::cmp::Reverse(rendezvous_weight(key, &r.addr)));
-        ranked.get(rank).map(|r| (Some(r.addr), r.channel.clone()))
+        let weight = |r: &&Replica| rendezvous_weight(key, &r.addr);
+        let chosen = if rank == 0 {
+            // Every call: no allocation, no sort.
+            current.iter().max_by_key(weight)
+        } else {
+            let mut ranked: Vec<&Replica> = current.iter().collect();
+            ranked.sort_unstable_by_key(|r| std::cmp::Reverse(weight(r)));
+            ranked.get(rank).copied()
+        };
+        chosen.map(|r| (Some(r.addr), r.channel.clone()))
     }
 
     /// Resolves again now, in the background, unless such a resolve is
