@@ -328,3 +328,23 @@ pub async fn check_ledger() -> Result<(), StartError> {
         Err(StartError::LedgerUnsound(problems.len()))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// In a cluster the user service and booking run apart and meet only
+    /// on Redis: booking must read account events where user writes them.
+    #[test]
+    fn booking_reads_account_events_where_user_publishes_them() {
+        assert_eq!(
+            BookingConfig::default().accounts_stream_key,
+            UserConfig::default().event_stream_key
+        );
+        assert_ne!(
+            BookingConfig::default().stream_key,
+            UserConfig::default().event_stream_key,
+            "account events share a stream with booking events"
+        );
+    }
+}

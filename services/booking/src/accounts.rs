@@ -1,5 +1,5 @@
 //! Account deletion: the user service publishes
-//! `XADD <stream_key> * event_id <uuid> type account.deleted account_id <id>`
+//! `XADD <accounts_stream_key> * event_id <uuid> type account.deleted account_id <id>`
 //! and booking erases that customer's personal data on their bookings.
 //!
 //! The consumer reads the stream in the consumer group [`GROUP`], so replicas
@@ -99,7 +99,7 @@ impl Booking {
         let consumer = AccountConsumer {
             booking: self.clone(),
             client,
-            stream: self.inner.config.stream_key.clone(),
+            stream: self.inner.config.accounts_stream_key.clone(),
             name: consumer_name(),
             connection: None,
             retry_pending_at: None,

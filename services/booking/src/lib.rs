@@ -54,6 +54,10 @@ pub struct BookingConfig {
     pub idempotency_lock_timeout: Duration,
     /// Redis stream the relay appends events to.
     pub stream_key: String,
+    /// Redis stream the user service appends account events to, which the
+    /// account-deletion consumer reads (a stream of its own, so that
+    /// consumer never wades through booking events).
+    pub accounts_stream_key: String,
     /// How often the relay polls the outbox when nothing woke it.
     pub relay_interval: Duration,
     pub relay_batch: u32,
@@ -81,6 +85,7 @@ impl Default for BookingConfig {
             idempotency_ttl: Duration::from_secs(24 * 60 * 60),
             idempotency_lock_timeout: Duration::from_secs(60),
             stream_key: "berth:events".to_owned(),
+            accounts_stream_key: "berth:accounts".to_owned(),
             relay_interval: Duration::from_millis(500),
             relay_batch: 100,
             saga_interval: Duration::from_secs(1),
@@ -123,6 +128,11 @@ impl BookingConfig {
         }
         if self.stream_key.is_empty() {
             return Err(BookingError::Config("stream_key must not be empty".into()));
+        }
+        if self.accounts_stream_key.is_empty() {
+            return Err(BookingError::Config(
+                "accounts_stream_key must not be empty".into(),
+            ));
         }
         Ok(())
     }

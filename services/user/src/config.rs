@@ -112,7 +112,7 @@ impl Default for UserConfig {
             oidc_providers: Vec::new(),
             trust_forwarded_for: true,
             redis_prefix: "berth:user:".into(),
-            event_stream_key: "berth:events".into(),
+            event_stream_key: "berth:accounts".into(),
             event_poll_interval: Duration::from_millis(500),
         }
     }

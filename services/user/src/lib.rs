@@ -59,7 +59,7 @@
 //! |---|---|
 //! | written | `account_events` row in the deletion's transaction |
 //! | relayed by | [`Users::spawn_event_relay`]: woken by each deletion, polls every `event_poll_interval`, retries through Redis outages, purges rows published over 7 days ago |
-//! | Redis | `XADD <event_stream_key> * event_id <uuid v7> type account.deleted account_id <id>` (default stream `berth:events`) |
+//! | Redis | `XADD <event_stream_key> * event_id <uuid v7> type account.deleted account_id <id>` (default stream `berth:accounts`) |
 //! | in process | [`Users::subscribe_account_events`] (`berth dev`; also mirrors Redis) |
 //! | guarantee | at-least-once; consumers deduplicate on `event_id` |
 

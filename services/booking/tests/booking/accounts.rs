@@ -328,8 +328,7 @@ async fn account_deleted_is_handled_once_in_process(backend: Backend) {
 }
 
 async fn xadd(redis_url: &str, stream: &str, fields: &[(&str, &str)]) {
-    let client = redis::Client::open(redis_url).unwrap();
-    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    let mut conn = redis_connection(redis_url).await;
     let _: String = conn.xadd(stream, "*", fields).await.unwrap();
 }
 
@@ -348,23 +347,22 @@ async fn account_deleted(redis_url: &str, stream: &str, event: Uuid, account: &s
 }
 
 async fn pending(redis_url: &str, stream: &str) -> usize {
-    let client = redis::Client::open(redis_url).unwrap();
-    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    let mut conn = redis_connection(redis_url).await;
     let reply: redis::streams::StreamPendingReply =
         conn.xpending(stream, ACCOUNT_CONSUMER_GROUP).await.unwrap();
     reply.count()
 }
 
 async fn drop_stream(redis_url: &str, stream: &str) {
-    let client = redis::Client::open(redis_url).unwrap();
-    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    let mut conn = redis_connection(redis_url).await;
     let _: () = conn.del(stream).await.unwrap();
 }
 
 async fn redis_consumer_anonymises_and_handles_a_redelivery_once(backend: Backend) {
     let redis_url = required_env("REDIS_URL");
     let config = test_config();
-    let stream = config.stream_key.clone();
+    let stream = config.accounts_stream_key.clone();
+    let booking_events = config.stream_key.clone();
     let env = setup_with(backend, config, Some(&redis_url)).await;
     let carol = env.api_as("carol", &["customer"]);
     let dave = env.api_as("dave", &["customer"]);
@@ -429,8 +427,40 @@ async fn redis_consumer_anonymises_and_handles_a_redelivery_once(backend: Backen
         pending(&redis_url, &stream).await == 0
     })
     .await;
+    // Booking's own events have a stream of their own, which the consumer
+    // never joins (it used to read and skip every one of them).
+    eventually(10, "booking events are published", || async {
+        stream_length(&redis_url, &booking_events).await > 0
+    })
+    .await;
+    let groups: redis::streams::StreamInfoGroupsReply = redis_connection(&redis_url)
+        .await
+        .xinfo_groups(&booking_events)
+        .await
+        .unwrap();
+    assert!(
+        groups
+            .groups
+            .iter()
+            .all(|g| g.name != ACCOUNT_CONSUMER_GROUP),
+        "the account consumer reads the booking events stream"
+    );
     stop.cancel();
     drop_stream(&redis_url, &stream).await;
+    drop_stream(&redis_url, &booking_events).await;
+}
+
+async fn redis_connection(redis_url: &str) -> redis::aio::MultiplexedConnection {
+    let client = redis::Client::open(redis_url).unwrap();
+    client.get_multiplexed_async_connection().await.unwrap()
+}
+
+async fn stream_length(redis_url: &str, stream: &str) -> usize {
+    redis_connection(redis_url)
+        .await
+        .xlen(stream)
+        .await
+        .unwrap()
 }
 
 /// A TCP proxy to Redis that can be cut (closing its connections and
@@ -484,7 +514,7 @@ async fn redis_consumer_survives_an_outage() {
     let redis_url = required_env("REDIS_URL");
     let proxy = Proxy::start(&redis_url).await;
     let config = test_config();
-    let stream = config.stream_key.clone();
+    let stream = config.accounts_stream_key.clone();
     let env = setup_with(Backend::Postgres, config, Some(&proxy.url)).await;
     let carol = env.api_as("carol", &["customer"]);
     let alices = book_with_pii(&env.api, 0, EMAIL).await;

@@ -446,6 +446,7 @@ pub fn test_config() -> BookingConfig {
         saga_retry_max: Duration::from_millis(200),
         sweep_interval: None,
         stream_key: format!("berth:test:{}", Uuid::new_v4().simple()),
+        accounts_stream_key: format!("berth:test:accounts:{}", Uuid::new_v4().simple()),
         ..BookingConfig::default()
     }
 }
