@@ -440,8 +440,11 @@ async fn main() {
     for _ in 0..PGBENCH_BURSTS {
         limit.burst();
     }
-    let (tps, bare_tps) = (limit.mean(0), limit.mean(1));
-    let bursts: Vec<String> = limit.tps[0].iter().map(|t| format!("{t:.0}")).collect();
+    let (tps, bare_tps) = (limit.mean(LEDGER), limit.mean(BARE));
+    let bursts: Vec<String> = limit.tps[LEDGER]
+        .iter()
+        .map(|t| format!("{t:.0}"))
+        .collect();
     println!(
         "  pgbench ledger insert (the blocks table's DDL, {CLIENTS} clients, {PGBENCH_BURSTS} x {}s): \
          {tps:.0} tps (bursts: {})",
@@ -484,6 +487,10 @@ struct PhysicalLimit {
     tps: [Vec<f64>; 2],
 }
 
+/// The scripts of a [`PhysicalLimit`], by index.
+const LEDGER: usize = 0;
+const BARE: usize = 1;
+
 impl PhysicalLimit {
     async fn prepare(db_url: &str, name: &str) -> Self {
         let mut conn = <sqlx::PgConnection as sqlx::Connection>::connect(db_url)
@@ -513,7 +520,7 @@ impl PhysicalLimit {
                  ON CONFLICT DO NOTHING;\n"
             ),
         ];
-        let scripts = [0, 1].map(|i| {
+        let scripts = [LEDGER, BARE].map(|i| {
             let path = std::env::temp_dir().join(format!("{name}-{i}.sql"));
             std::fs::write(&path, &texts[i]).unwrap();
             path
@@ -553,10 +560,10 @@ impl PhysicalLimit {
     /// Runs each script for `seconds` and records its rate; which runs
     /// first alternates, so neither always meets what the other left.
     fn burst(&mut self) {
-        let order = if self.tps[0].len().is_multiple_of(2) {
-            [0, 1]
+        let order = if self.tps[LEDGER].len().is_multiple_of(2) {
+            [LEDGER, BARE]
         } else {
-            [1, 0]
+            [BARE, LEDGER]
         };
         for i in order {
             let (script, rates) = (&self.scripts[i], &mut self.tps[i]);
