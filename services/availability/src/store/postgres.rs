@@ -29,7 +29,16 @@ const SEARCH_PATH: &str = "availability,public";
 pub(super) async fn connect(url: &str) -> Result<PgPool, AvailabilityError> {
     let options = PgConnectOptions::from_str(url)
         .map_err(|e| AvailabilityError::Config(format!("database URL: {e}")))?
-        .options([("search_path", SEARCH_PATH)]);
+        .options([
+            ("search_path", SEARCH_PATH),
+            // Every statement here finds its rows by key, or by resource and
+            // time, so one plan fits all parameters. Custom plans (the
+            // default for a statement's first five runs per connection)
+            // re-planned the claim snapshot read, which plans slower than it
+            // runs: 59 plans and 416 ms of planning per P1 run, 8 and 49 ms
+            // with generic plans (docs/benchmarks.md).
+            ("plan_cache_mode", "force_generic_plan"),
+        ]);
     // Most claims use a connection for two single statements (the snapshot
     // read and the conditional write), so a few connections serve many
     // concurrent claims; more only make the database switch between
