@@ -9,7 +9,7 @@ use berth_availability::Availability;
 use berth_ledger::Ledger;
 use berth_runtime::{Runtime, RuntimeConfig};
 use chrono::{Datelike, Days, NaiveDate, TimeZone, Utc, Weekday};
-use common::Api;
+use common::{Api, OWNER, admin};
 use serde_json::{Value, json};
 use uuid::Uuid;
 
@@ -511,21 +511,62 @@ async fn bad_input_sqlite() {
     bad_input(&common::sqlite().await).await;
 }
 
-#[tokio::test]
-async fn list_pages_through_resources() {
-    let av = common::sqlite().await;
-    let api = Api::new(&av);
+/// Pages through every resource, then through each owner's, with and
+/// without a cursor: each filter combination is a statement of its own.
+async fn list_pages(av: &Availability) {
+    let api = Api::new(av);
     for i in 0..5 {
         api.resource(&format!("r{i}"), "UTC").await;
     }
-    let first = api.get("/v1/resources?limit=3").await;
-    assert_eq!(first.body["items"].as_array().unwrap().len(), 3);
-    let after = first.body["next_after"].as_str().unwrap();
-    let second = api
-        .get(&format!("/v1/resources?limit=3&after={after}"))
-        .await;
-    assert_eq!(second.body["items"].as_array().unwrap().len(), 2);
-    assert!(second.body.get("next_after").is_none());
+    let root = api.with_token(admin());
+    for i in 0..4 {
+        let body = json!({"name": format!("o{i}"), "time_zone": "UTC", "owner_id": "staff-other"});
+        let created = root.post("/v1/resources", body).await;
+        assert_eq!(created.status, StatusCode::CREATED, "{}", created.body);
+    }
+    for (filter, owner, total) in [
+        ("", None, 9),
+        ("&owner_id=staff-a", Some(OWNER), 5),
+        ("&owner_id=staff-other", Some("staff-other"), 4),
+        ("&owner_id=nobody", Some("nobody"), 0),
+    ] {
+        let mut seen: Vec<String> = Vec::new();
+        let mut cursor = String::new();
+        for _ in 0..5 {
+            let page = api
+                .get(&format!("/v1/resources?limit=3{filter}{cursor}"))
+                .await;
+            assert_eq!(page.status, StatusCode::OK, "{}", page.body);
+            let items = page.body["items"].as_array().unwrap();
+            assert!(items.len() <= 3, "{}", page.body);
+            for item in items {
+                if let Some(owner) = owner {
+                    assert_eq!(item["owner_id"], owner, "{filter}: {}", page.body);
+                }
+                seen.push(item["id"].as_str().unwrap().to_owned());
+            }
+            match page.body.get("next_after").and_then(Value::as_str) {
+                Some(after) => cursor = format!("&after={after}"),
+                None => break,
+            }
+        }
+        assert_eq!(seen.len(), total, "{filter}: {seen:?}");
+        let mut ordered = seen.clone();
+        ordered.sort();
+        ordered.dedup();
+        assert_eq!(ordered, seen, "{filter}: pages in id order, none twice");
+    }
+}
+
+#[tokio::test]
+async fn list_pages_through_resources_sqlite() {
+    list_pages(&common::sqlite().await).await;
+}
+
+#[tokio::test]
+async fn list_pages_through_resources_postgres() {
+    let (av, _db) = common::pg(false).await;
+    list_pages(&av).await;
 }
 
 #[tokio::test]

@@ -59,17 +59,16 @@ impl Tx {
         after: Option<Uuid>,
         limit: i64,
     ) -> Result<Vec<ResourceRow>, sqlx::Error> {
-        let sql = format!(
-            "SELECT {RESOURCE_COLUMNS} FROM resources WHERE ($1 IS NULL OR id > $1) \
-             AND ($3 IS NULL OR owner_id = $3) ORDER BY id LIMIT $2"
-        );
+        let sql = resource_page_sql(after.is_some(), owner.is_some());
         both!(self, |c| {
-            sqlx::query_as(&sql)
-                .bind(after)
-                .bind(limit)
-                .bind(owner)
-                .fetch_all(c)
-                .await
+            let mut query = sqlx::query_as(&sql);
+            if let Some(after) = after {
+                query = query.bind(after);
+            }
+            if let Some(owner) = owner {
+                query = query.bind(owner);
+            }
+            query.bind(limit).fetch_all(c).await
         })
     }
 
@@ -334,14 +333,21 @@ impl Tx {
         &mut self,
         resource: Option<Uuid>,
     ) -> Result<Vec<CalendarRow>, sqlx::Error> {
-        let sql = format!(
-            "SELECT {CALENDAR_COLUMNS} FROM calendars WHERE ($1 IS NULL OR resource_id = $1) ORDER BY id"
-        );
+        // Two statements, not `$1 IS NULL OR …` (see `resource_page_sql`).
+        let filter = if resource.is_some() {
+            "WHERE resource_id = $1 "
+        } else {
+            ""
+        };
+        let sql = format!("SELECT {CALENDAR_COLUMNS} FROM calendars {filter}ORDER BY id");
         let now = Utc::now();
-        let all: Vec<CalendarRow> = both!(self, |c| sqlx::query_as(&sql)
-            .bind(resource)
-            .fetch_all(c)
-            .await)?;
+        let all: Vec<CalendarRow> = both!(self, |c| {
+            let mut query = sqlx::query_as(&sql);
+            if let Some(resource) = resource {
+                query = query.bind(resource);
+            }
+            query.fetch_all(c).await
+        })?;
         Ok(all
             .into_iter()
             .filter(|cal| {
@@ -392,4 +398,30 @@ impl Tx {
         let sql = format!("SELECT COUNT(*) FROM {table}");
         both!(self, |c| sqlx::query_scalar(&sql).fetch_one(c).await)
     }
+}
+
+/// The statement behind [`Tx::list_resources`]: a page by id, after the
+/// cursor `$1` if `after`, of one owner (the next parameter) if `owner`,
+/// `LIMIT` last. One statement per combination of filters rather than
+/// `$n IS NULL OR …`: PostgreSQL runs availability's statements with
+/// generic plans, and the generic plan of the catch-all form walks the
+/// primary key past every other owner's resources instead of reading
+/// `resources_owner`.
+pub fn resource_page_sql(after: bool, owner: bool) -> String {
+    let mut filters = Vec::new();
+    if after {
+        filters.push(format!("id > ${}", filters.len() + 1));
+    }
+    if owner {
+        filters.push(format!("owner_id = ${}", filters.len() + 1));
+    }
+    let filter = if filters.is_empty() {
+        String::new()
+    } else {
+        format!("WHERE {} ", filters.join(" AND "))
+    };
+    format!(
+        "SELECT {RESOURCE_COLUMNS} FROM resources {filter}ORDER BY id LIMIT ${}",
+        filters.len() + 1
+    )
 }

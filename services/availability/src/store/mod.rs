@@ -19,6 +19,7 @@ use uuid::Uuid;
 
 use crate::error::AvailabilityError;
 
+pub use catalog::resource_page_sql;
 pub(crate) use catalog::{CLAIM_COLUMNS, TABLES};
 pub(crate) use postgres::SlotKey;
 
