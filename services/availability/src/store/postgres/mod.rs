@@ -3,6 +3,10 @@
 //! against overlapping bookings. Per-resource serialisation is a row lock
 //! (`SELECT … FOR UPDATE` on the resource) taken first in every ledger
 //! transaction.
+//!
+//! This module connects and runs the locked path's statements; the slot
+//! views (snapshot reads) are in `views`, the group-commit write in
+//! `guarded`.
 
 use std::str::FromStr;
 use std::time::Duration;
