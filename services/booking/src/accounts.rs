@@ -7,7 +7,9 @@
 //! event types and malformed entries are acknowledged and skipped). Failed
 //! entries stay pending and are retried with backoff; entries left pending
 //! by a consumer that died are claimed after [`CLAIM_IDLE`]. Redis outages
-//! are retried with backoff; the consumer never gives up.
+//! are retried with backoff; the consumer never gives up, and after each
+//! reconnect it first re-reads the entries pending on its own name (Redis
+//! may have delivered them on the connection that was lost).
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -212,6 +214,10 @@ impl AccountConsumer {
             Err(error) => return Err(format!("XGROUP CREATE: {error}")),
         }
         self.connection = Some(connection.clone());
+        // Entries Redis delivered on the connection we lost (or before a
+        // restart) may never have reached us; they are pending on our name
+        // and `>` will not return them again, so read those first.
+        self.retry_pending_at = Some(Instant::now());
         Ok(connection)
     }
 

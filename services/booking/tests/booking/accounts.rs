@@ -455,6 +455,17 @@ async fn redis_connection(redis_url: &str) -> redis::aio::MultiplexedConnection 
     client.get_multiplexed_async_connection().await.unwrap()
 }
 
+/// The name of the one consumer in the account consumer group.
+async fn only_consumer(redis_url: &str, stream: &str) -> String {
+    let consumers: redis::streams::StreamInfoConsumersReply = redis_connection(redis_url)
+        .await
+        .xinfo_consumers(stream, ACCOUNT_CONSUMER_GROUP)
+        .await
+        .unwrap();
+    assert_eq!(consumers.consumers.len(), 1, "one consumer in the group");
+    consumers.consumers[0].name.clone()
+}
+
 async fn stream_length(redis_url: &str, stream: &str) -> usize {
     redis_connection(redis_url)
         .await
@@ -529,6 +540,33 @@ async fn redis_consumer_survives_an_outage() {
 
     proxy.set_up(false);
     account_deleted(&redis_url, &stream, Uuid::now_v7(), ALICE).await;
+    // Redis can hand an entry to a read whose connection is being cut, so
+    // the reply never arrives: the entry is pending on the consumer's name
+    // and `>` never returns it again. Make that happen (if the cut did not
+    // already), so the consumer has to read its own pending entries after
+    // reconnecting.
+    let consumer = only_consumer(&redis_url, &stream).await;
+    let _: Option<redis::streams::StreamReadReply> = redis_connection(&redis_url)
+        .await
+        .xread_options(
+            &[&stream],
+            &[">"],
+            &redis::streams::StreamReadOptions::default()
+                .group(ACCOUNT_CONSUMER_GROUP, &consumer)
+                .count(10),
+        )
+        .await
+        .unwrap();
+    let pending: redis::streams::StreamPendingReply = redis_connection(&redis_url)
+        .await
+        .xpending(&stream, ACCOUNT_CONSUMER_GROUP)
+        .await
+        .unwrap();
+    assert_eq!(
+        pending.count(),
+        1,
+        "alice's deletion is pending on the consumer"
+    );
     tokio::time::sleep(Duration::from_millis(1500)).await;
     assert_eq!(
         stored_name(&env, alices).await.as_deref(),
