@@ -436,7 +436,6 @@ async fn main() {
     // measured after them on a quiet server, in short bursts that
     // alternate with the bare insert so both meet the same machine.
     let mut limit = PhysicalLimit::prepare(&db_url, &name).await;
-    limit.wait_quiet().await;
     for _ in 0..PGBENCH_BURSTS {
         limit.burst();
     }
@@ -446,9 +445,8 @@ async fn main() {
         .map(|t| format!("{t:.0}"))
         .collect();
     println!(
-        "  pgbench ledger insert (the blocks table's DDL, {CLIENTS} clients, {PGBENCH_BURSTS} x {}s): \
+        "  pgbench ledger insert (the blocks table's DDL, {CLIENTS} clients, {PGBENCH_BURSTS} x {PGBENCH_SECONDS}s): \
          {tps:.0} tps (bursts: {})",
-        limit.seconds,
         bursts.join(", ")
     );
     println!(
@@ -482,7 +480,6 @@ async fn main() {
 struct PhysicalLimit {
     db_url: String,
     scripts: [std::path::PathBuf; 2],
-    seconds: u32,
     /// Transactions per second of each script, one per burst.
     tps: [Vec<f64>; 2],
 }
@@ -492,6 +489,7 @@ const LEDGER: usize = 0;
 const BARE: usize = 1;
 
 impl PhysicalLimit {
+    /// Creates the tables and scripts, then waits for a quiet server.
     async fn prepare(db_url: &str, name: &str) -> Self {
         let mut conn = <sqlx::PgConnection as sqlx::Connection>::connect(db_url)
             .await
@@ -525,39 +523,15 @@ impl PhysicalLimit {
             std::fs::write(&path, &texts[i]).unwrap();
             path
         });
+        wait_quiet(&mut conn).await;
         Self {
             db_url: db_url.to_owned(),
             scripts,
-            seconds: PGBENCH_SECONDS,
             tps: [Vec::new(), Vec::new()],
         }
     }
 
-    /// Waits (at most 30 s) until no autovacuum works on the database,
-    /// then checkpoints: the booking rounds' aftermath is not charged to
-    /// the limit.
-    async fn wait_quiet(&self) {
-        let mut conn = <sqlx::PgConnection as sqlx::Connection>::connect(&self.db_url)
-            .await
-            .unwrap();
-        let started = Instant::now();
-        while started.elapsed() < Duration::from_secs(30) {
-            let busy: i64 = sqlx::query_scalar(
-                "SELECT count(*) FROM pg_stat_activity \
-                 WHERE datname = current_database() AND backend_type = 'autovacuum worker'",
-            )
-            .fetch_one(&mut conn)
-            .await
-            .unwrap();
-            if busy == 0 {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
-        sqlx::query("CHECKPOINT").execute(&mut conn).await.unwrap();
-    }
-
-    /// Runs each script for `seconds` and records its rate; which runs
+    /// Runs each script for `PGBENCH_SECONDS` and records its rate; which runs
     /// first alternates, so neither always meets what the other left.
     fn burst(&mut self) {
         let order = if self.tps[LEDGER].len().is_multiple_of(2) {
@@ -569,7 +543,7 @@ impl PhysicalLimit {
             let (script, rates) = (&self.scripts[i], &mut self.tps[i]);
             let run = Command::new("pgbench")
                 .args(["-n", "-c", &CLIENTS.to_string(), "-j", "2"])
-                .args(["-T", &self.seconds.to_string(), "-f"])
+                .args(["-T", &PGBENCH_SECONDS.to_string(), "-f"])
                 .arg(script)
                 .arg(&self.db_url)
                 .output()
@@ -602,4 +576,24 @@ impl Drop for PhysicalLimit {
             let _ = std::fs::remove_file(script);
         }
     }
+}
+
+/// Waits (at most 30 s) until no autovacuum works on the database, then
+/// checkpoints: the booking rounds' aftermath is not charged to the limit.
+async fn wait_quiet(conn: &mut sqlx::PgConnection) {
+    let started = Instant::now();
+    while started.elapsed() < Duration::from_secs(30) {
+        let busy: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM pg_stat_activity \
+             WHERE datname = current_database() AND backend_type = 'autovacuum worker'",
+        )
+        .fetch_one(&mut *conn)
+        .await
+        .unwrap();
+        if busy == 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    sqlx::query("CHECKPOINT").execute(&mut *conn).await.unwrap();
 }

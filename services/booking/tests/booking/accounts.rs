@@ -557,13 +557,8 @@ async fn redis_consumer_survives_an_outage() {
         )
         .await
         .unwrap();
-    let pending: redis::streams::StreamPendingReply = redis_connection(&redis_url)
-        .await
-        .xpending(&stream, ACCOUNT_CONSUMER_GROUP)
-        .await
-        .unwrap();
     assert_eq!(
-        pending.count(),
+        pending(&redis_url, &stream).await,
         1,
         "alice's deletion is pending on the consumer"
     );
