@@ -1,6 +1,6 @@
 //! PostgreSQL pool settings shared by the services.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use sqlx::Connection;
 use sqlx::postgres::PgPoolOptions;
@@ -48,5 +48,140 @@ pub fn is_unavailable(error: &sqlx::Error) -> bool {
             .code()
             .is_some_and(|code| code.starts_with("08") || code.starts_with("57P")),
         _ => false,
+    }
+}
+
+/// A held connection goes back to the pool (and a fresh one is taken) after
+/// this long, so held connections still follow the pool's lifetime rules.
+pub const HOLD_AT_MOST: Duration = Duration::from_secs(300);
+
+/// Connections kept out of the pool between statements on a hot path.
+///
+/// sqlx pings every connection the pool takes back (a `Sync` round trip on
+/// each release, unconditional in sqlx 0.8), so a statement run through the
+/// pool costs two round trips. Connections taken here are handed back to
+/// this set instead, unpinged, and reused by the next caller; like the pool
+/// itself they are pinged before use once idle for [`PING_IF_IDLE_FOR`].
+/// At most `keep` stay held; the rest go back to the pool.
+pub struct HeldConnections {
+    pool: sqlx::PgPool,
+    keep: usize,
+    idle: std::sync::Mutex<Vec<Idle>>,
+}
+
+struct Idle {
+    conn: sqlx::pool::PoolConnection<sqlx::Postgres>,
+    taken_at: Instant,
+    used_at: Instant,
+}
+
+impl HeldConnections {
+    pub fn new(pool: sqlx::PgPool, keep: usize) -> Self {
+        Self {
+            pool,
+            keep,
+            idle: std::sync::Mutex::new(Vec::new()),
+        }
+    }
+
+    /// A connection for one statement (or transaction); give it back with
+    /// [`HeldConnection::give_back`]. Dropped otherwise (e.g. cancelled
+    /// mid-statement), it returns to the pool, which checks it.
+    pub async fn take(&self) -> Result<HeldConnection<'_>, sqlx::Error> {
+        loop {
+            let Some(idle) = self.pop() else { break };
+            if idle.taken_at.elapsed() >= HOLD_AT_MOST {
+                continue; // dropped: back to the pool
+            }
+            let mut conn = idle.conn;
+            if idle.used_at.elapsed() >= PING_IF_IDLE_FOR && conn.ping().await.is_err() {
+                continue;
+            }
+            return Ok(HeldConnection {
+                conn: Some(conn),
+                taken_at: idle.taken_at,
+                home: self,
+            });
+        }
+        Ok(HeldConnection {
+            conn: Some(self.pool.acquire().await?),
+            taken_at: Instant::now(),
+            home: self,
+        })
+    }
+
+    fn pop(&self) -> Option<Idle> {
+        // A poisoned lock only means a panic elsewhere mid-push or pop; the
+        // list itself is still a valid list of connections.
+        self.idle
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .pop()
+    }
+
+    fn push(&self, idle: Idle) {
+        let mut list = self
+            .idle
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if list.len() < self.keep {
+            list.push(idle);
+        }
+    }
+
+    /// Connections held right now (for tests and metrics).
+    pub fn held(&self) -> usize {
+        self.idle
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .len()
+    }
+}
+
+/// A connection from [`HeldConnections::take`].
+pub struct HeldConnection<'a> {
+    conn: Option<sqlx::pool::PoolConnection<sqlx::Postgres>>,
+    taken_at: Instant,
+    home: &'a HeldConnections,
+}
+
+impl HeldConnection<'_> {
+    /// Keeps the connection for the next caller unless `error` (what its
+    /// last statement failed with, if anything) says it is unusable; then
+    /// it goes back to the pool, which checks it and closes it if broken.
+    pub fn give_back(mut self, error: Option<&sqlx::Error>) {
+        if error.is_some_and(is_unavailable) {
+            return;
+        }
+        if let Some(conn) = self.conn.take() {
+            self.home.push(Idle {
+                conn,
+                taken_at: self.taken_at,
+                used_at: Instant::now(),
+            });
+        }
+    }
+}
+
+impl std::ops::Deref for HeldConnection<'_> {
+    type Target = sqlx::PgConnection;
+
+    fn deref(&self) -> &sqlx::PgConnection {
+        // Invariant: `conn` is only taken out by `give_back`, which consumes
+        // the guard, so every other use sees it present.
+        #[allow(clippy::expect_used)]
+        self.conn
+            .as_ref()
+            .expect("a held connection until given back")
+    }
+}
+
+impl std::ops::DerefMut for HeldConnection<'_> {
+    fn deref_mut(&mut self) -> &mut sqlx::PgConnection {
+        // Invariant: as in `deref`.
+        #[allow(clippy::expect_used)]
+        self.conn
+            .as_mut()
+            .expect("a held connection until given back")
     }
 }

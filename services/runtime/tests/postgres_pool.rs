@@ -5,7 +5,7 @@
 
 use std::str::FromStr;
 
-use berth_runtime::postgres::{PING_IF_IDLE_FOR, pool_options};
+use berth_runtime::postgres::{HeldConnections, PING_IF_IDLE_FOR, pool_options};
 use sqlx::postgres::PgConnectOptions;
 
 fn options(application: &str) -> PgConnectOptions {
@@ -81,6 +81,116 @@ async fn a_connection_broken_while_busy_fails_one_statement_as_unavailable() {
     let error = sqlx::query("SELECT 1").execute(&pool).await.unwrap_err();
     assert!(berth_runtime::postgres::is_unavailable(&error), "{error:?}");
     // The broken connection was dropped; the next statement gets a new one.
+    let one: i32 = sqlx::query_scalar("SELECT 1")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(one, 1);
+}
+
+async fn backend_pid(conn: &mut sqlx::PgConnection) -> i32 {
+    sqlx::query_scalar("SELECT pg_backend_pid()")
+        .fetch_one(conn)
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn held_connections_are_reused_without_going_back_to_the_pool() {
+    let application = format!("held-test-reuse-{}", std::process::id());
+    let pool = pool_options(2)
+        .connect_with(options(&application))
+        .await
+        .unwrap();
+    let held = HeldConnections::new(pool.clone(), 1);
+
+    let mut conn = held.take().await.unwrap();
+    let first = backend_pid(&mut conn).await;
+    conn.give_back(None);
+    assert_eq!(held.held(), 1);
+    assert_eq!(pool.num_idle(), 1, "the held one is not in the pool");
+    for _ in 0..3 {
+        let mut conn = held.take().await.unwrap();
+        assert_eq!(backend_pid(&mut conn).await, first, "the same session");
+        conn.give_back(None);
+    }
+
+    // A statement error (not a connection fault) keeps it; at most `keep`
+    // are held, the rest go back to the pool.
+    let mut a = held.take().await.unwrap();
+    let error = sqlx::query("SELECT 1/0")
+        .execute(&mut *a)
+        .await
+        .unwrap_err();
+    let mut b = held.take().await.unwrap();
+    assert_ne!(backend_pid(&mut b).await, backend_pid(&mut a).await);
+    a.give_back(Some(&error));
+    b.give_back(None);
+    assert_eq!(held.held(), 1);
+    // The pool takes the other back (checking it first) in the background.
+    for _ in 0..100 {
+        if pool.num_idle() == 1 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert_eq!(pool.num_idle(), 1);
+    let mut again = held.take().await.unwrap();
+    assert_eq!(backend_pid(&mut again).await, first);
+}
+
+#[tokio::test]
+async fn held_connections_broken_while_idle_are_replaced_and_faults_are_not_kept() {
+    let application = format!("held-test-broken-{}", std::process::id());
+    let pool = pool_options(1)
+        .connect_with(options(&application))
+        .await
+        .unwrap();
+    let held = HeldConnections::new(pool.clone(), 1);
+    let mut conn = held.take().await.unwrap();
+    let before = backend_pid(&mut conn).await;
+    conn.give_back(None);
+    assert_eq!(kill_backends(&application).await, 1);
+
+    // Idle past the ping threshold: pinged, found dead, replaced.
+    tokio::time::sleep(PING_IF_IDLE_FOR + std::time::Duration::from_millis(200)).await;
+    let mut conn = held.take().await.unwrap();
+    let after = backend_pid(&mut conn).await;
+    assert_ne!(after, before);
+
+    // Broken while in use: the statement fails as unavailable, and the
+    // connection given back with that error is not kept.
+    assert_eq!(kill_backends(&application).await, 1);
+    let error = sqlx::query("SELECT 1")
+        .execute(&mut *conn)
+        .await
+        .unwrap_err();
+    assert!(berth_runtime::postgres::is_unavailable(&error), "{error:?}");
+    conn.give_back(Some(&error));
+    assert_eq!(held.held(), 0);
+    let mut fresh = held.take().await.unwrap();
+    assert_eq!(
+        sqlx::query_scalar::<_, i32>("SELECT 1")
+            .fetch_one(&mut *fresh)
+            .await
+            .unwrap(),
+        1
+    );
+}
+
+#[tokio::test]
+async fn a_held_connection_dropped_without_give_back_returns_to_the_pool() {
+    let application = format!("held-test-drop-{}", std::process::id());
+    let pool = pool_options(1)
+        .connect_with(options(&application))
+        .await
+        .unwrap();
+    let held = HeldConnections::new(pool.clone(), 1);
+    let conn = held.take().await.unwrap();
+    assert_eq!(pool.num_idle(), 0);
+    // E.g. a cancelled statement: sqlx checks it on the way back.
+    drop(conn);
+    assert_eq!(held.held(), 0);
     let one: i32 = sqlx::query_scalar("SELECT 1")
         .fetch_one(&pool)
         .await
