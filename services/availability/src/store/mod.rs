@@ -12,6 +12,9 @@ mod checks;
 mod postgres;
 mod sqlite;
 
+use std::sync::Arc;
+
+use berth_runtime::postgres::HeldConnections;
 use berth_slots::{BusyInterval, DateOverride, WeeklyHours};
 use chrono::{DateTime, TimeDelta, Utc};
 use sqlx::types::Json;
@@ -52,8 +55,30 @@ macro_rules! dialect {
 
 #[derive(Clone)]
 pub(crate) enum Store {
-    Postgres(sqlx::PgPool),
+    Postgres(Pg),
     Sqlite(sqlite::SqlitePools),
+}
+
+/// The PostgreSQL pool, and the connections the hot single statements
+/// (claim batches, slot reads) keep out of it between uses.
+#[derive(Clone)]
+pub(crate) struct Pg {
+    pool: sqlx::PgPool,
+    hot: Arc<HeldConnections>,
+}
+
+/// Connections kept for the hot statements: one per claim shard and one
+/// for slot reads; more stay in the pool.
+const HELD_CONNECTIONS: usize = 3;
+
+/// Runs one statement (`$f(conn, args…)`) on a held connection of `$pg`.
+macro_rules! on_held {
+    ($pg:expr, $f:ident ( $($arg:expr),* )) => {{
+        let mut conn = $pg.hot.take().await?;
+        let outcome = postgres::$f(&mut *conn, $($arg),*).await;
+        conn.give_back(outcome.as_ref().err());
+        outcome
+    }};
 }
 
 pub(crate) enum Tx {
@@ -66,7 +91,9 @@ impl Store {
     /// and runs the embedded migrations.
     pub async fn connect(url: &str) -> Result<Self, AvailabilityError> {
         if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-            Ok(Store::Postgres(postgres::connect(url).await?))
+            let pool = postgres::connect(url).await?;
+            let hot = Arc::new(HeldConnections::new(pool.clone(), HELD_CONNECTIONS));
+            Ok(Store::Postgres(Pg { pool, hot }))
         } else if url.starts_with("sqlite:") {
             Ok(Store::Sqlite(sqlite::connect(url).await?))
         } else {
@@ -80,7 +107,7 @@ impl Store {
     /// lock from the start (`BEGIN IMMEDIATE`), so writers are serialised.
     pub async fn write(&self) -> Result<Tx, sqlx::Error> {
         Ok(match self {
-            Store::Postgres(pool) => Tx::Postgres(pool.begin().await?),
+            Store::Postgres(pg) => Tx::Postgres(pg.pool.begin().await?),
             Store::Sqlite(pools) => Tx::Sqlite(pools.writer.begin_with("BEGIN IMMEDIATE").await?),
         })
     }
@@ -88,7 +115,7 @@ impl Store {
     /// A transaction that only reads.
     pub async fn read(&self) -> Result<Tx, sqlx::Error> {
         Ok(match self {
-            Store::Postgres(pool) => Tx::Postgres(pool.begin().await?),
+            Store::Postgres(pg) => Tx::Postgres(pg.pool.begin().await?),
             Store::Sqlite(pools) => Tx::Sqlite(pools.reader.begin().await?),
         })
     }
@@ -104,9 +131,7 @@ impl Store {
         now: DateTime<Utc>,
     ) -> Result<Option<Vec<Option<SlotView>>>, sqlx::Error> {
         match self {
-            Store::Postgres(pool) => postgres::slot_views(pool, slots, reach, now)
-                .await
-                .map(Some),
+            Store::Postgres(pg) => on_held!(pg, slot_views(slots, reach, now)).map(Some),
             Store::Sqlite(_) => Ok(None),
         }
     }
@@ -122,8 +147,8 @@ impl Store {
         now: DateTime<Utc>,
     ) -> Result<Vec<Uuid>, sqlx::Error> {
         match self {
-            Store::Postgres(pool) if !write.resources.is_empty() => {
-                postgres::claims_if_unchanged(pool, write, now).await
+            Store::Postgres(pg) if !write.resources.is_empty() => {
+                on_held!(pg, claims_if_unchanged(write, now))
             }
             _ => Ok(Vec::new()),
         }
@@ -134,8 +159,8 @@ impl Store {
     /// `None` if the resource does not exist (PostgreSQL; SQLite does not
     /// look, as [`Store::window_view`], read next, answers that anyway).
     pub async fn slot_versions(&self, resource: Uuid) -> Result<Option<SlotVersions>, sqlx::Error> {
-        if let Store::Postgres(pool) = self {
-            return postgres::slot_versions(pool, resource).await;
+        if let Store::Postgres(pg) = self {
+            return on_held!(pg, slot_versions(resource));
         }
         let mut tx = self.read().await?;
         Ok(Some(SlotVersions {
@@ -156,8 +181,8 @@ impl Store {
         window: (DateTime<Utc>, DateTime<Utc>),
         reach: TimeDelta,
     ) -> Result<Option<WindowView>, sqlx::Error> {
-        if let Store::Postgres(pool) = self {
-            return postgres::window_view(pool, resource, appointment_type, window, reach).await;
+        if let Store::Postgres(pg) = self {
+            return on_held!(pg, window_view(resource, appointment_type, window, reach));
         }
         let mut tx = self.read().await?;
         let Some(row) = tx.get_resource(resource).await? else {
@@ -190,7 +215,7 @@ impl Store {
 
     pub async fn ping(&self) -> Result<(), sqlx::Error> {
         match self {
-            Store::Postgres(pool) => sqlx::query("SELECT 1").execute(pool).await.map(drop),
+            Store::Postgres(pg) => sqlx::query("SELECT 1").execute(&pg.pool).await.map(drop),
             Store::Sqlite(pools) => sqlx::query("SELECT 1")
                 .execute(&pools.reader)
                 .await

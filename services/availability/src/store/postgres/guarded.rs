@@ -4,7 +4,7 @@
 use std::sync::LazyLock;
 
 use chrono::{DateTime, Utc};
-use sqlx::PgPool;
+use sqlx::PgConnection;
 use uuid::Uuid;
 
 use super::super::{CLAIM_COLUMNS, ClaimRow, GuardedClaims};
@@ -25,7 +25,7 @@ use super::super::{CLAIM_COLUMNS, ClaimRow, GuardedClaims};
 /// guard says it writes); a constraint violation fails the whole statement
 /// (nothing is written).
 pub(in crate::store) async fn claims_if_unchanged(
-    pool: &PgPool,
+    conn: &mut PgConnection,
     write: &GuardedClaims,
     now: DateTime<Utc>,
 ) -> Result<Vec<Uuid>, sqlx::Error> {
@@ -150,6 +150,6 @@ pub(in crate::store) async fn claims_if_unchanged(
                 .collect::<Vec<i64>>(),
         )
         .bind(guards.iter().map(|g| g.writes).collect::<Vec<bool>>())
-        .fetch_all(pool)
+        .fetch_all(conn)
         .await
 }

@@ -5,7 +5,7 @@ use berth_slots::{BusyInterval, DateOverride, MAX_DURATION_MINUTES};
 use chrono::{DateTime, TimeDelta, Utc};
 use sqlx::postgres::PgRow;
 use sqlx::types::Json;
-use sqlx::{PgExecutor, PgPool, Postgres, Row};
+use sqlx::{PgConnection, PgExecutor, Postgres, Row};
 use uuid::Uuid;
 
 use super::super::{
@@ -106,14 +106,14 @@ const SLOT_VERSIONS: &str = "SELECT r.ledger_seq, r.catalog_seq, \
 
 /// See [`SLOT_VERSIONS`].
 pub(in crate::store) async fn slot_versions(
-    pool: &PgPool,
+    conn: &mut PgConnection,
     resource: Uuid,
 ) -> Result<Option<SlotVersions>, sqlx::Error> {
     let row = sqlx::query(SLOT_VERSIONS)
         .bind(resource)
         .bind(Utc::now())
         .bind(super::super::UPLOAD_REFRESH_SECS)
-        .fetch_optional(pool)
+        .fetch_optional(conn)
         .await?;
     row.map(|row| {
         Ok(SlotVersions {
@@ -160,7 +160,7 @@ const WINDOW_VIEW: &str = concat!(
 
 /// See [`WINDOW_VIEW`].
 pub(in crate::store) async fn window_view(
-    pool: &PgPool,
+    conn: &mut PgConnection,
     resource: Uuid,
     appointment_type: Uuid,
     window: (DateTime<Utc>, DateTime<Utc>),
@@ -174,7 +174,7 @@ pub(in crate::store) async fn window_view(
         .bind(window.1)
         .bind(i32::try_from(MAX_DURATION_MINUTES).unwrap_or(i32::MAX))
         .bind(reach)
-        .fetch_optional(pool)
+        .fetch_optional(conn)
         .await?
     else {
         return Ok(None);
