@@ -6,10 +6,13 @@
 //! batch is run again one item at a time, so one bad row fails alone.
 
 use std::collections::HashSet;
+use std::sync::Arc;
 
 use berth_runtime::batch::Batcher;
+use berth_runtime::postgres::HeldConnections;
 use chrono::{DateTime, Utc};
-use sqlx::PgPool;
+use futures::future::BoxFuture;
+use sqlx::{PgConnection, PgPool};
 use uuid::Uuid;
 
 use super::{Result, StoredResponse, customer_columns, encode_headers, saga_columns};
@@ -59,17 +62,30 @@ pub(super) struct Batches {
 
 impl Batches {
     pub fn spawn(pool: &PgPool) -> Self {
-        let on = |pool: &PgPool| pool.clone();
-        let (p1, p2, p3) = (on(pool), on(pool), on(pool));
+        // Every batch runs on a held connection (see `HeldConnections`).
+        let db = Arc::new(HeldConnections::new(pool.clone(), CONNECTIONS as usize));
+        let (d1, d2, d3) = (db.clone(), db.clone(), db);
         Self {
             keys: Batcher::spawn("booking_keys", MAX_BATCH, IN_FLIGHT, move |keys| {
-                reserve_keys(p1.clone(), keys)
+                let db = d1.clone();
+                async move {
+                    let n = keys.len();
+                    on_held(&db, n, |conn| Box::pin(reserve_keys(conn, keys))).await
+                }
             }),
             bookings: Batcher::spawn("booking_writes", MAX_BATCH, IN_FLIGHT, move |items| {
-                insert_bookings(p2.clone(), items)
+                let db = d2.clone();
+                async move {
+                    let n = items.len();
+                    on_held(&db, n, |conn| Box::pin(insert_bookings(conn, items))).await
+                }
             }),
             answers: Batcher::spawn("booking_answers", MAX_BATCH, IN_FLIGHT, move |items| {
-                store_answers(p3.clone(), items)
+                let db = d3.clone();
+                async move {
+                    let n = items.len();
+                    on_held(&db, n, |conn| Box::pin(store_answers(conn, items))).await
+                }
             }),
         }
     }
@@ -89,6 +105,31 @@ impl Batches {
     }
 }
 
+/// Runs a batch of `n` items on a held connection. Without one, every item
+/// fails as the database being unavailable (503, retry).
+async fn on_held<T>(
+    db: &HeldConnections,
+    n: usize,
+    batch: impl for<'c> FnOnce(&'c mut PgConnection) -> BoxFuture<'c, Vec<Result<T>>>,
+) -> Vec<Result<T>> {
+    let mut conn = match db.take().await {
+        Ok(conn) => conn,
+        Err(error) => {
+            let message = error.to_string();
+            return (0..n)
+                .map(|_| Err(sqlx::Error::Io(std::io::Error::other(message.clone())).into()))
+                .collect();
+        }
+    };
+    let outcomes = batch(&mut conn).await;
+    let failed = outcomes.iter().find_map(|outcome| match outcome {
+        Err(BookingError::Database(error)) => Some(error),
+        _ => None,
+    });
+    conn.give_back(failed);
+    outcomes
+}
+
 fn flatten<T>(
     outcome: std::result::Result<Result<T>, berth_runtime::batch::BatchError>,
 ) -> Result<T> {
@@ -98,7 +139,7 @@ fn flatten<T>(
 /// One `INSERT … ON CONFLICT DO NOTHING` for the batch. A key twice in one
 /// batch goes in once; the other copies report "exists" and so see the
 /// first one in flight, exactly as if they had come a moment later.
-async fn reserve_keys(pool: PgPool, keys: Vec<NewKey>) -> Vec<Result<bool>> {
+async fn reserve_keys(conn: &mut PgConnection, keys: Vec<NewKey>) -> Vec<Result<bool>> {
     let mut seen = HashSet::new();
     let first: Vec<bool> = keys
         .iter()
@@ -120,7 +161,7 @@ async fn reserve_keys(pool: PgPool, keys: Vec<NewKey>) -> Vec<Result<bool>> {
     .bind(fresh.iter().map(|k| k.key.clone()).collect::<Vec<_>>())
     .bind(fresh.iter().map(|k| k.fingerprint.clone()).collect::<Vec<_>>())
     .bind(fresh.iter().map(|k| k.now).collect::<Vec<_>>())
-    .fetch_all(&pool)
+    .fetch_all(&mut *conn)
     .await;
     match inserted {
         Ok(rows) => {
@@ -138,7 +179,7 @@ async fn reserve_keys(pool: PgPool, keys: Vec<NewKey>) -> Vec<Result<bool>> {
             let mut outcomes = Vec::with_capacity(keys.len());
             for key in keys {
                 outcomes.push(
-                    Box::pin(reserve_keys(pool.clone(), vec![key]))
+                    Box::pin(reserve_keys(&mut *conn, vec![key]))
                         .await
                         .remove(0),
                 );
@@ -151,14 +192,14 @@ async fn reserve_keys(pool: PgPool, keys: Vec<NewKey>) -> Vec<Result<bool>> {
 
 /// The bookings, their outbox rows and their keys' answers in one
 /// statement (one transaction).
-async fn insert_bookings(pool: PgPool, items: Vec<NewBooking>) -> Vec<Outcome> {
-    match insert_bookings_at_once(&pool, &items).await {
+async fn insert_bookings(conn: &mut PgConnection, items: Vec<NewBooking>) -> Vec<Outcome> {
+    match insert_bookings_at_once(&mut *conn, &items).await {
         Ok(()) => items.iter().map(|_| Ok(())).collect(),
         Err(_) if items.len() > 1 => {
             let mut outcomes = Vec::with_capacity(items.len());
             for item in items {
                 outcomes.push(
-                    Box::pin(insert_bookings(pool.clone(), vec![item]))
+                    Box::pin(insert_bookings(&mut *conn, vec![item]))
                         .await
                         .remove(0),
                 );
@@ -169,7 +210,7 @@ async fn insert_bookings(pool: PgPool, items: Vec<NewBooking>) -> Vec<Outcome> {
     }
 }
 
-async fn insert_bookings_at_once(pool: &PgPool, items: &[NewBooking]) -> Result<()> {
+async fn insert_bookings_at_once(conn: &mut PgConnection, items: &[NewBooking]) -> Result<()> {
     static SQL: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
         format!(
             "WITH b AS (INSERT INTO booking.bookings ({}) \
@@ -334,14 +375,14 @@ async fn insert_bookings_at_once(pool: &PgPool, items: &[NewBooking]) -> Result<
                 .map(|a| a.response.booking_id)
                 .collect::<Vec<Option<Uuid>>>(),
         )
-        .execute(pool)
+        .execute(conn)
         .await?;
     Ok(())
 }
 
 /// Stores answers under keys still locked by their request, in one
 /// statement.
-async fn store_answers(pool: PgPool, answers: Vec<Answer>) -> Vec<Outcome> {
+async fn store_answers(conn: &mut PgConnection, answers: Vec<Answer>) -> Vec<Outcome> {
     let stored = sqlx::query(
         "UPDATE booking.idempotency_keys k SET state = 'done', status = a.status, \
            headers = a.headers, body = a.body, booking_id = a.booking_id \
@@ -391,7 +432,7 @@ async fn store_answers(pool: PgPool, answers: Vec<Answer>) -> Vec<Outcome> {
             .map(|a| a.response.booking_id)
             .collect::<Vec<Option<Uuid>>>(),
     )
-    .execute(&pool)
+    .execute(&mut *conn)
     .await;
     match stored {
         Ok(_) => answers.iter().map(|_| Ok(())).collect(),
@@ -399,7 +440,7 @@ async fn store_answers(pool: PgPool, answers: Vec<Answer>) -> Vec<Outcome> {
             let mut outcomes = Vec::with_capacity(answers.len());
             for answer in answers {
                 outcomes.push(
-                    Box::pin(store_answers(pool.clone(), vec![answer]))
+                    Box::pin(store_answers(&mut *conn, vec![answer]))
                         .await
                         .remove(0),
                 );

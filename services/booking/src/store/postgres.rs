@@ -6,12 +6,13 @@ use std::sync::LazyLock;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use berth_runtime::postgres::HeldConnections;
 use chrono::{DateTime, Utc};
 use futures::future::BoxFuture;
 use sqlx::postgres::{PgArguments, PgConnectOptions, PgRow};
 use sqlx::query::Query;
 use sqlx::types::Json;
-use sqlx::{PgPool, Postgres, QueryBuilder, Row, Transaction};
+use sqlx::{Connection, PgConnection, PgPool, Postgres, QueryBuilder, Row, Transaction};
 use uuid::Uuid;
 
 use super::pg_batch::{self, Answer, Batches, NewBooking, NewKey};
@@ -33,6 +34,8 @@ const BATCH_CONNECTIONS: u32 = pg_batch::CONNECTIONS;
 pub(crate) struct PgStore {
     pool: PgPool,
     batches: Batches,
+    /// The relay's connection, kept between passes (see `HeldConnections`).
+    relay: HeldConnections,
 }
 
 impl PgStore {
@@ -62,7 +65,12 @@ impl PgStore {
             .connect_with(batch_options)
             .await?;
         let batches = Batches::spawn(&batch_pool);
-        Ok(Self { pool, batches })
+        let relay = HeldConnections::new(pool.clone(), 1);
+        Ok(Self {
+            pool,
+            batches,
+            relay,
+        })
     }
 }
 
@@ -479,42 +487,13 @@ impl Store for PgStore {
         now: DateTime<Utc>,
         publisher: &dyn Publisher,
     ) -> Result<usize> {
-        // The rows stay locked while we publish; if this relay dies, the
-        // transaction rolls back and another relay publishes them again.
-        // Marked published in the same statement that picks them, but only
-        // committed after publishing succeeded (a failure rolls it back).
-        let mut tx = self.pool.begin().await?;
-        let rows = sqlx::query(
-            "UPDATE booking.outbox SET published_at = $2 WHERE seq IN (\
-                 SELECT seq FROM booking.outbox WHERE published_at IS NULL \
-                 ORDER BY seq LIMIT $1 FOR UPDATE SKIP LOCKED) \
-             RETURNING seq, payload",
-        )
-        .bind(i64::from(limit))
-        .bind(now)
-        .fetch_all(&mut *tx)
-        .await?;
-        if rows.is_empty() {
-            // Nothing changed; ending the transaction is all that is left.
-            tx.commit().await?;
-            return Ok(0);
-        }
-        let mut batch = Vec::with_capacity(rows.len());
-        for row in &rows {
-            batch.push((
-                row.try_get::<i64, _>("seq")?,
-                row.try_get::<Json<Event>, _>("payload")?.0,
-            ));
-        }
-        // RETURNING has no order; events go out in outbox order.
-        batch.sort_unstable_by_key(|(seq, _)| *seq);
-        let events: Vec<Event> = batch.into_iter().map(|(_, event)| event).collect();
-        publisher
-            .publish(&events)
-            .await
-            .map_err(|e| BookingError::Internal(format!("publishing events: {e}")))?;
-        tx.commit().await?;
-        Ok(events.len())
+        let mut conn = self.relay.take().await?;
+        let outcome = relay_pass(&mut conn, limit, now, publisher).await;
+        conn.give_back(match &outcome {
+            Err(BookingError::Database(error)) => Some(error),
+            _ => None,
+        });
+        outcome
     }
 
     async fn anonymise_customer(&self, customer_id: &str, now: DateTime<Utc>) -> Result<u64> {
@@ -610,4 +589,49 @@ impl Store for PgStore {
         tx.commit().await?;
         Ok(true)
     }
+}
+
+/// One relay pass on `conn`: the rows stay locked while we publish; if this
+/// relay dies, the transaction rolls back and another relay publishes them
+/// again. They are marked published in the same statement that picks them,
+/// but that is only committed after publishing succeeded (a failure rolls
+/// it back).
+async fn relay_pass(
+    conn: &mut PgConnection,
+    limit: u32,
+    now: DateTime<Utc>,
+    publisher: &dyn Publisher,
+) -> Result<usize> {
+    let mut tx = conn.begin().await?;
+    let rows = sqlx::query(
+        "UPDATE booking.outbox SET published_at = $2 WHERE seq IN (\
+             SELECT seq FROM booking.outbox WHERE published_at IS NULL \
+             ORDER BY seq LIMIT $1 FOR UPDATE SKIP LOCKED) \
+         RETURNING seq, payload",
+    )
+    .bind(i64::from(limit))
+    .bind(now)
+    .fetch_all(&mut *tx)
+    .await?;
+    if rows.is_empty() {
+        // Nothing changed; ending the transaction is all that is left.
+        tx.commit().await?;
+        return Ok(0);
+    }
+    let mut batch = Vec::with_capacity(rows.len());
+    for row in &rows {
+        batch.push((
+            row.try_get::<i64, _>("seq")?,
+            row.try_get::<Json<Event>, _>("payload")?.0,
+        ));
+    }
+    // RETURNING has no order; events go out in outbox order.
+    batch.sort_unstable_by_key(|(seq, _)| *seq);
+    let events: Vec<Event> = batch.into_iter().map(|(_, event)| event).collect();
+    publisher
+        .publish(&events)
+        .await
+        .map_err(|e| BookingError::Internal(format!("publishing events: {e}")))?;
+    tx.commit().await?;
+    Ok(events.len())
 }
