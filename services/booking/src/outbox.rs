@@ -8,9 +8,11 @@
 //!
 //! With Redis, each event is one stream entry
 //! `XADD <stream_key> * event_id <uuid> type <type> booking_id <uuid> event <json>`
-//! where `event` is the [`Event`] as JSON. Without Redis (`berth dev`) events
-//! go to the in-process channel of [`Booking::subscribe_events`] (which also
-//! mirrors what this process sent to Redis).
+//! where `event` is the [`Event`] as JSON, forwarded as the outbox stores it
+//! (key order and spacing are PostgreSQL's). Without Redis (`berth dev`)
+//! events go to the in-process channel of [`Booking::subscribe_events`]
+//! (which also mirrors what this process sent to Redis); they are decoded
+//! only when that channel has a receiver.
 
 use std::future::Future;
 
@@ -23,7 +25,7 @@ use uuid::Uuid;
 use crate::Booking;
 use crate::error::BookingError;
 use crate::model::{Event, now};
-use crate::store::Publisher;
+use crate::store::{OutboxEvent, Publisher};
 
 pub(crate) struct ChannelPublisher {
     pub events: broadcast::Sender<Event>,
@@ -31,10 +33,14 @@ pub(crate) struct ChannelPublisher {
 
 #[async_trait]
 impl Publisher for ChannelPublisher {
-    async fn publish(&self, events: &[Event]) -> Result<(), String> {
+    async fn publish(&self, events: &[OutboxEvent]) -> Result<(), String> {
+        // Nobody listening in this process: nothing to decode or send.
+        if self.events.receiver_count() == 0 {
+            return Ok(());
+        }
         for event in events {
-            // No receiver is fine: nobody is listening in this process.
-            let _ = self.events.send(event.clone());
+            // A receiver may have gone since; that is fine.
+            let _ = self.events.send(event.decode()?);
         }
         Ok(())
     }
@@ -57,26 +63,25 @@ impl RedisPublisher {
         }
     }
 
-    async fn xadd(&self, events: &[Event]) -> Result<(), String> {
-        let entries = events
+    async fn xadd(&self, events: &[OutboxEvent]) -> Result<(), String> {
+        let entries: Vec<Entry> = events
             .iter()
             .map(|event| {
-                let json = serde_json::to_string(event).map_err(|e| e.to_string())?;
-                Ok(vec![
+                vec![
                     ("event_id", event.id.to_string()),
                     ("type", event.event_type.clone()),
                     ("booking_id", event.booking_id.to_string()),
-                    ("event", json),
-                ])
+                    ("event", event.json.clone()),
+                ]
             })
-            .collect::<Result<Vec<Entry>, String>>()?;
+            .collect();
         self.stream.append(&entries).await
     }
 }
 
 #[async_trait]
 impl Publisher for RedisPublisher {
-    async fn publish(&self, events: &[Event]) -> Result<(), String> {
+    async fn publish(&self, events: &[OutboxEvent]) -> Result<(), String> {
         self.xadd(events).await?;
         self.mirror.publish(events).await
     }

@@ -83,7 +83,7 @@ struct DiesMidBatch {
 
 #[async_trait]
 impl Publisher for DiesMidBatch {
-    async fn publish(&self, events: &[Event]) -> Result<(), String> {
+    async fn publish(&self, events: &[OutboxEvent]) -> Result<(), String> {
         self.real.xadd(&events[..self.deliver]).await?;
         self.delivered.notify_one();
         futures::future::pending().await

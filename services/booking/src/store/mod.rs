@@ -101,7 +101,24 @@ pub(crate) struct KeyTimes {
 /// Where the relay sends events (Redis stream or in-process channel).
 #[async_trait]
 pub(crate) trait Publisher: Send + Sync {
-    async fn publish(&self, events: &[Event]) -> std::result::Result<(), String>;
+    async fn publish(&self, events: &[OutboxEvent]) -> std::result::Result<(), String>;
+}
+
+/// An outbox row on its way out: the event's identity from the row's
+/// columns, and the event as the JSON the outbox holds, sent on as it is
+/// rather than decoded and encoded again.
+#[derive(Debug, Clone)]
+pub(crate) struct OutboxEvent {
+    pub id: Uuid,
+    pub event_type: String,
+    pub booking_id: Uuid,
+    pub json: String,
+}
+
+impl OutboxEvent {
+    pub fn decode(&self) -> std::result::Result<Event, String> {
+        serde_json::from_str(&self.json).map_err(|e| format!("outbox event {}: {e}", self.id))
+    }
 }
 
 #[async_trait]

@@ -17,8 +17,9 @@ use uuid::Uuid;
 
 use super::pg_batch::{self, Answer, Batches, NewBooking, NewKey};
 use super::{
-    JSON_HEADERS_LIKE, KeyAnswer, KeyClaim, KeyTimes, ListFilter, Publisher, RawBooking, Result,
-    Store, StoredResponse, customer_columns, decode_headers, judge_existing_key, saga_columns,
+    JSON_HEADERS_LIKE, KeyAnswer, KeyClaim, KeyTimes, ListFilter, OutboxEvent, Publisher,
+    RawBooking, Result, Store, StoredResponse, customer_columns, decode_headers,
+    judge_existing_key, saga_columns,
 };
 use crate::access::Visibility;
 use crate::error::BookingError;
@@ -607,7 +608,7 @@ async fn relay_pass(
         "UPDATE booking.outbox SET published_at = $2 WHERE seq IN (\
              SELECT seq FROM booking.outbox WHERE published_at IS NULL \
              ORDER BY seq LIMIT $1 FOR UPDATE SKIP LOCKED) \
-         RETURNING seq, payload",
+         RETURNING seq, id, event_type, booking_id, payload::text AS json",
     )
     .bind(i64::from(limit))
     .bind(now)
@@ -622,12 +623,17 @@ async fn relay_pass(
     for row in &rows {
         batch.push((
             row.try_get::<i64, _>("seq")?,
-            row.try_get::<Json<Event>, _>("payload")?.0,
+            OutboxEvent {
+                id: row.try_get("id")?,
+                event_type: row.try_get("event_type")?,
+                booking_id: row.try_get("booking_id")?,
+                json: row.try_get("json")?,
+            },
         ));
     }
     // RETURNING has no order; events go out in outbox order.
     batch.sort_unstable_by_key(|(seq, _)| *seq);
-    let events: Vec<Event> = batch.into_iter().map(|(_, event)| event).collect();
+    let events: Vec<OutboxEvent> = batch.into_iter().map(|(_, event)| event).collect();
     publisher
         .publish(&events)
         .await

@@ -18,9 +18,9 @@ use sqlx::{QueryBuilder, Row, Sqlite, SqlitePool, Transaction};
 use uuid::Uuid;
 
 use super::{
-    JSON_HEADERS_LIKE, KeyAnswer, KeyClaim, KeyTimes, ListFilter, Publisher, RawBooking, Result,
-    Store, StoredResponse, customer_columns, decode_error, decode_headers, encode_headers,
-    judge_existing_key, saga_columns,
+    JSON_HEADERS_LIKE, KeyAnswer, KeyClaim, KeyTimes, ListFilter, OutboxEvent, Publisher,
+    RawBooking, Result, Store, StoredResponse, customer_columns, decode_error, decode_headers,
+    encode_headers, judge_existing_key, saga_columns,
 };
 use crate::access::Visibility;
 use crate::error::BookingError;
@@ -500,7 +500,8 @@ impl Store for SqliteStore {
         // One process relays (`berth dev`): no row locking needed. A crash
         // between publish and mark re-publishes the batch (at-least-once).
         let rows = sqlx::query(
-            "SELECT seq, payload FROM outbox WHERE published_at IS NULL ORDER BY seq LIMIT ?1",
+            "SELECT seq, id, event_type, booking_id, payload FROM outbox \
+             WHERE published_at IS NULL ORDER BY seq LIMIT ?1",
         )
         .bind(i64::from(limit))
         .fetch_all(&self.pool)
@@ -512,10 +513,12 @@ impl Store for SqliteStore {
         let mut events = Vec::with_capacity(rows.len());
         for row in &rows {
             seqs.push(row.try_get::<i64, _>("seq")?);
-            let payload: String = row.try_get("payload")?;
-            events.push(
-                serde_json::from_str::<Event>(&payload).map_err(|e| decode_error("payload", e))?,
-            );
+            events.push(OutboxEvent {
+                id: get_uuid(row, "id")?,
+                event_type: row.try_get("event_type")?,
+                booking_id: get_uuid(row, "booking_id")?,
+                json: row.try_get("payload")?,
+            });
         }
         publisher
             .publish(&events)
