@@ -83,7 +83,12 @@ impl RedisPublisher {
 impl Publisher for RedisPublisher {
     async fn publish(&self, events: &[OutboxEvent]) -> Result<(), String> {
         self.xadd(events).await?;
-        self.mirror.publish(events).await
+        // The stream has them; an event the mirror cannot decode must not
+        // fail the pass (the relay would append the batch again).
+        if let Err(error) = self.mirror.publish(events).await {
+            tracing::warn!(%error, "mirroring published events in-process failed");
+        }
+        Ok(())
     }
 }
 
