@@ -74,12 +74,13 @@ impl TraceContext {
     }
 
     pub fn to_header(&self) -> String {
-        format!(
-            "00-{}-{}-{:02x}",
-            hex(&self.trace_id),
-            hex(&self.span_id),
-            u8::from(self.sampled)
-        )
+        let mut header = String::with_capacity(55);
+        header.push_str("00-");
+        push_hex(&mut header, &self.trace_id);
+        header.push('-');
+        push_hex(&mut header, &self.span_id);
+        header.push_str(if self.sampled { "-01" } else { "-00" });
+        header
     }
 
     pub fn trace_id_hex(&self) -> String {
@@ -125,13 +126,19 @@ fn random_span_id() -> [u8; 8] {
 }
 
 fn hex(bytes: &[u8]) -> String {
-    use fmt::Write;
-    bytes
-        .iter()
-        .fold(String::with_capacity(bytes.len() * 2), |mut s, b| {
-            let _ = write!(s, "{b:02x}");
-            s
-        })
+    let mut s = String::with_capacity(bytes.len() * 2);
+    push_hex(&mut s, bytes);
+    s
+}
+
+/// Lower-case hex by table: this runs several times per request, and
+/// `write!` per byte went through the formatting machinery each time.
+fn push_hex(out: &mut String, bytes: &[u8]) {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    for b in bytes {
+        out.push(char::from(DIGITS[usize::from(b >> 4)]));
+        out.push(char::from(DIGITS[usize::from(b & 0x0f)]));
+    }
 }
 
 fn decode_hex<const N: usize>(s: &str) -> Option<[u8; N]> {
@@ -296,6 +303,12 @@ mod tests {
         let ctx = TraceContext::parse(h).unwrap();
         assert_eq!(ctx.to_header(), h);
         assert!(ctx.sampled);
+        let unsampled = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-00";
+        let ctx = TraceContext::parse(unsampled).unwrap();
+        assert!(!ctx.sampled);
+        assert_eq!(ctx.to_header(), unsampled);
+        assert_eq!(ctx.trace_id_hex(), "0af7651916cd43dd8448eb211c80319c");
+        assert_eq!(ctx.span_id_hex(), "b7ad6b7169203331");
         for bad in [
             "",
             "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7",
