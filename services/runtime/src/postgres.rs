@@ -146,11 +146,26 @@ pub struct HeldConnection<'a> {
 }
 
 impl HeldConnection<'_> {
-    /// Keeps the connection for the next caller unless `error` (what its
-    /// last statement failed with, if anything) says it is unusable; then
-    /// it goes back to the pool, which checks it and closes it if broken.
+    /// Keeps the connection for the next caller if its last statement
+    /// succeeded or failed in a way that leaves the session intact (an
+    /// error the server reported, or a row the client could not decode).
+    /// Otherwise (I/O, TLS, protocol, the server's connection errors) it
+    /// goes back to the pool, which checks it and closes it if broken.
     pub fn give_back(mut self, error: Option<&sqlx::Error>) {
-        if error.is_some_and(is_unavailable) {
+        let intact = match error {
+            None => true,
+            Some(error @ sqlx::Error::Database(_)) => !is_unavailable(error),
+            Some(
+                sqlx::Error::RowNotFound
+                | sqlx::Error::ColumnNotFound(_)
+                | sqlx::Error::ColumnIndexOutOfBounds { .. }
+                | sqlx::Error::ColumnDecode { .. }
+                | sqlx::Error::Decode(_)
+                | sqlx::Error::TypeNotFound { .. },
+            ) => true,
+            Some(_) => false,
+        };
+        if !intact {
             return;
         }
         if let Some(conn) = self.conn.take() {

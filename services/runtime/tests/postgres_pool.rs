@@ -115,6 +115,19 @@ async fn held_connections_are_reused_without_going_back_to_the_pool() {
         conn.give_back(None);
     }
 
+    // A row the client cannot decode leaves the session intact: kept.
+    let mut conn = held.take().await.unwrap();
+    let error = sqlx::query_scalar::<_, i32>("SELECT 'x'::text")
+        .fetch_one(&mut *conn)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(error, sqlx::Error::ColumnDecode { .. }),
+        "{error:?}"
+    );
+    conn.give_back(Some(&error));
+    assert_eq!(held.held(), 1);
+
     // A statement error (not a connection fault) keeps it; at most `keep`
     // are held, the rest go back to the pool.
     let mut a = held.take().await.unwrap();
