@@ -64,28 +64,15 @@ impl Batches {
     pub fn spawn(pool: &PgPool) -> Self {
         // Every batch runs on a held connection (see `HeldConnections`).
         let db = Arc::new(HeldConnections::new(pool.clone(), CONNECTIONS as usize));
-        let (d1, d2, d3) = (db.clone(), db.clone(), db);
         Self {
-            keys: Batcher::spawn("booking_keys", MAX_BATCH, IN_FLIGHT, move |keys| {
-                let db = d1.clone();
-                async move {
-                    let n = keys.len();
-                    on_held(&db, n, |conn| Box::pin(reserve_keys(conn, keys))).await
-                }
+            keys: held_batcher("booking_keys", &db, |conn, keys| {
+                Box::pin(reserve_keys(conn, keys))
             }),
-            bookings: Batcher::spawn("booking_writes", MAX_BATCH, IN_FLIGHT, move |items| {
-                let db = d2.clone();
-                async move {
-                    let n = items.len();
-                    on_held(&db, n, |conn| Box::pin(insert_bookings(conn, items))).await
-                }
+            bookings: held_batcher("booking_writes", &db, |conn, items| {
+                Box::pin(insert_bookings(conn, items))
             }),
-            answers: Batcher::spawn("booking_answers", MAX_BATCH, IN_FLIGHT, move |items| {
-                let db = d3.clone();
-                async move {
-                    let n = items.len();
-                    on_held(&db, n, |conn| Box::pin(store_answers(conn, items))).await
-                }
+            answers: held_batcher("booking_answers", &db, |conn, items| {
+                Box::pin(store_answers(conn, items))
             }),
         }
     }
@@ -105,29 +92,46 @@ impl Batches {
     }
 }
 
-/// Runs a batch of `n` items on a held connection. Without one, every item
-/// fails as the database being unavailable (503, retry).
-async fn on_held<T>(
-    db: &HeldConnections,
-    n: usize,
-    batch: impl for<'c> FnOnce(&'c mut PgConnection) -> BoxFuture<'c, Vec<Result<T>>>,
-) -> Vec<Result<T>> {
-    let mut conn = match db.take().await {
-        Ok(conn) => conn,
-        Err(error) => {
-            let message = error.to_string();
-            return (0..n)
-                .map(|_| Err(sqlx::Error::Io(std::io::Error::other(message.clone())).into()))
-                .collect();
+/// A batch that runs on the connection it is given.
+type OnConnection<I, T> = for<'c> fn(&'c mut PgConnection, Vec<I>) -> BoxFuture<'c, Vec<Result<T>>>;
+
+/// A batcher whose batches run on a held connection of `db`. Without one,
+/// every item of the batch fails as the database being unavailable (503,
+/// retry).
+fn held_batcher<I, T>(
+    name: &'static str,
+    db: &Arc<HeldConnections>,
+    batch: OnConnection<I, T>,
+) -> Batcher<I, Result<T>>
+where
+    I: Send + 'static,
+    T: Send + 'static,
+{
+    let db = db.clone();
+    Batcher::spawn(name, MAX_BATCH, IN_FLIGHT, move |items: Vec<I>| {
+        let db = db.clone();
+        async move {
+            let mut conn = match db.take().await {
+                Ok(conn) => conn,
+                Err(error) => {
+                    let message = error.to_string();
+                    return items
+                        .iter()
+                        .map(
+                            |_| Err(sqlx::Error::Io(std::io::Error::other(message.clone())).into()),
+                        )
+                        .collect();
+                }
+            };
+            let outcomes = batch(&mut conn, items).await;
+            let failed = outcomes.iter().find_map(|outcome| match outcome {
+                Err(BookingError::Database(error)) => Some(error),
+                _ => None,
+            });
+            conn.give_back(failed);
+            outcomes
         }
-    };
-    let outcomes = batch(&mut conn).await;
-    let failed = outcomes.iter().find_map(|outcome| match outcome {
-        Err(BookingError::Database(error)) => Some(error),
-        _ => None,
-    });
-    conn.give_back(failed);
-    outcomes
+    })
 }
 
 fn flatten<T>(
