@@ -15,6 +15,15 @@ fn options(application: &str) -> PgConnectOptions {
         .application_name(application)
 }
 
+/// A pool of `size` shared-settings connections named `application` (so
+/// the test can find and kill its backends).
+async fn pool(application: &str, size: u32) -> sqlx::PgPool {
+    pool_options(size)
+        .connect_with(options(application))
+        .await
+        .unwrap()
+}
+
 /// Kills every server backend of `application`, as a database restart
 /// would, and returns how many there were.
 async fn kill_backends(application: &str) -> i64 {
@@ -48,10 +57,7 @@ async fn kill_backends(application: &str) -> i64 {
 #[tokio::test]
 async fn connections_broken_while_idle_are_replaced_before_use() {
     let application = format!("pool-test-{}", std::process::id());
-    let pool = pool_options(3)
-        .connect_with(options(&application))
-        .await
-        .unwrap();
+    let pool = pool(&application, 3).await;
     // Opened up front.
     assert_eq!(pool.size(), 3);
     assert_eq!(kill_backends(&application).await, 3);
@@ -69,10 +75,7 @@ async fn connections_broken_while_idle_are_replaced_before_use() {
 #[tokio::test]
 async fn a_connection_broken_while_busy_fails_one_statement_as_unavailable() {
     let application = format!("pool-test-busy-{}", std::process::id());
-    let pool = pool_options(1)
-        .connect_with(options(&application))
-        .await
-        .unwrap();
+    let pool = pool(&application, 1).await;
     sqlx::query("SELECT 1").execute(&pool).await.unwrap();
     assert_eq!(kill_backends(&application).await, 1);
 
@@ -98,10 +101,7 @@ async fn backend_pid(conn: &mut sqlx::PgConnection) -> i32 {
 #[tokio::test]
 async fn held_connections_are_reused_without_going_back_to_the_pool() {
     let application = format!("held-test-reuse-{}", std::process::id());
-    let pool = pool_options(2)
-        .connect_with(options(&application))
-        .await
-        .unwrap();
+    let pool = pool(&application, 2).await;
     let held = HeldConnections::new(pool.clone(), 1);
 
     let mut conn = held.take().await.unwrap();
@@ -155,10 +155,7 @@ async fn held_connections_are_reused_without_going_back_to_the_pool() {
 #[tokio::test]
 async fn held_connections_broken_while_idle_are_replaced_and_faults_are_not_kept() {
     let application = format!("held-test-broken-{}", std::process::id());
-    let pool = pool_options(1)
-        .connect_with(options(&application))
-        .await
-        .unwrap();
+    let pool = pool(&application, 1).await;
     let held = HeldConnections::new(pool.clone(), 1);
     let mut conn = held.take().await.unwrap();
     let before = backend_pid(&mut conn).await;
@@ -194,10 +191,7 @@ async fn held_connections_broken_while_idle_are_replaced_and_faults_are_not_kept
 #[tokio::test]
 async fn a_held_connection_dropped_without_give_back_returns_to_the_pool() {
     let application = format!("held-test-drop-{}", std::process::id());
-    let pool = pool_options(1)
-        .connect_with(options(&application))
-        .await
-        .unwrap();
+    let pool = pool(&application, 1).await;
     let held = HeldConnections::new(pool.clone(), 1);
     let conn = held.take().await.unwrap();
     assert_eq!(pool.num_idle(), 0);
