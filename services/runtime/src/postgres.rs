@@ -110,31 +110,28 @@ impl HeldConnections {
         })
     }
 
-    fn pop(&self) -> Option<Idle> {
+    fn idle(&self) -> std::sync::MutexGuard<'_, Vec<Idle>> {
         // A poisoned lock only means a panic elsewhere mid-push or pop; the
         // list itself is still a valid list of connections.
         self.idle
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .pop()
+    }
+
+    fn pop(&self) -> Option<Idle> {
+        self.idle().pop()
     }
 
     fn push(&self, idle: Idle) {
-        let mut list = self
-            .idle
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut list = self.idle();
         if list.len() < self.keep {
             list.push(idle);
         }
     }
 
-    /// Connections held right now (for tests and metrics).
+    /// Connections held right now (for tests).
     pub fn held(&self) -> usize {
-        self.idle
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .len()
+        self.idle().len()
     }
 }
 
