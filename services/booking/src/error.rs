@@ -75,6 +75,15 @@ impl BookingError {
                 )
         )
     }
+
+    /// The database error inside, if this is one (it decides whether a held
+    /// connection may be reused).
+    pub(crate) fn as_database(&self) -> Option<&sqlx::Error> {
+        match self {
+            Self::Database(error) => Some(error),
+            _ => None,
+        }
+    }
 }
 
 impl From<BookingError> for Problem {

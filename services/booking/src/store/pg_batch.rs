@@ -124,10 +124,9 @@ where
                 }
             };
             let outcomes = batch(&mut conn, items).await;
-            let failed = outcomes.iter().find_map(|outcome| match outcome {
-                Err(BookingError::Database(error)) => Some(error),
-                _ => None,
-            });
+            let failed = outcomes
+                .iter()
+                .find_map(|outcome| outcome.as_ref().err().and_then(BookingError::as_database));
             conn.give_back(failed);
             outcomes
         }

@@ -490,10 +490,7 @@ impl Store for PgStore {
     ) -> Result<usize> {
         let mut conn = self.relay.take().await?;
         let outcome = relay_pass(&mut conn, limit, now, publisher).await;
-        conn.give_back(match &outcome {
-            Err(BookingError::Database(error)) => Some(error),
-            _ => None,
-        });
+        conn.give_back(outcome.as_ref().err().and_then(BookingError::as_database));
         outcome
     }
 
