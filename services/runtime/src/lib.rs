@@ -10,6 +10,7 @@ pub mod config;
 pub mod grpc;
 pub mod health;
 pub mod metrics;
+pub mod openapi;
 pub mod postgres;
 pub mod problem;
 pub mod replicas;

@@ -13,7 +13,7 @@ use serde_json::{Map, Value};
 pub const PROBLEM_JSON: &str = "application/problem+json";
 const TYPE_BASE: &str = "https://berth.dev/problems/";
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, thiserror::Error)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, thiserror::Error, utoipa::ToSchema)]
 #[error("{status} {title}: {}", detail.as_deref().unwrap_or(""))]
 pub struct Problem {
     #[serde(rename = "type")]
@@ -26,6 +26,7 @@ pub struct Problem {
     pub instance: Option<String>,
     /// Extension members (e.g. `errors` with per-field messages).
     #[serde(flatten)]
+    #[schema(value_type = Object)]
     pub extensions: Map<String, Value>,
 }
 
