@@ -44,6 +44,7 @@ use tokio_util::sync::CancellationToken;
 
 pub use error::AvailabilityError;
 pub use grpc::{FILE_DESCRIPTOR_SET, GrpcLedger, LEDGER_SERVICE_NAME};
+pub use rest::openapi;
 /// For the test that checks how PostgreSQL plans the resource listing.
 #[doc(hidden)]
 pub use store::resource_page_sql;

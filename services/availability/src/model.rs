@@ -21,7 +21,7 @@ pub const MAX_PRICE_MINOR: i64 = 1_000_000_000_000;
 const MAX_NAME_CHARS: usize = 200;
 const DEFAULT_HORIZON_MINUTES: u32 = 60 * 24 * 90;
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewResource {
     pub name: String,
@@ -30,7 +30,7 @@ pub struct NewResource {
     pub owner_id: Option<String>,
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ResourcePatch {
     pub name: Option<String>,
@@ -39,7 +39,7 @@ pub struct ResourcePatch {
     pub owner_id: Option<String>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Resource {
     pub id: Uuid,
     pub name: String,
@@ -51,7 +51,7 @@ pub struct Resource {
     pub updated_at: DateTime<Utc>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewAppointmentType {
     pub name: String,
@@ -73,7 +73,7 @@ pub struct NewAppointmentType {
     pub currency: String,
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AppointmentTypePatch {
     pub name: Option<String>,
@@ -88,7 +88,7 @@ pub struct AppointmentTypePatch {
     pub currency: Option<String>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct AppointmentType {
     pub id: Uuid,
     pub resource_id: Uuid,
@@ -254,7 +254,7 @@ pub(crate) fn valid_zone(field: &str, name: &str) -> Result<Tz, AvailabilityErro
 
 /// The weekly schedule as sent: day name → intervals. A map rather than
 /// [`WeeklyHours`] so a misspelt day is an error, not a silently closed day.
-#[derive(Debug, Default, Clone, Deserialize, Serialize)]
+#[derive(Debug, Default, Clone, Deserialize, Serialize, utoipa::ToSchema)]
 #[serde(transparent)]
 pub struct WeeklyBody(pub BTreeMap<String, Vec<LocalInterval>>);
 
@@ -333,7 +333,7 @@ pub(crate) fn in_supported_range(t: DateTime<Utc>) -> bool {
     (1..=9999).contains(&t.year())
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewCalendar {
     pub name: Option<String>,
@@ -344,7 +344,7 @@ pub struct NewCalendar {
     pub refresh_interval_secs: Option<u32>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Calendar {
     pub id: Uuid,
     pub resource_id: Uuid,
@@ -359,18 +359,22 @@ pub struct Calendar {
     pub created_at: DateTime<Utc>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct SlotsQuery {
+    /// The appointment type whose slots to list.
     #[serde(rename = "type")]
     pub appointment_type: Uuid,
+    /// Window start (RFC 3339); defaults to now.
     pub from: Option<DateTime<Utc>>,
+    /// Window end (RFC 3339); the window is capped.
     pub to: Option<DateTime<Utc>>,
     /// Zone to render times in; defaults to the resource's.
     pub tz: Option<String>,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct SlotView {
     /// Start in the requested zone, RFC 3339 with offset.
     pub start: String,
@@ -380,7 +384,7 @@ pub struct SlotView {
     pub remaining: u32,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct SlotsPage {
     pub resource_id: Uuid,
     pub appointment_type_id: Uuid,
@@ -390,7 +394,7 @@ pub struct SlotsPage {
     pub slots: Vec<SlotView>,
 }
 
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Page<T> {
     pub items: Vec<T>,
     /// Pass as `after` to get the next page; absent on the last page.

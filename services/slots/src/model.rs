@@ -28,8 +28,21 @@ pub const MAX_WINDOW: TimeDelta = TimeDelta::days(62);
 /// A dedicated type rather than [`chrono::NaiveTime`] because working hours
 /// often end at midnight (`18:00`–`24:00`), which `NaiveTime` cannot express.
 /// Serialized as `"HH:MM"`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Hash,
+    Serialize,
+    Deserialize,
+    utoipa::ToSchema,
+)]
 #[serde(try_from = "String", into = "String")]
+#[schema(value_type = String, pattern = "^([01][0-9]|2[0-3]):[0-5][0-9]$|^24:00$", example = "09:00")]
 pub struct WallTime(u16);
 
 impl WallTime {
@@ -103,7 +116,7 @@ impl From<WallTime> for String {
 ///
 /// Intervals never cross midnight; a night shift is two intervals on two days
 /// (`22:00`–`24:00` and `00:00`–`06:00`), and no slot spans the two.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct LocalInterval {
     pub start: WallTime,
     pub end: WallTime,
@@ -132,7 +145,7 @@ impl LocalInterval {
 /// Recurring working hours, per weekday, in the resource's local time.
 /// Each day may have several intervals (e.g. a lunch break); a day with no
 /// intervals is closed.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct WeeklyHours {
     #[serde(default)]
     pub monday: Vec<LocalInterval>,
@@ -188,7 +201,7 @@ impl WeeklyHours {
 }
 
 /// What a date override does to its day.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(tag = "kind", content = "intervals", rename_all = "snake_case")]
 pub enum OverrideHours {
     /// No working hours that day (holiday, sick day).
@@ -199,7 +212,7 @@ pub enum OverrideHours {
 }
 
 /// Replaces the weekly hours for one local date.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct DateOverride {
     pub date: NaiveDate,
     pub hours: OverrideHours,

@@ -16,6 +16,22 @@ use crate::model::{Calendar, NewCalendar};
 
 type Result<T> = std::result::Result<T, AvailabilityError>;
 
+/// Adds an external calendar: an ICS feed URL (fetched and refreshed) or
+/// uploaded ICS text. Its events block slots.
+#[utoipa::path(post, operation_id = "createCalendar", path = "/v1/resources/{id}/calendars", tag = "calendars", request_body = NewCalendar,
+    params(("id" = Uuid, Path, description = "Resource id")),
+    security(("bearer" = [])),
+    responses(
+        (status = 201, description = "Created; `Location` names it", body = Calendar),
+        (status = 400, response = berth_runtime::openapi::ProblemResponse),
+        (status = 413, response = berth_runtime::openapi::ProblemResponse),
+        (status = 415, response = berth_runtime::openapi::ProblemResponse),
+        (status = 422, response = berth_runtime::openapi::ProblemResponse),
+        (status = 401, response = berth_runtime::openapi::ProblemResponse),
+        (status = 403, response = berth_runtime::openapi::ProblemResponse),
+        (status = 404, response = berth_runtime::openapi::ProblemResponse)
+    )
+)]
 pub(super) async fn create(
     State(av): State<Availability>,
     principal: Principal,
@@ -26,6 +42,17 @@ pub(super) async fn create(
     Ok(created(format!("/v1/calendars/{}", cal.id), cal))
 }
 
+/// The resource's calendars (its manager and admins only; others get 404).
+#[utoipa::path(get, operation_id = "listCalendars", path = "/v1/resources/{id}/calendars", tag = "calendars",
+    params(("id" = Uuid, Path, description = "Resource id")),
+    security((), ("bearer" = [])),
+    responses(
+        (status = 200, description = "The calendars", body = Vec<Calendar>),
+        (status = 400, response = berth_runtime::openapi::ProblemResponse),
+        (status = 401, response = berth_runtime::openapi::ProblemResponse),
+        (status = 404, response = berth_runtime::openapi::ProblemResponse)
+    )
+)]
 pub(super) async fn list(
     State(av): State<Availability>,
     principal: Option<Extension<Principal>>,
@@ -37,6 +64,16 @@ pub(super) async fn list(
     ))
 }
 
+#[utoipa::path(get, operation_id = "getCalendar", path = "/v1/calendars/{id}", tag = "calendars",
+    params(("id" = Uuid, Path, description = "Calendar id")),
+    security((), ("bearer" = [])),
+    responses(
+        (status = 200, description = "The calendar", body = Calendar),
+        (status = 400, response = berth_runtime::openapi::ProblemResponse),
+        (status = 401, response = berth_runtime::openapi::ProblemResponse),
+        (status = 404, response = berth_runtime::openapi::ProblemResponse)
+    )
+)]
 pub(super) async fn get(
     State(av): State<Availability>,
     principal: Option<Extension<Principal>>,
@@ -48,6 +85,17 @@ pub(super) async fn get(
     ))
 }
 
+#[utoipa::path(delete, operation_id = "deleteCalendar", path = "/v1/calendars/{id}", tag = "calendars",
+    params(("id" = Uuid, Path, description = "Calendar id")),
+    security(("bearer" = [])),
+    responses(
+        (status = 204, description = "Deleted"),
+        (status = 400, response = berth_runtime::openapi::ProblemResponse),
+        (status = 401, response = berth_runtime::openapi::ProblemResponse),
+        (status = 403, response = berth_runtime::openapi::ProblemResponse),
+        (status = 404, response = berth_runtime::openapi::ProblemResponse)
+    )
+)]
 pub(super) async fn remove(
     State(av): State<Availability>,
     principal: Principal,

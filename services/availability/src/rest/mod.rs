@@ -10,53 +10,40 @@ mod types;
 use axum::Router;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{delete, get};
 use serde::Serialize;
+use utoipa::openapi::OpenApi;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use crate::Availability;
 
+/// The REST routes with their OpenAPI operations: the document is collected
+/// from exactly the handlers that are routed.
+fn routes() -> OpenApiRouter<Availability> {
+    OpenApiRouter::new()
+        .routes(routes!(resources::list, resources::create))
+        .routes(routes!(
+            resources::get,
+            resources::update,
+            resources::remove
+        ))
+        .routes(routes!(types::list, types::create))
+        .routes(routes!(types::get, types::update, types::remove))
+        .routes(routes!(resources::get_schedule, resources::put_schedule))
+        .routes(routes!(resources::list_overrides, resources::put_override))
+        .routes(routes!(resources::delete_override))
+        .routes(routes!(calendars::list, calendars::create))
+        .routes(routes!(calendars::get, calendars::remove))
+        .routes(routes!(slots::list))
+}
+
 pub(crate) fn router(av: Availability) -> Router {
-    Router::new()
-        .route(
-            "/v1/resources",
-            get(resources::list).post(resources::create),
-        )
-        .route(
-            "/v1/resources/{id}",
-            get(resources::get)
-                .patch(resources::update)
-                .delete(resources::remove),
-        )
-        .route(
-            "/v1/resources/{id}/appointment-types",
-            get(types::list).post(types::create),
-        )
-        .route(
-            "/v1/appointment-types/{id}",
-            get(types::get).patch(types::update).delete(types::remove),
-        )
-        .route(
-            "/v1/resources/{id}/schedule",
-            get(resources::get_schedule).put(resources::put_schedule),
-        )
-        .route(
-            "/v1/resources/{id}/overrides",
-            get(resources::list_overrides).put(resources::put_override),
-        )
-        .route(
-            "/v1/resources/{id}/overrides/{date}",
-            delete(resources::delete_override),
-        )
-        .route(
-            "/v1/resources/{id}/calendars",
-            get(calendars::list).post(calendars::create),
-        )
-        .route(
-            "/v1/calendars/{id}",
-            get(calendars::get).delete(calendars::remove),
-        )
-        .route("/v1/resources/{id}/slots", get(slots::list))
-        .with_state(av)
+    routes().split_for_parts().0.with_state(av)
+}
+
+/// The availability API's OpenAPI document.
+pub fn openapi() -> OpenApi {
+    berth_runtime::openapi::finish(routes().into_openapi(), "Berth availability API")
 }
 
 /// `201 Created` with `Location` and the created representation.
@@ -66,4 +53,41 @@ fn created<T: Serialize>(location: String, body: T) -> Response {
         response.headers_mut().insert(header::LOCATION, value);
     }
     response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn openapi_document_is_complete() {
+        let doc = openapi();
+        let defects = berth_runtime::openapi::defects(&doc);
+        assert!(defects.is_empty(), "{defects:#?}");
+        assert_eq!(
+            berth_runtime::openapi::operations(&doc),
+            [
+                "DELETE /v1/appointment-types/{id}",
+                "DELETE /v1/calendars/{id}",
+                "DELETE /v1/resources/{id}",
+                "DELETE /v1/resources/{id}/overrides/{date}",
+                "GET /v1/appointment-types/{id}",
+                "GET /v1/calendars/{id}",
+                "GET /v1/resources",
+                "GET /v1/resources/{id}",
+                "GET /v1/resources/{id}/appointment-types",
+                "GET /v1/resources/{id}/calendars",
+                "GET /v1/resources/{id}/overrides",
+                "GET /v1/resources/{id}/schedule",
+                "GET /v1/resources/{id}/slots",
+                "PATCH /v1/appointment-types/{id}",
+                "PATCH /v1/resources/{id}",
+                "POST /v1/resources",
+                "POST /v1/resources/{id}/appointment-types",
+                "POST /v1/resources/{id}/calendars",
+                "PUT /v1/resources/{id}/overrides",
+                "PUT /v1/resources/{id}/schedule",
+            ]
+        );
+    }
 }

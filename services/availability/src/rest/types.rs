@@ -14,6 +14,23 @@ use crate::model::{AppointmentType, AppointmentTypePatch, NewAppointmentType};
 
 type Result<T> = std::result::Result<T, AvailabilityError>;
 
+/// Adds an appointment type (duration, interval, buffers, notice, horizon,
+/// seats, price) to a resource.
+#[utoipa::path(post, operation_id = "createAppointmentType", path = "/v1/resources/{id}/appointment-types", tag = "appointment types",
+    request_body = NewAppointmentType,
+    params(("id" = Uuid, Path, description = "Resource id")),
+    security(("bearer" = [])),
+    responses(
+        (status = 201, description = "Created; `Location` names it", body = AppointmentType),
+        (status = 400, response = berth_runtime::openapi::ProblemResponse),
+        (status = 413, response = berth_runtime::openapi::ProblemResponse),
+        (status = 415, response = berth_runtime::openapi::ProblemResponse),
+        (status = 422, response = berth_runtime::openapi::ProblemResponse),
+        (status = 401, response = berth_runtime::openapi::ProblemResponse),
+        (status = 403, response = berth_runtime::openapi::ProblemResponse),
+        (status = 404, response = berth_runtime::openapi::ProblemResponse)
+    )
+)]
 pub(super) async fn create(
     State(av): State<Availability>,
     principal: Principal,
@@ -24,6 +41,14 @@ pub(super) async fn create(
     Ok(created(format!("/v1/appointment-types/{}", ty.id), ty))
 }
 
+#[utoipa::path(get, operation_id = "listAppointmentTypes", path = "/v1/resources/{id}/appointment-types", tag = "appointment types",
+    params(("id" = Uuid, Path, description = "Resource id")),
+    responses(
+        (status = 200, description = "The appointment types", body = Vec<AppointmentType>),
+        (status = 400, response = berth_runtime::openapi::ProblemResponse),
+        (status = 404, response = berth_runtime::openapi::ProblemResponse)
+    )
+)]
 pub(super) async fn list(
     State(av): State<Availability>,
     Path(resource): Path<Uuid>,
@@ -31,6 +56,14 @@ pub(super) async fn list(
     Ok(Json(av.list_types(resource).await?))
 }
 
+#[utoipa::path(get, operation_id = "getAppointmentType", path = "/v1/appointment-types/{id}", tag = "appointment types",
+    params(("id" = Uuid, Path, description = "Appointment type id")),
+    responses(
+        (status = 200, description = "The appointment type", body = AppointmentType),
+        (status = 400, response = berth_runtime::openapi::ProblemResponse),
+        (status = 404, response = berth_runtime::openapi::ProblemResponse)
+    )
+)]
 pub(super) async fn get(
     State(av): State<Availability>,
     Path(id): Path<Uuid>,
@@ -38,6 +71,21 @@ pub(super) async fn get(
     Ok(Json(av.get_type(id).await?))
 }
 
+#[utoipa::path(patch, operation_id = "updateAppointmentType", path = "/v1/appointment-types/{id}", tag = "appointment types",
+    request_body = AppointmentTypePatch,
+    params(("id" = Uuid, Path, description = "Appointment type id")),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "The appointment type", body = AppointmentType),
+        (status = 400, response = berth_runtime::openapi::ProblemResponse),
+        (status = 413, response = berth_runtime::openapi::ProblemResponse),
+        (status = 415, response = berth_runtime::openapi::ProblemResponse),
+        (status = 422, response = berth_runtime::openapi::ProblemResponse),
+        (status = 401, response = berth_runtime::openapi::ProblemResponse),
+        (status = 403, response = berth_runtime::openapi::ProblemResponse),
+        (status = 404, response = berth_runtime::openapi::ProblemResponse)
+    )
+)]
 pub(super) async fn update(
     State(av): State<Availability>,
     principal: Principal,
@@ -47,6 +95,18 @@ pub(super) async fn update(
     Ok(Json(av.update_type(&principal, id, patch).await?))
 }
 
+#[utoipa::path(delete, operation_id = "deleteAppointmentType", path = "/v1/appointment-types/{id}", tag = "appointment types",
+    params(("id" = Uuid, Path, description = "Appointment type id")),
+    security(("bearer" = [])),
+    responses(
+        (status = 204, description = "Deleted"),
+        (status = 400, response = berth_runtime::openapi::ProblemResponse),
+        (status = 401, response = berth_runtime::openapi::ProblemResponse),
+        (status = 403, response = berth_runtime::openapi::ProblemResponse),
+        (status = 404, response = berth_runtime::openapi::ProblemResponse),
+        (status = 409, response = berth_runtime::openapi::ProblemResponse)
+    )
+)]
 pub(super) async fn remove(
     State(av): State<Availability>,
     principal: Principal,
