@@ -36,6 +36,7 @@ use tokio_util::sync::CancellationToken;
 pub use accounts::{ACCOUNT_DELETED, GROUP as ACCOUNT_CONSUMER_GROUP};
 pub use error::BookingError;
 pub use model::{BookingRecord, BookingStatus, Customer, Event, event_type};
+pub use rest::openapi;
 
 use store::Store;
 

@@ -14,7 +14,7 @@ use uuid::Uuid;
 ///                   └─ payment fails ─→ payment_failed   (pending_payment only)
 /// ```
 /// `cancelled` and `payment_failed` release the ledger claim through the saga.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum BookingStatus {
     /// Free appointment type: held until the client confirms.
@@ -66,7 +66,7 @@ impl std::fmt::Display for BookingStatus {
     }
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Customer {
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -76,7 +76,7 @@ pub struct Customer {
 }
 
 /// A booking as stored and as returned by the API.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct BookingRecord {
     pub id: Uuid,
     pub resource_id: Uuid,

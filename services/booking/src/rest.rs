@@ -6,7 +6,6 @@ use axum::Router;
 use axum::extract::State;
 use axum::middleware::from_fn_with_state;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use berth_runtime::auth::{Principal, Verifier};
@@ -14,6 +13,9 @@ use berth_runtime::{Json, Path, Query};
 use chrono::{DateTime, SecondsFormat, Utc};
 use http::{StatusCode, header};
 use serde::{Deserialize, Serialize};
+use utoipa::openapi::OpenApi;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 use uuid::Uuid;
 
 use crate::access::Caller;
@@ -29,13 +31,26 @@ const MAX_LIMIT: u32 = 100;
 const MAX_NAME_CHARS: usize = 200;
 const MAX_EMAIL_LEN: usize = 254;
 
+/// The REST routes with their OpenAPI operations: the document is collected
+/// from exactly the handlers that are routed.
+fn api() -> OpenApiRouter<Booking> {
+    OpenApiRouter::new()
+        .routes(routes!(create, list))
+        .routes(routes!(get_one))
+        .routes(routes!(confirm))
+        .routes(routes!(cancel))
+        .routes(routes!(reschedule))
+}
+
+/// The booking API's OpenAPI document.
+pub fn openapi() -> OpenApi {
+    berth_runtime::openapi::finish(api().into_openapi(), "Berth booking API")
+}
+
 pub(crate) fn routes(booking: Booking, verifier: &Verifier) -> Router {
-    Router::new()
-        .route("/v1/bookings", post(create).get(list))
-        .route("/v1/bookings/{id}", get(get_one))
-        .route("/v1/bookings/{id}/confirm", post(confirm))
-        .route("/v1/bookings/{id}/cancel", post(cancel))
-        .route("/v1/bookings/{id}/reschedule", post(reschedule))
+    api()
+        .split_for_parts()
+        .0
         .layer(from_fn_with_state(booking.clone(), idempotency::guard))
         // Outermost, so the idempotency guard sees the principal and scopes
         // keys by it.
@@ -43,13 +58,16 @@ pub(crate) fn routes(booking: Booking, verifier: &Verifier) -> Router {
         .with_state(booking)
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct CreateRequest {
     resource_id: Uuid,
     appointment_type_id: Uuid,
+    /// A slot start as listed by the slots endpoint.
     start: DateTime<Utc>,
+    /// Seats to take (default 1).
     #[serde(default = "one_seat")]
+    #[schema(minimum = 1, maximum = 1000, default = 1)]
     seats: u32,
     #[serde(default)]
     customer: Option<Customer>,
@@ -116,6 +134,23 @@ fn plausible_email(email: &str) -> bool {
         && !email.chars().any(|c| c.is_whitespace() || c.is_control())
 }
 
+/// Holds a slot: the booking starts as a hold (10 minutes unless paid for
+/// sooner) and must be confirmed. Another holder of the slot answers 409.
+#[utoipa::path(post, operation_id = "createBooking", path = "/v1/bookings", tag = "bookings", request_body = CreateRequest,
+    params(("Idempotency-Key" = String, Header, description = "Required. The same key with the same body replays the first answer; with another body 422; while the first is in flight 409. Kept 24 hours.")),
+    security(("bearer" = [])),
+    responses(
+        (status = 201, description = "Held; `Location` names it", body = BookingRecord),
+        (status = 400, response = berth_runtime::openapi::ProblemResponse),
+        (status = 401, response = berth_runtime::openapi::ProblemResponse),
+        (status = 403, response = berth_runtime::openapi::ProblemResponse),
+        (status = 404, response = berth_runtime::openapi::ProblemResponse),
+        (status = 409, response = berth_runtime::openapi::ProblemResponse),
+        (status = 413, response = berth_runtime::openapi::ProblemResponse),
+        (status = 415, response = berth_runtime::openapi::ProblemResponse),
+        (status = 422, response = berth_runtime::openapi::ProblemResponse)
+    )
+)]
 async fn create(
     principal: Principal,
     State(booking): State<Booking>,
@@ -137,6 +172,16 @@ async fn create(
         .into_response())
 }
 
+#[utoipa::path(get, operation_id = "getBooking", path = "/v1/bookings/{id}", tag = "bookings",
+    params(("id" = Uuid, Path, description = "Booking id")),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "The booking", body = BookingRecord),
+        (status = 400, response = berth_runtime::openapi::ProblemResponse),
+        (status = 401, response = berth_runtime::openapi::ProblemResponse),
+        (status = 404, response = berth_runtime::openapi::ProblemResponse)
+    )
+)]
 async fn get_one(
     principal: Principal,
     State(booking): State<Booking>,
@@ -145,6 +190,19 @@ async fn get_one(
     Ok(Json(booking.get(id, &Caller::new(&principal)).await?))
 }
 
+/// Confirms a held booking (after payment when the type has a price).
+#[utoipa::path(post, operation_id = "confirmBooking", path = "/v1/bookings/{id}/confirm", tag = "bookings",
+    params(("id" = Uuid, Path, description = "Booking id"), ("Idempotency-Key" = String, Header, description = "Required. The same key with the same body replays the first answer; with another body 422; while the first is in flight 409. Kept 24 hours.")),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "The booking", body = BookingRecord),
+        (status = 400, response = berth_runtime::openapi::ProblemResponse),
+        (status = 401, response = berth_runtime::openapi::ProblemResponse),
+        (status = 404, response = berth_runtime::openapi::ProblemResponse),
+        (status = 409, response = berth_runtime::openapi::ProblemResponse),
+        (status = 422, response = berth_runtime::openapi::ProblemResponse)
+    )
+)]
 async fn confirm(
     principal: Principal,
     State(booking): State<Booking>,
@@ -153,6 +211,19 @@ async fn confirm(
     Ok(Json(booking.confirm(id, &Caller::new(&principal)).await?))
 }
 
+/// Cancels a booking and releases its seats.
+#[utoipa::path(post, operation_id = "cancelBooking", path = "/v1/bookings/{id}/cancel", tag = "bookings",
+    params(("id" = Uuid, Path, description = "Booking id"), ("Idempotency-Key" = String, Header, description = "Required. The same key with the same body replays the first answer; with another body 422; while the first is in flight 409. Kept 24 hours.")),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "The booking", body = BookingRecord),
+        (status = 400, response = berth_runtime::openapi::ProblemResponse),
+        (status = 401, response = berth_runtime::openapi::ProblemResponse),
+        (status = 404, response = berth_runtime::openapi::ProblemResponse),
+        (status = 409, response = berth_runtime::openapi::ProblemResponse),
+        (status = 422, response = berth_runtime::openapi::ProblemResponse)
+    )
+)]
 async fn cancel(
     principal: Principal,
     State(booking): State<Booking>,
@@ -161,12 +232,30 @@ async fn cancel(
     Ok(Json(booking.cancel(id, &Caller::new(&principal)).await?))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct RescheduleRequest {
+    /// The new slot start.
     start: DateTime<Utc>,
 }
 
+/// Moves a booking to another slot atomically: the new time is claimed
+/// before the old one is released (never both, never neither).
+#[utoipa::path(post, operation_id = "rescheduleBooking", path = "/v1/bookings/{id}/reschedule", tag = "bookings",
+    request_body = RescheduleRequest,
+    params(("id" = Uuid, Path, description = "Booking id"), ("Idempotency-Key" = String, Header, description = "Required. The same key with the same body replays the first answer; with another body 422; while the first is in flight 409. Kept 24 hours.")),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "The booking", body = BookingRecord),
+        (status = 400, response = berth_runtime::openapi::ProblemResponse),
+        (status = 401, response = berth_runtime::openapi::ProblemResponse),
+        (status = 404, response = berth_runtime::openapi::ProblemResponse),
+        (status = 409, response = berth_runtime::openapi::ProblemResponse),
+        (status = 413, response = berth_runtime::openapi::ProblemResponse),
+        (status = 415, response = berth_runtime::openapi::ProblemResponse),
+        (status = 422, response = berth_runtime::openapi::ProblemResponse)
+    )
+)]
 async fn reschedule(
     principal: Principal,
     State(booking): State<Booking>,
@@ -177,8 +266,9 @@ async fn reschedule(
     Ok(Json(booking.reschedule(id, request.start, &caller).await?))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 struct ListParams {
     resource_id: Option<Uuid>,
     status: Option<BookingStatus>,
@@ -186,11 +276,14 @@ struct ListParams {
     from: Option<DateTime<Utc>>,
     /// Bookings starting before this.
     to: Option<DateTime<Utc>>,
+    /// Page size, 1 to 100 (default 20).
     limit: Option<u32>,
+    /// `next_cursor` of the previous page.
     cursor: Option<String>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[schema(as = BookingPage)]
 struct Page {
     items: Vec<BookingRecord>,
     /// Pass as `cursor` for the next page; absent on the last page.
@@ -198,6 +291,17 @@ struct Page {
     next_cursor: Option<String>,
 }
 
+/// The caller's bookings (staff: on resources they manage; admins: all),
+/// by start time, a page at a time.
+#[utoipa::path(get, operation_id = "listBookings", path = "/v1/bookings", tag = "bookings",
+    params(ListParams),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "A page of bookings", body = Page),
+        (status = 400, response = berth_runtime::openapi::ProblemResponse),
+        (status = 401, response = berth_runtime::openapi::ProblemResponse)
+    )
+)]
 async fn list(
     principal: Principal,
     State(booking): State<Booking>,
@@ -257,6 +361,24 @@ fn decode_cursor(cursor: &str) -> Result<(DateTime<Utc>, Uuid), BookingError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn openapi_document_is_complete() {
+        let doc = openapi();
+        let defects = berth_runtime::openapi::defects(&doc);
+        assert!(defects.is_empty(), "{defects:#?}");
+        assert_eq!(
+            berth_runtime::openapi::operations(&doc),
+            [
+                "GET /v1/bookings",
+                "GET /v1/bookings/{id}",
+                "POST /v1/bookings",
+                "POST /v1/bookings/{id}/cancel",
+                "POST /v1/bookings/{id}/confirm",
+                "POST /v1/bookings/{id}/reschedule",
+            ]
+        );
+    }
 
     #[test]
     fn cursor_round_trips_and_rejects_garbage() {
