@@ -21,7 +21,8 @@
 //! | `PUT /v1/users/{id}/roles` | bearer, `admin` role; `{roles: [customer|staff|admin]}` |
 //!
 //! Token responses: `{access_token, token_type: "Bearer", expires_in,
-//! refresh_token, refresh_expires_in}`. Errors are problem+json.
+//! refresh_token, refresh_expires_in}`. Errors are problem+json. [`openapi`]
+//! returns the OpenAPI document of these routes.
 //!
 //! # Tokens
 //! * **Access tokens** are EdDSA (Ed25519) JWTs with a `kid`, claims `iss`,
@@ -95,6 +96,7 @@ pub use keys::SigningKeySource;
 pub use mail::{Mail, MailSender, MemoryMailer, SmtpConfig, SmtpMailer, SmtpSecurity};
 pub use oidc::OidcProviderConfig;
 pub use passwords::PasswordParams;
+pub use rest::openapi;
 pub use sms::{MemorySms, SmsSender, TwilioConfig, TwilioSms};
 
 use crypto::random_bytes;

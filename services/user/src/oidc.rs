@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use axum::extract::State;
 use axum::response::{IntoResponse, Redirect, Response};
+use berth_runtime::openapi::ProblemResponse;
 use berth_runtime::{Json, Path, Problem, Query};
 use openidconnect::core::{CoreAuthenticationFlow, CoreClient, CoreProviderMetadata};
 use openidconnect::{
@@ -20,6 +21,7 @@ use tokio::sync::Mutex;
 use crate::crypto::sha256;
 use crate::error::{ApiError, ApiResult};
 use crate::store::Account;
+use crate::tokens::TokenResponse;
 use crate::validate::normalize_email;
 use crate::{UserError, Users, store};
 
@@ -107,7 +109,21 @@ fn misconfigured(_: impl std::fmt::Display) -> Problem {
     Problem::unavailable("the identity provider is misconfigured")
 }
 
-/// `GET /v1/auth/oidc/{provider}/start` → 302 to the provider.
+/// Starts an OpenID Connect login: 303 to the provider.
+#[utoipa::path(
+    get,
+    path = "/v1/auth/oidc/{provider}/start",
+    operation_id = "oidcStart",
+    tag = "auth",
+    params(("provider" = String, Path, description = "Configured identity provider name")),
+    responses(
+        (status = 303, description = "To the provider's authorization endpoint (code flow with PKCE)",
+            headers(("Location" = String, description = "The provider's authorization URL"))),
+        (status = 400, response = ProblemResponse),
+        (status = 404, response = ProblemResponse),
+        (status = 503, response = ProblemResponse),
+    )
+)]
 pub(crate) async fn start(
     State(users): State<Users>,
     Path(provider): Path<String>,
@@ -148,17 +164,42 @@ pub(crate) async fn start(
     Ok(Redirect::to(url.as_str()).into_response())
 }
 
-#[derive(Deserialize)]
+/// What the provider appends to the callback URL.
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub(crate) struct CallbackQuery {
+    /// Authorization code; required unless `error` is set.
     #[serde(default)]
     code: Option<String>,
+    /// The `state` sent by `start`; required unless `error` is set.
     #[serde(default)]
     state: Option<String>,
+    /// Set when the provider refused the login.
     #[serde(default)]
     error: Option<String>,
 }
 
-/// `GET /v1/auth/oidc/{provider}/callback?code&state` → tokens.
+/// Completes an OpenID Connect login: the provider redirects here, the
+/// answer is tokens.
+#[utoipa::path(
+    get,
+    path = "/v1/auth/oidc/{provider}/callback",
+    operation_id = "oidcCallback",
+    tag = "auth",
+    params(
+        ("provider" = String, Path, description = "Configured identity provider name"),
+        CallbackQuery,
+    ),
+    responses(
+        (status = 200, description = "Signed in; the account is linked or created on first login", body = TokenResponse),
+        (status = 400, response = ProblemResponse),
+        (status = 401, response = ProblemResponse),
+        (status = 404, response = ProblemResponse),
+        (status = 409, response = ProblemResponse),
+        (status = 422, response = ProblemResponse),
+        (status = 503, response = ProblemResponse),
+    )
+)]
 pub(crate) async fn callback(
     State(users): State<Users>,
     Path(provider): Path<String>,

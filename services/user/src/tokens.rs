@@ -10,12 +10,18 @@ use crate::error::ApiResult;
 use crate::store::{self, Account, secs};
 use crate::{UserError, Users};
 
-#[derive(Serialize)]
+/// An access token and the refresh token that renews it.
+#[derive(Serialize, utoipa::ToSchema)]
 pub(crate) struct TokenResponse {
+    /// EdDSA JWT for `Authorization: Bearer`.
     access_token: String,
+    #[schema(example = "Bearer")]
     token_type: &'static str,
+    /// Seconds until the access token expires.
     expires_in: u64,
+    /// Opaque and single use.
     refresh_token: String,
+    /// Seconds until the refresh token expires.
     refresh_expires_in: u64,
 }
 

@@ -2,6 +2,7 @@
 
 use axum::extract::State;
 use berth_runtime::auth::Principal;
+use berth_runtime::openapi::ProblemResponse;
 use berth_runtime::{Json, Path, Problem};
 use http::StatusCode;
 use serde::Deserialize;
@@ -9,11 +10,32 @@ use serde::Deserialize;
 use crate::error::ApiResult;
 use crate::{ROLES, Users};
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 pub(super) struct RolesRequest {
+    /// The complete new set: any of `customer`, `staff`, `admin`.
     roles: Vec<String>,
 }
 
+/// Replaces an account's roles. Needs the `admin` role.
+#[utoipa::path(
+    put,
+    operation_id = "putRoles",
+    path = "/v1/users/{id}/roles",
+    tag = "users",
+    security(("bearer" = [])),
+    params(("id" = String, Path, description = "Account id")),
+    request_body = RolesRequest,
+    responses(
+        (status = 204, description = "Roles replaced"),
+        (status = 400, response = ProblemResponse),
+        (status = 401, response = ProblemResponse),
+        (status = 403, response = ProblemResponse),
+        (status = 404, response = ProblemResponse),
+        (status = 413, response = ProblemResponse),
+        (status = 415, response = ProblemResponse),
+        (status = 422, response = ProblemResponse),
+    )
+)]
 pub(super) async fn put_roles(
     State(users): State<Users>,
     principal: Principal,

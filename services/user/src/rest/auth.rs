@@ -2,6 +2,7 @@
 
 use axum::extract::State;
 use axum::response::{IntoResponse, Response};
+use berth_runtime::openapi::ProblemResponse;
 use berth_runtime::{Json, Problem};
 use http::{HeaderValue, StatusCode, header};
 use serde::Deserialize;
@@ -15,6 +16,45 @@ use crate::tokens::TokenResponse;
 use crate::validate::normalize_email;
 use crate::{UserError, Users};
 
+/// JSON Web Key Set (RFC 7517) of the access-token signing keys. Documents
+/// `jsonwebtoken`'s `JwkSet`, which is what the handler serialises.
+#[derive(utoipa::ToSchema)]
+#[schema(as = JwkSet)]
+#[expect(dead_code, reason = "only describes the JWKS body")]
+struct JwkSetSchema {
+    /// The active key first, then previous keys still accepted.
+    keys: Vec<JwkSchema>,
+}
+
+/// An Ed25519 public key.
+#[derive(utoipa::ToSchema)]
+#[schema(as = Jwk)]
+#[expect(dead_code, reason = "only describes the JWKS body")]
+struct JwkSchema {
+    #[schema(example = "OKP")]
+    kty: String,
+    #[schema(example = "Ed25519")]
+    crv: String,
+    /// The public key, base64url.
+    x: String,
+    /// Matches the `kid` header of the tokens it signed.
+    kid: String,
+    #[schema(example = "EdDSA")]
+    alg: String,
+    #[schema(rename = "use", example = "sig")]
+    use_: String,
+}
+
+#[utoipa::path(
+    get,
+    operation_id = "getJwks",
+    path = "/.well-known/jwks.json",
+    tag = "jwks",
+    responses(
+        (status = 200, description = "The signing keys; cacheable for 5 minutes", body = JwkSetSchema,
+            headers(("Cache-Control" = String, description = "`public, max-age=300`"))),
+    )
+)]
 pub(super) async fn jwks(State(users): State<Users>) -> Response {
     let mut response = axum::Json(users.inner.keys.jwks().get().as_ref().clone()).into_response();
     response.headers_mut().insert(
@@ -24,14 +64,37 @@ pub(super) async fn jwks(State(users): State<Users>) -> Response {
     response
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 pub(super) struct SignupRequest {
+    #[schema(format = Email)]
     email: String,
+    #[schema(format = Password, min_length = 10, max_length = 128)]
     password: String,
     #[serde(default)]
     display_name: Option<String>,
 }
 
+/// Creates an account with the `customer` role and mails a verification
+/// link.
+#[utoipa::path(
+    post,
+    operation_id = "signup",
+    path = "/v1/auth/signup",
+    tag = "auth",
+    request_body = SignupRequest,
+    responses(
+        (status = 201, description = "Account created", body = AccountView),
+        (status = 400, response = ProblemResponse),
+        (status = 409, response = ProblemResponse),
+        (status = 413, response = ProblemResponse),
+        (status = 415, response = ProblemResponse),
+        (status = 422, response = ProblemResponse),
+        (status = 429, description = "Too many requests from this address", body = Problem,
+            content_type = "application/problem+json",
+            headers(("Retry-After" = u64, description = "Seconds to wait"))),
+        (status = 503, response = ProblemResponse),
+    )
+)]
 pub(super) async fn signup(
     State(users): State<Users>,
     ClientAddr(address): ClientAddr,
@@ -92,12 +155,33 @@ pub(super) async fn signup(
     Ok((StatusCode::CREATED, Json(AccountView::from(&account))))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 pub(super) struct LoginRequest {
+    #[schema(format = Email)]
     email: String,
+    #[schema(format = Password)]
     password: String,
 }
 
+/// Password login. Failures are throttled per account and per address.
+#[utoipa::path(
+    post,
+    operation_id = "login",
+    path = "/v1/auth/login",
+    tag = "auth",
+    request_body = LoginRequest,
+    responses(
+        (status = 200, description = "Signed in", body = TokenResponse),
+        (status = 400, response = ProblemResponse),
+        (status = 401, response = ProblemResponse),
+        (status = 413, response = ProblemResponse),
+        (status = 415, response = ProblemResponse),
+        (status = 422, response = ProblemResponse),
+        (status = 429, description = "Too many failed logins", body = Problem,
+            content_type = "application/problem+json",
+            headers(("Retry-After" = u64, description = "Seconds to wait"))),
+    )
+)]
 pub(super) async fn login(
     State(users): State<Users>,
     ClientAddr(address): ClientAddr,
@@ -149,11 +233,28 @@ pub(super) async fn login(
     }
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 pub(super) struct RefreshRequest {
     refresh_token: String,
 }
 
+/// Exchanges a refresh token for new tokens. Reusing a spent refresh token
+/// revokes its whole family.
+#[utoipa::path(
+    post,
+    operation_id = "refreshTokens",
+    path = "/v1/auth/refresh",
+    tag = "auth",
+    request_body = RefreshRequest,
+    responses(
+        (status = 200, description = "New tokens", body = TokenResponse),
+        (status = 400, response = ProblemResponse),
+        (status = 401, response = ProblemResponse),
+        (status = 413, response = ProblemResponse),
+        (status = 415, response = ProblemResponse),
+        (status = 422, response = ProblemResponse),
+    )
+)]
 pub(super) async fn refresh(
     State(users): State<Users>,
     Json(body): Json<RefreshRequest>,
@@ -161,6 +262,21 @@ pub(super) async fn refresh(
     Ok(Json(users.rotate_refresh(&body.refresh_token).await?))
 }
 
+/// Revokes the refresh token's family; unknown tokens are ignored.
+#[utoipa::path(
+    post,
+    operation_id = "logout",
+    path = "/v1/auth/logout",
+    tag = "auth",
+    request_body = RefreshRequest,
+    responses(
+        (status = 204, description = "Signed out"),
+        (status = 400, response = ProblemResponse),
+        (status = 413, response = ProblemResponse),
+        (status = 415, response = ProblemResponse),
+        (status = 422, response = ProblemResponse),
+    )
+)]
 pub(super) async fn logout(
     State(users): State<Users>,
     Json(body): Json<RefreshRequest>,

@@ -3,6 +3,7 @@
 use std::time::Duration;
 
 use axum::extract::State;
+use berth_runtime::openapi::ProblemResponse;
 use berth_runtime::{Json, Problem};
 use http::StatusCode;
 use serde::Deserialize;
@@ -15,11 +16,27 @@ use crate::error::ApiResult;
 use crate::passwords::check_password;
 use crate::validate::normalize_email;
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 pub(super) struct TokenRequest {
+    /// From the mailed link.
     token: String,
 }
 
+/// Confirms the email address with the token from the verification mail.
+#[utoipa::path(
+    post,
+    operation_id = "verifyEmail",
+    path = "/v1/auth/email/verify",
+    tag = "auth",
+    request_body = TokenRequest,
+    responses(
+        (status = 204, description = "Email verified"),
+        (status = 400, response = ProblemResponse),
+        (status = 413, response = ProblemResponse),
+        (status = 415, response = ProblemResponse),
+        (status = 422, response = ProblemResponse),
+    )
+)]
 pub(super) async fn verify_email(
     State(users): State<Users>,
     Json(body): Json<TokenRequest>,
@@ -35,11 +52,32 @@ pub(super) async fn verify_email(
     Ok(StatusCode::NO_CONTENT)
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 pub(super) struct ForgotRequest {
+    #[schema(format = Email)]
     email: String,
 }
 
+/// Mails a password-reset link when the account exists; the answer is the
+/// same either way.
+#[utoipa::path(
+    post,
+    operation_id = "forgotPassword",
+    path = "/v1/auth/password/forgot",
+    tag = "auth",
+    request_body = ForgotRequest,
+    responses(
+        (status = 202, description = "A reset link is mailed if the account exists"),
+        (status = 400, response = ProblemResponse),
+        (status = 413, response = ProblemResponse),
+        (status = 415, response = ProblemResponse),
+        (status = 422, response = ProblemResponse),
+        (status = 429, description = "Too many requests from this address or for this account", body = Problem,
+            content_type = "application/problem+json",
+            headers(("Retry-After" = u64, description = "Seconds to wait"))),
+        (status = 503, response = ProblemResponse),
+    )
+)]
 pub(super) async fn forgot_password(
     State(users): State<Users>,
     ClientAddr(address): ClientAddr,
@@ -68,12 +106,29 @@ pub(super) async fn forgot_password(
     Ok(StatusCode::ACCEPTED)
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 pub(super) struct ResetRequest {
+    /// From the mailed link.
     token: String,
+    #[schema(format = Password, min_length = 10, max_length = 128)]
     password: String,
 }
 
+/// Sets a new password and revokes every session of the account.
+#[utoipa::path(
+    post,
+    operation_id = "resetPassword",
+    path = "/v1/auth/password/reset",
+    tag = "auth",
+    request_body = ResetRequest,
+    responses(
+        (status = 204, description = "Password changed"),
+        (status = 400, response = ProblemResponse),
+        (status = 413, response = ProblemResponse),
+        (status = 415, response = ProblemResponse),
+        (status = 422, response = ProblemResponse),
+    )
+)]
 pub(super) async fn reset_password(
     State(users): State<Users>,
     Json(body): Json<ResetRequest>,

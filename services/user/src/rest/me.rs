@@ -4,6 +4,7 @@ use std::time::Duration;
 
 use axum::extract::State;
 use berth_runtime::auth::Principal;
+use berth_runtime::openapi::ProblemResponse;
 use berth_runtime::{Json, Problem};
 use http::StatusCode;
 use serde::Deserialize;
@@ -12,6 +13,18 @@ use super::AccountView;
 use crate::Users;
 use crate::error::ApiResult;
 
+#[utoipa::path(
+    get,
+    operation_id = "getMe",
+    path = "/v1/me",
+    tag = "me",
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "The signed-in account", body = AccountView),
+        (status = 401, response = ProblemResponse),
+        (status = 404, response = ProblemResponse),
+    )
+)]
 pub(super) async fn get_me(
     State(users): State<Users>,
     principal: Principal,
@@ -26,6 +39,23 @@ pub(super) async fn get_me(
 }
 
 /// Sends a new verification email (at most `otp_per_hour` an hour).
+#[utoipa::path(
+    post,
+    operation_id = "resendVerification",
+    path = "/v1/me/email/verification",
+    tag = "me",
+    security(("bearer" = [])),
+    responses(
+        (status = 202, description = "Verification mail sent"),
+        (status = 401, response = ProblemResponse),
+        (status = 404, response = ProblemResponse),
+        (status = 409, response = ProblemResponse),
+        (status = 429, description = "Too many verification mails this hour", body = Problem,
+            content_type = "application/problem+json",
+            headers(("Retry-After" = u64, description = "Seconds to wait"))),
+        (status = 503, response = ProblemResponse),
+    )
+)]
 pub(super) async fn resend_verification(
     State(users): State<Users>,
     principal: Principal,
@@ -50,10 +80,12 @@ pub(super) async fn resend_verification(
     Ok(StatusCode::ACCEPTED)
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(super) struct PatchMe {
+    /// At most 100 characters; `null` or blank removes it, absent keeps it.
     #[serde(default, with = "double_option")]
+    #[schema(value_type = Option<String>, max_length = 100)]
     display_name: Option<Option<String>>,
 }
 
@@ -67,6 +99,23 @@ mod double_option {
     }
 }
 
+#[utoipa::path(
+    patch,
+    operation_id = "updateMe",
+    path = "/v1/me",
+    tag = "me",
+    security(("bearer" = [])),
+    request_body = PatchMe,
+    responses(
+        (status = 200, description = "The updated account", body = AccountView),
+        (status = 400, response = ProblemResponse),
+        (status = 401, response = ProblemResponse),
+        (status = 404, response = ProblemResponse),
+        (status = 413, response = ProblemResponse),
+        (status = 415, response = ProblemResponse),
+        (status = 422, response = ProblemResponse),
+    )
+)]
 pub(super) async fn patch_me(
     State(users): State<Users>,
     principal: Principal,
@@ -89,6 +138,17 @@ pub(super) async fn patch_me(
 /// Deletes the account and its personal data (email, phone, password hash,
 /// name, linked identities, sessions, pending tokens and codes) and records
 /// `account.deleted` for the booking service in the same transaction.
+#[utoipa::path(
+    delete,
+    operation_id = "deleteMe",
+    path = "/v1/me",
+    tag = "me",
+    security(("bearer" = [])),
+    responses(
+        (status = 204, description = "Account deleted (or already gone)"),
+        (status = 401, response = ProblemResponse),
+    )
+)]
 pub(super) async fn delete_me(
     State(users): State<Users>,
     principal: Principal,

@@ -10,44 +10,88 @@ use std::net::SocketAddr;
 
 use axum::Router;
 use axum::extract::{ConnectInfo, FromRequestParts};
-use axum::routing::{get, post, put};
 use berth_runtime::auth::require_role;
 use http::HeaderMap;
 use http::request::Parts;
 use serde::Serialize;
+use utoipa::OpenApi as _;
+use utoipa::openapi::OpenApi;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use crate::store::Account;
 use crate::{Users, oidc};
 
+/// What the document starts from: the tags' descriptions.
+#[derive(utoipa::OpenApi)]
+#[openapi(
+    tags(
+        (name = "auth", description = "Sign-up, login, tokens and account recovery"),
+        (name = "me", description = "The signed-in account"),
+        (name = "users", description = "Account administration"),
+        (name = "jwks", description = "Public keys for verifying access tokens"),
+    )
+)]
+struct BaseDoc;
+
+/// The route table. [`Users::rest_routes`] serves it and [`openapi`]
+/// documents it, so the two cannot drift apart.
+struct RouteTable {
+    /// Served behind the bearer verifier, which needs the service's keys and
+    /// so is added in [`Users::rest_routes`].
+    authenticated: OpenApiRouter<Users>,
+    public: OpenApiRouter<Users>,
+}
+
+fn route_table() -> RouteTable {
+    let me = OpenApiRouter::default()
+        .routes(routes!(me::get_me, me::patch_me, me::delete_me))
+        .routes(routes!(me::resend_verification));
+    let admin = OpenApiRouter::default()
+        .routes(routes!(admin::put_roles))
+        .layer(require_role("admin"));
+    let public = OpenApiRouter::default()
+        .routes(routes!(auth::jwks))
+        .routes(routes!(auth::signup))
+        .routes(routes!(auth::login))
+        .routes(routes!(auth::refresh))
+        .routes(routes!(auth::logout))
+        .routes(routes!(email::verify_email))
+        .routes(routes!(email::forgot_password))
+        .routes(routes!(email::reset_password))
+        .routes(routes!(phone::phone_start))
+        .routes(routes!(phone::phone_verify))
+        .routes(routes!(oidc::start))
+        .routes(routes!(oidc::callback));
+    RouteTable {
+        authenticated: me.merge(admin),
+        public,
+    }
+}
+
+/// The OpenAPI document of the user service's REST API.
+pub fn openapi() -> OpenApi {
+    let RouteTable {
+        authenticated,
+        public,
+    } = route_table();
+    let mut doc = BaseDoc::openapi();
+    doc.merge(authenticated.into_openapi());
+    doc.merge(public.into_openapi());
+    berth_runtime::openapi::finish(doc, "Berth user API")
+}
+
 impl Users {
     /// The service's public REST routes.
     pub fn rest_routes(&self) -> Router {
-        let me = Router::new()
-            .route(
-                "/v1/me",
-                get(me::get_me).patch(me::patch_me).delete(me::delete_me),
-            )
-            .route("/v1/me/email/verification", post(me::resend_verification))
-            .with_state(self.clone());
-        let admin = Router::new()
-            .route("/v1/users/{id}/roles", put(admin::put_roles))
-            .layer(require_role("admin"))
-            .with_state(self.clone());
-        let public = Router::new()
-            .route("/.well-known/jwks.json", get(auth::jwks))
-            .route("/v1/auth/signup", post(auth::signup))
-            .route("/v1/auth/login", post(auth::login))
-            .route("/v1/auth/refresh", post(auth::refresh))
-            .route("/v1/auth/logout", post(auth::logout))
-            .route("/v1/auth/email/verify", post(email::verify_email))
-            .route("/v1/auth/password/forgot", post(email::forgot_password))
-            .route("/v1/auth/password/reset", post(email::reset_password))
-            .route("/v1/auth/phone/start", post(phone::phone_start))
-            .route("/v1/auth/phone/verify", post(phone::phone_verify))
-            .route("/v1/auth/oidc/{provider}/start", get(oidc::start))
-            .route("/v1/auth/oidc/{provider}/callback", get(oidc::callback))
-            .with_state(self.clone());
-        public.merge(me.merge(admin).layer(self.inner.verifier.layer()))
+        let RouteTable {
+            authenticated,
+            public,
+        } = route_table();
+        let authenticated = Router::from(authenticated).layer(self.inner.verifier.layer());
+        Router::from(public)
+            .merge(authenticated)
+            .with_state(self.clone())
     }
 }
 
@@ -93,15 +137,24 @@ impl FromRequestParts<Users> for ClientAddr {
     }
 }
 
-#[derive(Serialize)]
+/// An account.
+#[derive(Serialize, utoipa::ToSchema)]
+#[schema(as = Account)]
 struct AccountView {
     id: String,
+    // Always sent, as `null` when unset.
+    #[schema(required, format = Email)]
     email: Option<String>,
     email_verified: bool,
+    /// E.164.
+    #[schema(required)]
     phone: Option<String>,
     phone_verified: bool,
+    #[schema(required)]
     display_name: Option<String>,
+    /// Any of `customer`, `staff`, `admin`.
     roles: Vec<String>,
+    #[schema(format = DateTime)]
     created_at: String,
 }
 
@@ -138,5 +191,57 @@ mod tests {
         assert_eq!(client_address(&h, None, true).as_deref(), Some("10.0.0.1"));
         assert_eq!(client_address(&h, None, false), None);
         assert_eq!(client_address(&HeaderMap::new(), None, true), None);
+    }
+
+    #[test]
+    fn openapi_document_is_complete() {
+        let doc = openapi();
+        let defects = berth_runtime::openapi::defects(&doc);
+        assert!(
+            defects.is_empty(),
+            "document defects:\n{}",
+            defects.join("\n")
+        );
+
+        // Through JSON, so every operation counts, not just the fields read here.
+        let json = serde_json::to_value(&doc).unwrap();
+        let mut documented: Vec<(String, String)> = json["paths"]
+            .as_object()
+            .unwrap()
+            .iter()
+            .flat_map(|(path, item)| {
+                item.as_object()
+                    .unwrap()
+                    .keys()
+                    .filter(|k| !matches!(k.as_str(), "summary" | "description" | "parameters"))
+                    .map(|method| (method.to_uppercase(), path.clone()))
+                    .collect::<Vec<_>>()
+            })
+            .collect();
+        let mut expected: Vec<(String, String)> = [
+            ("GET", "/v1/me"),
+            ("PATCH", "/v1/me"),
+            ("DELETE", "/v1/me"),
+            ("POST", "/v1/me/email/verification"),
+            ("PUT", "/v1/users/{id}/roles"),
+            ("GET", "/.well-known/jwks.json"),
+            ("POST", "/v1/auth/signup"),
+            ("POST", "/v1/auth/login"),
+            ("POST", "/v1/auth/refresh"),
+            ("POST", "/v1/auth/logout"),
+            ("POST", "/v1/auth/email/verify"),
+            ("POST", "/v1/auth/password/forgot"),
+            ("POST", "/v1/auth/password/reset"),
+            ("POST", "/v1/auth/phone/start"),
+            ("POST", "/v1/auth/phone/verify"),
+            ("GET", "/v1/auth/oidc/{provider}/start"),
+            ("GET", "/v1/auth/oidc/{provider}/callback"),
+        ]
+        .iter()
+        .map(|(m, p)| ((*m).to_owned(), (*p).to_owned()))
+        .collect();
+        documented.sort();
+        expected.sort();
+        assert_eq!(documented, expected);
     }
 }

@@ -3,6 +3,7 @@
 use std::time::Duration;
 
 use axum::extract::State;
+use berth_runtime::openapi::ProblemResponse;
 use berth_runtime::{Json, Problem};
 use http::StatusCode;
 use serde::Deserialize;
@@ -17,11 +18,31 @@ use crate::tokens::TokenResponse;
 use crate::validate::normalize_phone;
 use crate::{UserError, Users};
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 pub(super) struct PhoneStartRequest {
+    /// E.164, e.g. `+441632960961`.
     phone: String,
 }
 
+/// Texts a 6-digit login code to the phone.
+#[utoipa::path(
+    post,
+    operation_id = "startPhoneLogin",
+    path = "/v1/auth/phone/start",
+    tag = "auth",
+    request_body = PhoneStartRequest,
+    responses(
+        (status = 202, description = "Code sent"),
+        (status = 400, response = ProblemResponse),
+        (status = 413, response = ProblemResponse),
+        (status = 415, response = ProblemResponse),
+        (status = 422, response = ProblemResponse),
+        (status = 429, description = "Too many codes for this phone or requests from this address", body = Problem,
+            content_type = "application/problem+json",
+            headers(("Retry-After" = u64, description = "Seconds to wait"))),
+        (status = 503, response = ProblemResponse),
+    )
+)]
 pub(super) async fn phone_start(
     State(users): State<Users>,
     ClientAddr(address): ClientAddr,
@@ -71,12 +92,34 @@ pub(super) async fn phone_start(
     Ok(StatusCode::ACCEPTED)
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 pub(super) struct PhoneVerifyRequest {
+    /// E.164, as given to `/v1/auth/phone/start`.
     phone: String,
+    #[schema(example = "123456")]
     code: String,
 }
 
+/// Exchanges the texted code for tokens, creating the account on first
+/// login.
+#[utoipa::path(
+    post,
+    operation_id = "verifyPhoneLogin",
+    path = "/v1/auth/phone/verify",
+    tag = "auth",
+    request_body = PhoneVerifyRequest,
+    responses(
+        (status = 200, description = "Signed in", body = TokenResponse),
+        (status = 400, response = ProblemResponse),
+        (status = 401, response = ProblemResponse),
+        (status = 413, response = ProblemResponse),
+        (status = 415, response = ProblemResponse),
+        (status = 422, response = ProblemResponse),
+        (status = 429, description = "Too many attempts for this code", body = Problem,
+            content_type = "application/problem+json",
+            headers(("Retry-After" = u64, description = "Seconds to wait"))),
+    )
+)]
 pub(super) async fn phone_verify(
     State(users): State<Users>,
     Json(body): Json<PhoneVerifyRequest>,
