@@ -4,6 +4,7 @@
 use std::sync::Arc;
 
 use axum::Router;
+use axum::routing::get;
 use berth_availability::{Availability, GrpcLedger};
 use berth_booking::{Booking, BookingConfig};
 use berth_ledger::Ledger;
@@ -12,6 +13,7 @@ use berth_runtime::replicas::Replicas;
 use berth_runtime::{Runtime, RuntimeConfig, RuntimeError};
 use berth_user::{SigningKeySource, UserConfig, Users};
 use clap::ValueEnum;
+use utoipa::openapi::OpenApi;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
@@ -105,7 +107,10 @@ pub async fn start(component: Component, rt: &Runtime) -> Result<Started, StartE
             )
             .await?;
             Ok(Started {
-                rest: availability.rest_routes(&verifier),
+                rest: with_openapi(
+                    availability.rest_routes(&verifier),
+                    berth_availability::openapi(),
+                ),
                 grpc: Some(GrpcSurface {
                     routes: availability.grpc_routes(),
                     services: vec![berth_availability::LEDGER_SERVICE_NAME],
@@ -135,7 +140,7 @@ pub async fn start(component: Component, rt: &Runtime) -> Result<Started, StartE
             let verifier = remote_verifier(config)?;
             let booking = start_booking(rt, database_url(config)?, ledger).await?;
             Ok(Started {
-                rest: booking.rest_routes(&verifier),
+                rest: with_openapi(booking.rest_routes(&verifier), berth_booking::openapi()),
                 grpc: None,
             })
         }
@@ -148,7 +153,7 @@ pub async fn start(component: Component, rt: &Runtime) -> Result<Started, StartE
             )
             .await?;
             Ok(Started {
-                rest: users.rest_routes(),
+                rest: with_openapi(users.rest_routes(), berth_user::openapi()),
                 grpc: None,
             })
         }
@@ -161,6 +166,31 @@ pub async fn start(component: Component, rt: &Runtime) -> Result<Started, StartE
             grpc: None,
         }),
     }
+}
+
+/// One OpenAPI document for every service's REST API (as `berth dev`
+/// serves them in one process).
+pub fn openapi() -> OpenApi {
+    berth_runtime::openapi::merged(
+        "Berth",
+        [
+            berth_user::openapi(),
+            berth_availability::openapi(),
+            berth_booking::openapi(),
+        ],
+    )
+}
+
+/// `rest` plus `GET /openapi.json`, the OpenAPI document of its routes.
+pub fn with_openapi(rest: Router, document: OpenApi) -> Router {
+    let document = Arc::new(document);
+    rest.route(
+        "/openapi.json",
+        get(move || {
+            let document = Arc::clone(&document);
+            async move { axum::Json(OpenApi::clone(&document)) }
+        }),
+    )
 }
 
 /// A string from the `[service.auth]` table (`BERTH_SERVICE__AUTH__*`).
@@ -332,6 +362,23 @@ pub async fn check_ledger() -> Result<(), StartError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_merged_openapi_document_is_complete() {
+        let doc = openapi();
+        let defects = berth_runtime::openapi::defects(&doc);
+        assert!(defects.is_empty(), "{defects:#?}");
+        let operations = berth_runtime::openapi::operations(&doc);
+        for service in [
+            berth_user::openapi(),
+            berth_availability::openapi(),
+            berth_booking::openapi(),
+        ] {
+            for op in berth_runtime::openapi::operations(&service) {
+                assert!(operations.contains(&op), "{op} lost in the merge");
+            }
+        }
+    }
 
     /// In a cluster the user service and booking run apart and meet only
     /// on Redis: booking must read account events where user writes them.

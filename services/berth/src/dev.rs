@@ -64,7 +64,10 @@ pub async fn run(addr: SocketAddr, data_dir: Option<PathBuf>) -> Result<(), Star
         .merge(users.rest_routes())
         .merge(berth_payment::rest_routes())
         .merge(berth_notification::rest_routes());
-    let app = rt.finish_app(app);
+    let app = rt.finish_app(crate::components::with_openapi(
+        app,
+        crate::components::openapi(),
+    ));
     let demo = seed::ensure_demo(&app).await?;
 
     let listener = Runtime::bind(addr).await?;
