@@ -54,8 +54,9 @@ pub struct ProblemResponse(#[to_schema] pub crate::problem::Problem);
 
 /// What is wrong with a service's document, for its tests: every `$ref`
 /// resolves, every `{param}` in a path is declared, every operation has a
-/// unique operationId and a described success answer and documents its errors as problem+json, and operations
-/// that name the bearer scheme exist only where the scheme does.
+/// unique operationId and a success answer, every answer a description,
+/// every error answer is problem+json, and an operation that needs a token
+/// documents its 401.
 pub fn defects(api: &OpenApi) -> Vec<String> {
     let doc = match serde_json::to_value(api) {
         Ok(doc) => doc,
