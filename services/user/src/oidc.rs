@@ -119,7 +119,6 @@ fn misconfigured(_: impl std::fmt::Display) -> Problem {
     responses(
         (status = 303, description = "To the provider's authorization endpoint (code flow with PKCE)",
             headers(("Location" = String, description = "The provider's authorization URL"))),
-        (status = 400, response = ProblemResponse),
         (status = 404, response = ProblemResponse),
         (status = 503, response = ProblemResponse),
     )
@@ -192,7 +191,6 @@ pub(crate) struct CallbackQuery {
     ),
     responses(
         (status = 200, description = "Signed in; the account is linked or created on first login", body = TokenResponse),
-        (status = 400, response = ProblemResponse),
         (status = 401, response = ProblemResponse),
         (status = 404, response = ProblemResponse),
         (status = 409, response = ProblemResponse),

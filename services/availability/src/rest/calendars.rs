@@ -6,6 +6,7 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::Response;
 use berth_runtime::auth::Principal;
+use berth_runtime::openapi::ProblemResponse;
 use berth_runtime::{Json, Path};
 use uuid::Uuid;
 
@@ -23,13 +24,8 @@ type Result<T> = std::result::Result<T, AvailabilityError>;
     security(("bearer" = [])),
     responses(
         (status = 201, description = "Created; `Location` names it", body = Calendar),
-        (status = 400, response = berth_runtime::openapi::ProblemResponse),
-        (status = 413, response = berth_runtime::openapi::ProblemResponse),
-        (status = 415, response = berth_runtime::openapi::ProblemResponse),
-        (status = 422, response = berth_runtime::openapi::ProblemResponse),
-        (status = 401, response = berth_runtime::openapi::ProblemResponse),
-        (status = 403, response = berth_runtime::openapi::ProblemResponse),
-        (status = 404, response = berth_runtime::openapi::ProblemResponse)
+        (status = 403, response = ProblemResponse),
+        (status = 404, response = ProblemResponse)
     )
 )]
 pub(super) async fn create(
@@ -48,9 +44,7 @@ pub(super) async fn create(
     security((), ("bearer" = [])),
     responses(
         (status = 200, description = "The calendars", body = Vec<Calendar>),
-        (status = 400, response = berth_runtime::openapi::ProblemResponse),
-        (status = 401, response = berth_runtime::openapi::ProblemResponse),
-        (status = 404, response = berth_runtime::openapi::ProblemResponse)
+        (status = 404, response = ProblemResponse)
     )
 )]
 pub(super) async fn list(
@@ -69,9 +63,7 @@ pub(super) async fn list(
     security((), ("bearer" = [])),
     responses(
         (status = 200, description = "The calendar", body = Calendar),
-        (status = 400, response = berth_runtime::openapi::ProblemResponse),
-        (status = 401, response = berth_runtime::openapi::ProblemResponse),
-        (status = 404, response = berth_runtime::openapi::ProblemResponse)
+        (status = 404, response = ProblemResponse)
     )
 )]
 pub(super) async fn get(
@@ -90,10 +82,8 @@ pub(super) async fn get(
     security(("bearer" = [])),
     responses(
         (status = 204, description = "Deleted"),
-        (status = 400, response = berth_runtime::openapi::ProblemResponse),
-        (status = 401, response = berth_runtime::openapi::ProblemResponse),
-        (status = 403, response = berth_runtime::openapi::ProblemResponse),
-        (status = 404, response = berth_runtime::openapi::ProblemResponse)
+        (status = 403, response = ProblemResponse),
+        (status = 404, response = ProblemResponse)
     )
 )]
 pub(super) async fn remove(

@@ -4,6 +4,7 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::Response;
 use berth_runtime::auth::Principal;
+use berth_runtime::openapi::ProblemResponse;
 use berth_runtime::{Json, Path, Query};
 use berth_slots::{DateOverride, WeeklyHours};
 use chrono::NaiveDate;
@@ -42,12 +43,7 @@ pub(super) struct DateRange {
     security(("bearer" = [])),
     responses(
         (status = 201, description = "Created; `Location` names it", body = Resource),
-        (status = 400, response = berth_runtime::openapi::ProblemResponse),
-        (status = 413, response = berth_runtime::openapi::ProblemResponse),
-        (status = 415, response = berth_runtime::openapi::ProblemResponse),
-        (status = 422, response = berth_runtime::openapi::ProblemResponse),
-        (status = 401, response = berth_runtime::openapi::ProblemResponse),
-        (status = 403, response = berth_runtime::openapi::ProblemResponse)
+        (status = 403, response = ProblemResponse)
     )
 )]
 pub(super) async fn create(
@@ -62,8 +58,7 @@ pub(super) async fn create(
 /// Lists resources, oldest first, a page at a time.
 #[utoipa::path(get, operation_id = "listResources", path = "/v1/resources", tag = "resources", params(ListQuery),
     responses(
-        (status = 200, description = "A page of resources", body = Page<Resource>),
-        (status = 400, response = berth_runtime::openapi::ProblemResponse)
+        (status = 200, description = "A page of resources", body = Page<Resource>)
     )
 )]
 pub(super) async fn list(
@@ -80,8 +75,7 @@ pub(super) async fn list(
     params(("id" = Uuid, Path, description = "Resource id")),
     responses(
         (status = 200, description = "The resource", body = Resource),
-        (status = 400, response = berth_runtime::openapi::ProblemResponse),
-        (status = 404, response = berth_runtime::openapi::ProblemResponse)
+        (status = 404, response = ProblemResponse)
     )
 )]
 pub(super) async fn get(
@@ -97,13 +91,8 @@ pub(super) async fn get(
     security(("bearer" = [])),
     responses(
         (status = 200, description = "The resource", body = Resource),
-        (status = 400, response = berth_runtime::openapi::ProblemResponse),
-        (status = 413, response = berth_runtime::openapi::ProblemResponse),
-        (status = 415, response = berth_runtime::openapi::ProblemResponse),
-        (status = 422, response = berth_runtime::openapi::ProblemResponse),
-        (status = 401, response = berth_runtime::openapi::ProblemResponse),
-        (status = 403, response = berth_runtime::openapi::ProblemResponse),
-        (status = 404, response = berth_runtime::openapi::ProblemResponse)
+        (status = 403, response = ProblemResponse),
+        (status = 404, response = ProblemResponse)
     )
 )]
 pub(super) async fn update(
@@ -121,11 +110,9 @@ pub(super) async fn update(
     security(("bearer" = [])),
     responses(
         (status = 204, description = "Deleted"),
-        (status = 400, response = berth_runtime::openapi::ProblemResponse),
-        (status = 401, response = berth_runtime::openapi::ProblemResponse),
-        (status = 403, response = berth_runtime::openapi::ProblemResponse),
-        (status = 404, response = berth_runtime::openapi::ProblemResponse),
-        (status = 409, response = berth_runtime::openapi::ProblemResponse)
+        (status = 403, response = ProblemResponse),
+        (status = 404, response = ProblemResponse),
+        (status = 409, response = ProblemResponse)
     )
 )]
 pub(super) async fn remove(
@@ -142,8 +129,7 @@ pub(super) async fn remove(
     params(("id" = Uuid, Path, description = "Resource id")),
     responses(
         (status = 200, description = "The weekly hours", body = WeeklyHours),
-        (status = 400, response = berth_runtime::openapi::ProblemResponse),
-        (status = 404, response = berth_runtime::openapi::ProblemResponse)
+        (status = 404, response = ProblemResponse)
     )
 )]
 pub(super) async fn get_schedule(
@@ -159,13 +145,8 @@ pub(super) async fn get_schedule(
     security(("bearer" = [])),
     responses(
         (status = 200, description = "The weekly hours", body = WeeklyHours),
-        (status = 400, response = berth_runtime::openapi::ProblemResponse),
-        (status = 413, response = berth_runtime::openapi::ProblemResponse),
-        (status = 415, response = berth_runtime::openapi::ProblemResponse),
-        (status = 422, response = berth_runtime::openapi::ProblemResponse),
-        (status = 401, response = berth_runtime::openapi::ProblemResponse),
-        (status = 403, response = berth_runtime::openapi::ProblemResponse),
-        (status = 404, response = berth_runtime::openapi::ProblemResponse)
+        (status = 403, response = ProblemResponse),
+        (status = 404, response = ProblemResponse)
     )
 )]
 pub(super) async fn put_schedule(
@@ -182,8 +163,7 @@ pub(super) async fn put_schedule(
     params(("id" = Uuid, Path, description = "Resource id"), DateRange),
     responses(
         (status = 200, description = "The overrides", body = Vec<DateOverride>),
-        (status = 400, response = berth_runtime::openapi::ProblemResponse),
-        (status = 404, response = berth_runtime::openapi::ProblemResponse)
+        (status = 404, response = ProblemResponse)
     )
 )]
 pub(super) async fn list_overrides(
@@ -200,13 +180,8 @@ pub(super) async fn list_overrides(
     security(("bearer" = [])),
     responses(
         (status = 200, description = "The override as stored", body = DateOverride),
-        (status = 400, response = berth_runtime::openapi::ProblemResponse),
-        (status = 413, response = berth_runtime::openapi::ProblemResponse),
-        (status = 415, response = berth_runtime::openapi::ProblemResponse),
-        (status = 422, response = berth_runtime::openapi::ProblemResponse),
-        (status = 401, response = berth_runtime::openapi::ProblemResponse),
-        (status = 403, response = berth_runtime::openapi::ProblemResponse),
-        (status = 404, response = berth_runtime::openapi::ProblemResponse)
+        (status = 403, response = ProblemResponse),
+        (status = 404, response = ProblemResponse)
     )
 )]
 pub(super) async fn put_override(
@@ -227,10 +202,8 @@ pub(super) async fn put_override(
     security(("bearer" = [])),
     responses(
         (status = 204, description = "Deleted"),
-        (status = 400, response = berth_runtime::openapi::ProblemResponse),
-        (status = 401, response = berth_runtime::openapi::ProblemResponse),
-        (status = 403, response = berth_runtime::openapi::ProblemResponse),
-        (status = 404, response = berth_runtime::openapi::ProblemResponse)
+        (status = 403, response = ProblemResponse),
+        (status = 404, response = ProblemResponse)
     )
 )]
 pub(super) async fn delete_override(

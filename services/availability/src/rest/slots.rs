@@ -1,6 +1,7 @@
 //! Bookable slots of one appointment type.
 
 use axum::extract::State;
+use berth_runtime::openapi::ProblemResponse;
 use berth_runtime::{Json, Path, Query};
 use uuid::Uuid;
 
@@ -14,9 +15,8 @@ use crate::model::{SlotsPage, SlotsQuery};
     params(("id" = Uuid, Path, description = "Resource id"), SlotsQuery),
     responses(
         (status = 200, description = "The slots, with seats left", body = SlotsPage),
-        (status = 400, response = berth_runtime::openapi::ProblemResponse),
-        (status = 404, response = berth_runtime::openapi::ProblemResponse),
-        (status = 422, response = berth_runtime::openapi::ProblemResponse)
+        (status = 404, response = ProblemResponse),
+        (status = 422, response = ProblemResponse)
     )
 )]
 pub(super) async fn list(

@@ -4,6 +4,7 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::Response;
 use berth_runtime::auth::Principal;
+use berth_runtime::openapi::ProblemResponse;
 use berth_runtime::{Json, Path};
 use uuid::Uuid;
 
@@ -22,13 +23,8 @@ type Result<T> = std::result::Result<T, AvailabilityError>;
     security(("bearer" = [])),
     responses(
         (status = 201, description = "Created; `Location` names it", body = AppointmentType),
-        (status = 400, response = berth_runtime::openapi::ProblemResponse),
-        (status = 413, response = berth_runtime::openapi::ProblemResponse),
-        (status = 415, response = berth_runtime::openapi::ProblemResponse),
-        (status = 422, response = berth_runtime::openapi::ProblemResponse),
-        (status = 401, response = berth_runtime::openapi::ProblemResponse),
-        (status = 403, response = berth_runtime::openapi::ProblemResponse),
-        (status = 404, response = berth_runtime::openapi::ProblemResponse)
+        (status = 403, response = ProblemResponse),
+        (status = 404, response = ProblemResponse)
     )
 )]
 pub(super) async fn create(
@@ -45,8 +41,7 @@ pub(super) async fn create(
     params(("id" = Uuid, Path, description = "Resource id")),
     responses(
         (status = 200, description = "The appointment types", body = Vec<AppointmentType>),
-        (status = 400, response = berth_runtime::openapi::ProblemResponse),
-        (status = 404, response = berth_runtime::openapi::ProblemResponse)
+        (status = 404, response = ProblemResponse)
     )
 )]
 pub(super) async fn list(
@@ -60,8 +55,7 @@ pub(super) async fn list(
     params(("id" = Uuid, Path, description = "Appointment type id")),
     responses(
         (status = 200, description = "The appointment type", body = AppointmentType),
-        (status = 400, response = berth_runtime::openapi::ProblemResponse),
-        (status = 404, response = berth_runtime::openapi::ProblemResponse)
+        (status = 404, response = ProblemResponse)
     )
 )]
 pub(super) async fn get(
@@ -77,13 +71,8 @@ pub(super) async fn get(
     security(("bearer" = [])),
     responses(
         (status = 200, description = "The appointment type", body = AppointmentType),
-        (status = 400, response = berth_runtime::openapi::ProblemResponse),
-        (status = 413, response = berth_runtime::openapi::ProblemResponse),
-        (status = 415, response = berth_runtime::openapi::ProblemResponse),
-        (status = 422, response = berth_runtime::openapi::ProblemResponse),
-        (status = 401, response = berth_runtime::openapi::ProblemResponse),
-        (status = 403, response = berth_runtime::openapi::ProblemResponse),
-        (status = 404, response = berth_runtime::openapi::ProblemResponse)
+        (status = 403, response = ProblemResponse),
+        (status = 404, response = ProblemResponse)
     )
 )]
 pub(super) async fn update(
@@ -100,11 +89,9 @@ pub(super) async fn update(
     security(("bearer" = [])),
     responses(
         (status = 204, description = "Deleted"),
-        (status = 400, response = berth_runtime::openapi::ProblemResponse),
-        (status = 401, response = berth_runtime::openapi::ProblemResponse),
-        (status = 403, response = berth_runtime::openapi::ProblemResponse),
-        (status = 404, response = berth_runtime::openapi::ProblemResponse),
-        (status = 409, response = berth_runtime::openapi::ProblemResponse)
+        (status = 403, response = ProblemResponse),
+        (status = 404, response = ProblemResponse),
+        (status = 409, response = ProblemResponse)
     )
 )]
 pub(super) async fn remove(

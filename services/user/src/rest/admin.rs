@@ -27,13 +27,8 @@ pub(super) struct RolesRequest {
     request_body = RolesRequest,
     responses(
         (status = 204, description = "Roles replaced"),
-        (status = 400, response = ProblemResponse),
-        (status = 401, response = ProblemResponse),
         (status = 403, response = ProblemResponse),
         (status = 404, response = ProblemResponse),
-        (status = 413, response = ProblemResponse),
-        (status = 415, response = ProblemResponse),
-        (status = 422, response = ProblemResponse),
     )
 )]
 pub(super) async fn put_roles(

@@ -84,11 +84,7 @@ pub(super) struct SignupRequest {
     request_body = SignupRequest,
     responses(
         (status = 201, description = "Account created", body = AccountView),
-        (status = 400, response = ProblemResponse),
         (status = 409, response = ProblemResponse),
-        (status = 413, response = ProblemResponse),
-        (status = 415, response = ProblemResponse),
-        (status = 422, response = ProblemResponse),
         (status = 429, description = "Too many requests from this address", body = Problem,
             content_type = "application/problem+json",
             headers(("Retry-After" = u64, description = "Seconds to wait"))),
@@ -172,11 +168,7 @@ pub(super) struct LoginRequest {
     request_body = LoginRequest,
     responses(
         (status = 200, description = "Signed in", body = TokenResponse),
-        (status = 400, response = ProblemResponse),
         (status = 401, response = ProblemResponse),
-        (status = 413, response = ProblemResponse),
-        (status = 415, response = ProblemResponse),
-        (status = 422, response = ProblemResponse),
         (status = 429, description = "Too many failed logins", body = Problem,
             content_type = "application/problem+json",
             headers(("Retry-After" = u64, description = "Seconds to wait"))),
@@ -248,11 +240,7 @@ pub(super) struct RefreshRequest {
     request_body = RefreshRequest,
     responses(
         (status = 200, description = "New tokens", body = TokenResponse),
-        (status = 400, response = ProblemResponse),
         (status = 401, response = ProblemResponse),
-        (status = 413, response = ProblemResponse),
-        (status = 415, response = ProblemResponse),
-        (status = 422, response = ProblemResponse),
     )
 )]
 pub(super) async fn refresh(
@@ -271,10 +259,6 @@ pub(super) async fn refresh(
     request_body = RefreshRequest,
     responses(
         (status = 204, description = "Signed out"),
-        (status = 400, response = ProblemResponse),
-        (status = 413, response = ProblemResponse),
-        (status = 415, response = ProblemResponse),
-        (status = 422, response = ProblemResponse),
     )
 )]
 pub(super) async fn logout(

@@ -31,10 +31,6 @@ pub(super) struct TokenRequest {
     request_body = TokenRequest,
     responses(
         (status = 204, description = "Email verified"),
-        (status = 400, response = ProblemResponse),
-        (status = 413, response = ProblemResponse),
-        (status = 415, response = ProblemResponse),
-        (status = 422, response = ProblemResponse),
     )
 )]
 pub(super) async fn verify_email(
@@ -68,10 +64,6 @@ pub(super) struct ForgotRequest {
     request_body = ForgotRequest,
     responses(
         (status = 202, description = "A reset link is mailed if the account exists"),
-        (status = 400, response = ProblemResponse),
-        (status = 413, response = ProblemResponse),
-        (status = 415, response = ProblemResponse),
-        (status = 422, response = ProblemResponse),
         (status = 429, description = "Too many requests from this address or for this account", body = Problem,
             content_type = "application/problem+json",
             headers(("Retry-After" = u64, description = "Seconds to wait"))),
@@ -123,10 +115,6 @@ pub(super) struct ResetRequest {
     request_body = ResetRequest,
     responses(
         (status = 204, description = "Password changed"),
-        (status = 400, response = ProblemResponse),
-        (status = 413, response = ProblemResponse),
-        (status = 415, response = ProblemResponse),
-        (status = 422, response = ProblemResponse),
     )
 )]
 pub(super) async fn reset_password(

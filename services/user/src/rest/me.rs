@@ -21,7 +21,6 @@ use crate::error::ApiResult;
     security(("bearer" = [])),
     responses(
         (status = 200, description = "The signed-in account", body = AccountView),
-        (status = 401, response = ProblemResponse),
         (status = 404, response = ProblemResponse),
     )
 )]
@@ -47,7 +46,6 @@ pub(super) async fn get_me(
     security(("bearer" = [])),
     responses(
         (status = 202, description = "Verification mail sent"),
-        (status = 401, response = ProblemResponse),
         (status = 404, response = ProblemResponse),
         (status = 409, response = ProblemResponse),
         (status = 429, description = "Too many verification mails this hour", body = Problem,
@@ -108,12 +106,7 @@ mod double_option {
     request_body = PatchMe,
     responses(
         (status = 200, description = "The updated account", body = AccountView),
-        (status = 400, response = ProblemResponse),
-        (status = 401, response = ProblemResponse),
         (status = 404, response = ProblemResponse),
-        (status = 413, response = ProblemResponse),
-        (status = 415, response = ProblemResponse),
-        (status = 422, response = ProblemResponse),
     )
 )]
 pub(super) async fn patch_me(
@@ -146,7 +139,6 @@ pub(super) async fn patch_me(
     security(("bearer" = [])),
     responses(
         (status = 204, description = "Account deleted (or already gone)"),
-        (status = 401, response = ProblemResponse),
     )
 )]
 pub(super) async fn delete_me(

@@ -195,53 +195,28 @@ mod tests {
 
     #[test]
     fn openapi_document_is_complete() {
-        let doc = openapi();
-        let defects = berth_runtime::openapi::defects(&doc);
-        assert!(
-            defects.is_empty(),
-            "document defects:\n{}",
-            defects.join("\n")
+        let defects = berth_runtime::openapi::defects(
+            &openapi(),
+            &[
+                "GET /v1/me",
+                "PATCH /v1/me",
+                "DELETE /v1/me",
+                "POST /v1/me/email/verification",
+                "PUT /v1/users/{id}/roles",
+                "GET /.well-known/jwks.json",
+                "POST /v1/auth/signup",
+                "POST /v1/auth/login",
+                "POST /v1/auth/refresh",
+                "POST /v1/auth/logout",
+                "POST /v1/auth/email/verify",
+                "POST /v1/auth/password/forgot",
+                "POST /v1/auth/password/reset",
+                "POST /v1/auth/phone/start",
+                "POST /v1/auth/phone/verify",
+                "GET /v1/auth/oidc/{provider}/start",
+                "GET /v1/auth/oidc/{provider}/callback",
+            ],
         );
-
-        // Through JSON, so every operation counts, not just the fields read here.
-        let json = serde_json::to_value(&doc).unwrap();
-        let mut documented: Vec<(String, String)> = json["paths"]
-            .as_object()
-            .unwrap()
-            .iter()
-            .flat_map(|(path, item)| {
-                item.as_object()
-                    .unwrap()
-                    .keys()
-                    .filter(|k| !matches!(k.as_str(), "summary" | "description" | "parameters"))
-                    .map(|method| (method.to_uppercase(), path.clone()))
-                    .collect::<Vec<_>>()
-            })
-            .collect();
-        let mut expected: Vec<(String, String)> = [
-            ("GET", "/v1/me"),
-            ("PATCH", "/v1/me"),
-            ("DELETE", "/v1/me"),
-            ("POST", "/v1/me/email/verification"),
-            ("PUT", "/v1/users/{id}/roles"),
-            ("GET", "/.well-known/jwks.json"),
-            ("POST", "/v1/auth/signup"),
-            ("POST", "/v1/auth/login"),
-            ("POST", "/v1/auth/refresh"),
-            ("POST", "/v1/auth/logout"),
-            ("POST", "/v1/auth/email/verify"),
-            ("POST", "/v1/auth/password/forgot"),
-            ("POST", "/v1/auth/password/reset"),
-            ("POST", "/v1/auth/phone/start"),
-            ("POST", "/v1/auth/phone/verify"),
-            ("GET", "/v1/auth/oidc/{provider}/start"),
-            ("GET", "/v1/auth/oidc/{provider}/callback"),
-        ]
-        .iter()
-        .map(|(m, p)| ((*m).to_owned(), (*p).to_owned()))
-        .collect();
-        documented.sort();
-        expected.sort();
-        assert_eq!(documented, expected);
+        assert!(defects.is_empty(), "{defects:#?}");
     }
 }

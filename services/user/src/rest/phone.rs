@@ -33,10 +33,6 @@ pub(super) struct PhoneStartRequest {
     request_body = PhoneStartRequest,
     responses(
         (status = 202, description = "Code sent"),
-        (status = 400, response = ProblemResponse),
-        (status = 413, response = ProblemResponse),
-        (status = 415, response = ProblemResponse),
-        (status = 422, response = ProblemResponse),
         (status = 429, description = "Too many codes for this phone or requests from this address", body = Problem,
             content_type = "application/problem+json",
             headers(("Retry-After" = u64, description = "Seconds to wait"))),
@@ -110,11 +106,7 @@ pub(super) struct PhoneVerifyRequest {
     request_body = PhoneVerifyRequest,
     responses(
         (status = 200, description = "Signed in", body = TokenResponse),
-        (status = 400, response = ProblemResponse),
         (status = 401, response = ProblemResponse),
-        (status = 413, response = ProblemResponse),
-        (status = 415, response = ProblemResponse),
-        (status = 422, response = ProblemResponse),
         (status = 429, description = "Too many attempts for this code", body = Problem,
             content_type = "application/problem+json",
             headers(("Retry-After" = u64, description = "Seconds to wait"))),
