@@ -181,14 +181,22 @@ pub fn openapi() -> OpenApi {
     )
 }
 
-/// `rest` plus `GET /openapi.json`, the OpenAPI document of its routes.
+/// `rest` plus `GET /openapi.json`, the OpenAPI document of its routes,
+/// serialised once: it cannot change while the process runs.
 pub fn with_openapi(rest: Router, document: OpenApi) -> Router {
-    let document = Arc::new(document);
+    let json = match document.to_json() {
+        Ok(json) => bytes::Bytes::from(json),
+        Err(error) => {
+            // Not reachable with utoipa's types (string keys, no floats).
+            tracing::error!(%error, "the OpenAPI document does not serialise; not serving it");
+            return rest;
+        }
+    };
     rest.route(
         "/openapi.json",
         get(move || {
-            let document = Arc::clone(&document);
-            async move { axum::Json(OpenApi::clone(&document)) }
+            let json = json.clone();
+            async move { ([(http::header::CONTENT_TYPE, "application/json")], json) }
         }),
     )
 }
