@@ -144,20 +144,6 @@ async fn dev_books_the_demo_slot_as_the_demo_user() {
     wait_ready(&format!("{base}/readyz")).await;
     let client = reqwest::Client::new();
 
-    // One document for every service in the process, served beside them.
-    let document: serde_json::Value = client
-        .get(format!("{base}/openapi.json"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    assert!(document["openapi"].as_str().unwrap().starts_with("3."));
-    for path in ["/v1/auth/login", "/v1/bookings", "/v1/resources/{id}/slots"] {
-        assert!(document["paths"].get(path).is_some(), "{path} undocumented");
-    }
-
     let login: serde_json::Value = client
         .post(format!("{base}/v1/auth/login"))
         .json(&serde_json::json!({"email": "demo@berth.dev", "password": "demo-password"}))
@@ -176,6 +162,13 @@ async fn dev_books_the_demo_slot_as_the_demo_user() {
             r.json::<serde_json::Value>().await.unwrap()
         }
     };
+
+    // One document for every service in the process, served beside them.
+    let document = get(format!("{base}/openapi.json")).await;
+    assert!(document["openapi"].as_str().unwrap().starts_with("3."));
+    for path in ["/v1/auth/login", "/v1/bookings", "/v1/resources/{id}/slots"] {
+        assert!(document["paths"].get(path).is_some(), "{path} undocumented");
+    }
     let resources = get(format!("{base}/v1/resources")).await;
     let resource = resources["items"]
         .as_array()
