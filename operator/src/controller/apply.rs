@@ -199,7 +199,9 @@ pub(super) async fn apply_plan(
 }
 
 /// Skip objects whose applied hash matches and that nobody changed since we
-/// applied them.
+/// applied them. One that is not owned (created by hand, or owned by a
+/// platform since deleted) is applied anyway, which adopts it: otherwise it
+/// would outlive the platform's garbage collection.
 pub(super) fn needs_apply(
     child: &Child,
     seen: Option<&ChildMeta>,
@@ -208,7 +210,7 @@ pub(super) fn needs_apply(
     let Some(seen) = seen else {
         return true;
     };
-    if seen.hash.as_deref() != Some(child.hash.as_str()) {
+    if !seen.owned || seen.hash.as_deref() != Some(child.hash.as_str()) {
         return true;
     }
     match record {
@@ -278,4 +280,51 @@ pub async fn apply_children(
         .try_collect::<Vec<()>>()
         .await?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn child() -> Child {
+        Child {
+            kind: Kind::Job,
+            name: "shop-migrate-1-1-0".into(),
+            object: json!({}),
+            hash: "h1".into(),
+        }
+    }
+
+    fn seen(hash: &str, owned: bool) -> ChildMeta {
+        ChildMeta {
+            name: "shop-migrate-1-1-0".into(),
+            hash: Some(hash.into()),
+            marker: "g1".into(),
+            owned,
+        }
+    }
+
+    #[test]
+    fn applies_what_is_missing_changed_or_not_ours() {
+        let c = child();
+        assert!(needs_apply(&c, None, None), "missing");
+        assert!(needs_apply(&c, Some(&seen("h0", true)), None), "other hash");
+        assert!(
+            needs_apply(&c, Some(&seen("h1", false)), None),
+            "same hash but unowned: adopt it"
+        );
+        let record = ("h1".to_string(), "g0".to_string());
+        assert!(
+            needs_apply(&c, Some(&seen("h1", true)), Some(&record)),
+            "edited since we applied it"
+        );
+    }
+
+    #[test]
+    fn skips_what_we_applied_and_nobody_touched() {
+        let c = child();
+        assert!(!needs_apply(&c, Some(&seen("h1", true)), None));
+        let record = ("h1".to_string(), "g1".to_string());
+        assert!(!needs_apply(&c, Some(&seen("h1", true)), Some(&record)));
+    }
 }
