@@ -594,6 +594,14 @@ async fn happy_path(client: &Client, ns: &str) -> Result<()> {
     let job_name = hold.migration_job.clone();
     let mut job = hold.find(Kind::Job, &job_name).unwrap().object.clone();
     job["spec"]["suspend"] = json!(true);
+    // Not owned yet: creating an owned Job wakes the operator, and a
+    // reconcile that still sees 1.0.0 prunes it as another version's Job
+    // (the operator then creates its own, unsuspended). The operator's
+    // apply adopts it once 1.1.0 is the target; `suspend` stays ours.
+    job["metadata"]
+        .as_object_mut()
+        .unwrap()
+        .remove("ownerReferences");
     let jobs: Api<Job> = Api::namespaced(client.clone(), ns);
     jobs.create(&PostParams::default(), &serde_json::from_value(job)?)
         .await?;
