@@ -690,6 +690,15 @@ async fn happy_path(client: &Client, ns: &str) -> Result<()> {
         .as_ref()
         .and_then(|s| s.completion_time.clone())
         .context("job not complete")?;
+    let platform_uid = platforms.get("shop").await?.metadata.uid;
+    ensure!(
+        job.metadata
+            .owner_references
+            .iter()
+            .flatten()
+            .any(|o| Some(&o.uid) == platform_uid.as_ref()),
+        "the operator adopted the Job it found (so deleting the platform collects it)"
+    );
     let rss: Api<ReplicaSet> = Api::namespaced(client.clone(), ns);
     let new_rs: Vec<ReplicaSet> = rss
         .list(
