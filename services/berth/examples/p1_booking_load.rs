@@ -286,6 +286,7 @@ async fn main() {
     let mut latencies = Vec::new();
     let mut cpu: Vec<(&'static str, f64)> = Vec::new();
     let mut per_round = Vec::new();
+    let mut machine = support::MachineTicks::default();
     for (round, round_slots) in slots.iter().enumerate() {
         let mut work: Vec<Bytes> = round_slots
             .iter()
@@ -295,6 +296,7 @@ async fn main() {
         let work = Arc::new(work);
         let (jobs, tokens) = (work.len(), customers.clone());
         let round_cpu = meter();
+        let machine_before = support::MachineTicks::read();
         let started = Instant::now();
         let answers = clients
             .drain(jobs, move |c, job| {
@@ -311,6 +313,9 @@ async fn main() {
             .await;
         let elapsed = started.elapsed();
         let cpu_used = round_cpu.stop();
+        if round >= warmup {
+            machine.add_since(machine_before);
+        }
         let won = answers.iter().filter(|a| a.status == 201).count();
         assert_eq!(won, slot_count, "round {round}: every slot booked once");
         if round < warmup {
@@ -414,6 +419,7 @@ async fn main() {
         per_booking(cpu_total),
         cpu_total / timed.as_secs_f64(),
     );
+    println!("  machine during the timed rounds: {}", machine.describe());
     println!("  hop floor: GET /livez on the booking process, {CLIENTS} clients: {floor:.0} req/s");
     println!(
         "  group commit, mean items per batch (warm-up included): {}",
@@ -440,6 +446,10 @@ async fn main() {
         limit.burst();
     }
     let (tps, bare_tps) = (limit.mean(LEDGER), limit.mean(BARE));
+    println!(
+        "  machine during the pgbench bursts: {}",
+        limit.machine.describe()
+    );
     let bursts: Vec<String> = limit.tps[LEDGER]
         .iter()
         .map(|t| format!("{t:.0}"))
@@ -482,6 +492,8 @@ struct PhysicalLimit {
     scripts: [std::path::PathBuf; 2],
     /// Transactions per second of each script, one per burst.
     tps: [Vec<f64>; 2],
+    /// The machine while the ledger insert ran.
+    machine: support::MachineTicks,
 }
 
 /// The scripts of a [`PhysicalLimit`], by index.
@@ -528,6 +540,7 @@ impl PhysicalLimit {
             db_url: db_url.to_owned(),
             scripts,
             tps: [Vec::new(), Vec::new()],
+            machine: support::MachineTicks::default(),
         }
     }
 
@@ -541,6 +554,7 @@ impl PhysicalLimit {
         };
         for i in order {
             let (script, rates) = (&self.scripts[i], &mut self.tps[i]);
+            let machine_before = support::MachineTicks::read();
             let run = Command::new("pgbench")
                 .args(["-n", "-c", &CLIENTS.to_string(), "-j", "2"])
                 .args(["-T", &PGBENCH_SECONDS.to_string(), "-f"])
@@ -548,6 +562,9 @@ impl PhysicalLimit {
                 .arg(&self.db_url)
                 .output()
                 .expect("pgbench (Debian package postgresql-client)");
+            if i == LEDGER {
+                self.machine.add_since(machine_before);
+            }
             let out = String::from_utf8_lossy(&run.stdout);
             let tps = out
                 .lines()

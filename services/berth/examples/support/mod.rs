@@ -185,6 +185,59 @@ impl CpuMeter {
     }
 }
 
+/// Where the whole machine's CPU time went, from the first line of
+/// `/proc/stat` (Linux): ticks of every state, added up over the spans
+/// between [`MachineTicks::read`] and [`MachineTicks::add_since`]. Steal (a
+/// hypervisor running other guests on our cores) differs between runs
+/// minutes apart, and between a benchmark and the limit it is compared to.
+#[derive(Clone, Copy, Default)]
+pub struct MachineTicks {
+    total: u64,
+    idle: u64,
+    steal: u64,
+}
+
+impl MachineTicks {
+    pub fn read() -> Self {
+        let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
+        // cpu user nice system idle iowait irq softirq steal guest guest_nice;
+        // guest time is already counted in user.
+        let fields: Vec<u64> = stat
+            .lines()
+            .next()
+            .unwrap_or_default()
+            .split_whitespace()
+            .skip(1)
+            .take(8)
+            .map(|v| v.parse().unwrap_or(0))
+            .collect();
+        let field = |i: usize| fields.get(i).copied().unwrap_or(0);
+        Self {
+            total: fields.iter().sum(),
+            idle: field(3) + field(4),
+            steal: field(7),
+        }
+    }
+
+    /// Adds what happened since `start` to `self`.
+    pub fn add_since(&mut self, start: MachineTicks) {
+        let now = Self::read();
+        self.total += now.total.saturating_sub(start.total);
+        self.idle += now.idle.saturating_sub(start.idle);
+        self.steal += now.steal.saturating_sub(start.steal);
+    }
+
+    /// "steal S %, idle I %" of the time added up.
+    pub fn describe(&self) -> String {
+        let share = |part: u64| 100.0 * part as f64 / self.total.max(1) as f64;
+        format!(
+            "steal {:.1} %, idle {:.1} %",
+            share(self.steal),
+            share(self.idle)
+        )
+    }
+}
+
 /// A load generator's HTTP/1.1 clients: one kept-alive connection each,
 /// driven by hyper directly, so the generator spends as little of the
 /// shared cores as it can (the system under test gets the rest).
