@@ -26,6 +26,10 @@ use crate::service::NewBooking;
 use crate::store::ListFilter;
 use crate::{Booking, idempotency};
 
+/// How every mutating call treats its `Idempotency-Key` header (OpenAPI).
+const IDEMPOTENCY_KEY: &str = "Required. The same key with the same body replays the first \
+    answer; with another body 422; while the first is in flight 409. Kept 24 hours.";
+
 const MAX_SEATS: u32 = 1000;
 const DEFAULT_LIMIT: u32 = 20;
 const MAX_LIMIT: u32 = 100;
@@ -138,7 +142,7 @@ fn plausible_email(email: &str) -> bool {
 /// Holds a slot: the booking starts as a hold (10 minutes unless paid for
 /// sooner) and must be confirmed. Another holder of the slot answers 409.
 #[utoipa::path(post, operation_id = "createBooking", path = "/v1/bookings", tag = "bookings", request_body = CreateRequest,
-    params(("Idempotency-Key" = String, Header, description = "Required. The same key with the same body replays the first answer; with another body 422; while the first is in flight 409. Kept 24 hours.")),
+    params(("Idempotency-Key" = String, Header, description = IDEMPOTENCY_KEY)),
     security(("bearer" = [])),
     responses(
         (status = 201, description = "Held; `Location` names it", body = BookingRecord),
@@ -186,7 +190,7 @@ async fn get_one(
 
 /// Confirms a held booking (after payment when the type has a price).
 #[utoipa::path(post, operation_id = "confirmBooking", path = "/v1/bookings/{id}/confirm", tag = "bookings",
-    params(("id" = Uuid, Path, description = "Booking id"), ("Idempotency-Key" = String, Header, description = "Required. The same key with the same body replays the first answer; with another body 422; while the first is in flight 409. Kept 24 hours.")),
+    params(("id" = Uuid, Path, description = "Booking id"), ("Idempotency-Key" = String, Header, description = IDEMPOTENCY_KEY)),
     security(("bearer" = [])),
     responses(
         (status = 200, description = "The booking", body = BookingRecord),
@@ -205,7 +209,7 @@ async fn confirm(
 
 /// Cancels a booking and releases its seats.
 #[utoipa::path(post, operation_id = "cancelBooking", path = "/v1/bookings/{id}/cancel", tag = "bookings",
-    params(("id" = Uuid, Path, description = "Booking id"), ("Idempotency-Key" = String, Header, description = "Required. The same key with the same body replays the first answer; with another body 422; while the first is in flight 409. Kept 24 hours.")),
+    params(("id" = Uuid, Path, description = "Booking id"), ("Idempotency-Key" = String, Header, description = IDEMPOTENCY_KEY)),
     security(("bearer" = [])),
     responses(
         (status = 200, description = "The booking", body = BookingRecord),
@@ -233,7 +237,7 @@ struct RescheduleRequest {
 /// before the old one is released (never both, never neither).
 #[utoipa::path(post, operation_id = "rescheduleBooking", path = "/v1/bookings/{id}/reschedule", tag = "bookings",
     request_body = RescheduleRequest,
-    params(("id" = Uuid, Path, description = "Booking id"), ("Idempotency-Key" = String, Header, description = "Required. The same key with the same body replays the first answer; with another body 422; while the first is in flight 409. Kept 24 hours.")),
+    params(("id" = Uuid, Path, description = "Booking id"), ("Idempotency-Key" = String, Header, description = IDEMPOTENCY_KEY)),
     security(("bearer" = [])),
     responses(
         (status = 200, description = "The booking", body = BookingRecord),
