@@ -632,6 +632,17 @@ async fn happy_path(client: &Client, ns: &str) -> Result<()> {
             image_of(&d)
         );
     }
+    // Adopted as soon as 1.1.0 is the target (so deleting the platform
+    // collects it), before anything edits the Job again.
+    let held = jobs.get(&job_name).await?;
+    ensure!(
+        held.metadata
+            .owner_references
+            .iter()
+            .flatten()
+            .any(|o| Some(&o.uid) == p.metadata.uid.as_ref()),
+        "the operator adopted the Job it found"
+    );
     // Release the migration (kwok completes the pod, the Job controller the Job).
     jobs.patch(
         &job_name,
@@ -690,15 +701,6 @@ async fn happy_path(client: &Client, ns: &str) -> Result<()> {
         .as_ref()
         .and_then(|s| s.completion_time.clone())
         .context("job not complete")?;
-    let platform_uid = platforms.get("shop").await?.metadata.uid;
-    ensure!(
-        job.metadata
-            .owner_references
-            .iter()
-            .flatten()
-            .any(|o| Some(&o.uid) == platform_uid.as_ref()),
-        "the operator adopted the Job it found (so deleting the platform collects it)"
-    );
     let rss: Api<ReplicaSet> = Api::namespaced(client.clone(), ns);
     let new_rs: Vec<ReplicaSet> = rss
         .list(
