@@ -16,6 +16,15 @@
 //! `(int, tstzrange)` insert used as the limit before 2026-12-01 runs in
 //! alternating bursts with it, for comparison.
 //!
+//! Placements: every process on every core ("shared"), and PostgreSQL on
+//! its own half of the cores with the services, Redis, the load generator
+//! and `pgbench`'s client on the other ("split", `support::placement`).
+//! Timed rounds and `pgbench` bursts alternate between the two. The split
+//! gives the database the same cores whether the booking path or `pgbench`
+//! drives it, as a deployment keeps services off the database's nodes;
+//! `ratio:` is that placement's, and the shared-cores ratio is printed
+//! above it.
+//!
 //! Settings (environment): `P1_ROUNDS` (default 5, timed),
 //! `P1_WARMUP_ROUNDS` (default 1; booked and checked like the others, but
 //! neither timed nor metered),
@@ -24,6 +33,7 @@
 //! `P1_REPLICAS` (default 1; replicas of each service, every booking
 //! replica routing claims by resource over all availability replicas,
 //! clients spread over the booking replicas),
+//! `P1_PLACEMENT` (`both`, the default; `shared` or `split` for one),
 //! `P1_NO_PGBENCH` (skip the physical limit, e.g. while profiling).
 //!
 //! Run: `scripts/stack up && eval "$(scripts/stack env)" &&
@@ -42,7 +52,8 @@ use bytes::Bytes;
 use rand::seq::SliceRandom;
 use serde_json::{Value, json};
 use support::Procs;
-use support::load::{Clients, get, percentile, post};
+use support::load::{Answer, Clients, get, percentile, post};
+use support::placement::Placement;
 
 const CLIENTS: usize = 64;
 const RESOURCES: usize = 100;
@@ -122,6 +133,104 @@ fn batch_sizes(text: &str) -> Vec<String> {
         .collect()
 }
 
+/// What the timed rounds of one placement added up to.
+#[derive(Default)]
+struct Tally {
+    timed: Duration,
+    booked: usize,
+    conflicts: usize,
+    errors: usize,
+    latencies: Vec<Duration>,
+    cpu: Vec<(&'static str, f64)>,
+    per_round: Vec<f64>,
+    machine: support::MachineTicks,
+}
+
+impl Tally {
+    fn add(
+        &mut self,
+        answers: &[Answer],
+        elapsed: Duration,
+        cpu_used: Vec<(&'static str, f64)>,
+        machine_before: support::MachineTicks,
+    ) {
+        self.machine.add_since(machine_before);
+        for (label, seconds) in cpu_used {
+            match self.cpu.iter_mut().find(|(l, _)| *l == label) {
+                Some((_, total)) => *total += seconds,
+                None => self.cpu.push((label, seconds)),
+            }
+        }
+        let won = answers.iter().filter(|a| a.status == 201).count();
+        let lost = answers.iter().filter(|a| a.status == 409).count();
+        self.timed += elapsed;
+        self.booked += won;
+        self.conflicts += lost;
+        self.errors += answers.len() - won - lost;
+        self.latencies.extend(answers.iter().map(|a| a.latency));
+        self.per_round.push(won as f64 / elapsed.as_secs_f64());
+    }
+
+    fn bookings_per_s(&self) -> f64 {
+        self.booked as f64 / self.timed.as_secs_f64()
+    }
+
+    /// The placement's figures; `database_cores` is what PostgreSQL may use.
+    fn print(&mut self, expected: usize, cores: usize, database_cores: usize) {
+        self.latencies.sort();
+        let requests = self.booked + self.conflicts + self.errors;
+        let seconds = self.timed.as_secs_f64();
+        println!(
+            "  requests {requests} in {seconds:.2}s timed = {:.0} req/s",
+            requests as f64 / seconds
+        );
+        println!(
+            "  booked {} (expected {expected}), conflicts 409 {}, other {}",
+            self.booked, self.conflicts, self.errors
+        );
+        let rates: Vec<String> = self.per_round.iter().map(|r| format!("{r:.0}")).collect();
+        println!(
+            "  bookings/s {:.0} (rounds: {})",
+            self.bookings_per_s(),
+            rates.join(", ")
+        );
+        let at = |p| percentile(&self.latencies, p).as_secs_f64() * 1e3;
+        println!(
+            "  latency p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms",
+            at(0.50),
+            at(0.99),
+            at(1.0)
+        );
+        let cpu_total: f64 = self.cpu.iter().map(|(_, s)| s).sum();
+        let per_booking = |s: f64| s * 1e3 / self.booked.max(1) as f64;
+        let parts: Vec<String> = self
+            .cpu
+            .iter()
+            .map(|(label, s)| format!("{label} {:.3}", per_booking(*s)))
+            .collect();
+        println!(
+            "  CPU per booking (ms, with any 409s it caused): {}; total {:.3} ({:.2} of {cores} cores busy)",
+            parts.join(", "),
+            per_booking(cpu_total),
+            cpu_total / seconds,
+        );
+        let database: f64 = self
+            .cpu
+            .iter()
+            .filter(|(label, _)| *label == "postgres")
+            .map(|(_, s)| s)
+            .sum();
+        println!(
+            "  PostgreSQL busy {:.0} % of the {database_cores} core(s) it may use",
+            100.0 * database / seconds / database_cores.max(1) as f64
+        );
+        println!(
+            "  machine during the timed rounds: {}",
+            self.machine.describe()
+        );
+    }
+}
+
 #[tokio::main]
 async fn main() {
     let rounds = setting("P1_ROUNDS", 5).max(1);
@@ -129,6 +238,7 @@ async fn main() {
     let attempts = setting("P1_ATTEMPTS_PER_SLOT", 1).max(1);
     let slots_per_resource = setting("P1_SLOTS_PER_RESOURCE", 10);
     let replicas = setting("P1_REPLICAS", 1).max(1);
+    let wanted = std::env::var("P1_PLACEMENT").unwrap_or_else(|_| "both".to_owned());
     let redis =
         std::env::var("REDIS_URL").expect("REDIS_URL: run scripts/stack up and eval its env");
     let db = support::db::TestDb::create("p1").await;
@@ -190,7 +300,24 @@ async fn main() {
     let day = json!([{"start": "00:00", "end": "24:00"}]);
     let week = json!({"monday": day, "tuesday": day, "wednesday": day, "thursday": day, "friday": day, "saturday": day, "sunday": day});
     let staff = auth.bearer("staff-1", "staff");
-    let mut slots: Vec<Vec<Bytes>> = vec![Vec::new(); warmup + rounds];
+    let pinning = match wanted.as_str() {
+        "shared" => Err("P1_PLACEMENT=shared".to_owned()),
+        _ => {
+            let services: Vec<u32> = booking_processes
+                .iter()
+                .chain(&availability_processes)
+                .map(|p| p.0.id())
+                .collect();
+            support::placement::Pinning::detect(&services)
+        }
+    };
+    let placements: Vec<Placement> = match (wanted.as_str(), &pinning) {
+        ("split", Ok(_)) => vec![Placement::Split],
+        ("both", Ok(_)) => vec![Placement::Shared, Placement::Split],
+        _ => vec![Placement::Shared],
+    };
+    let timed_rounds = rounds * placements.len();
+    let mut slots: Vec<Vec<Bytes>> = vec![Vec::new(); warmup + timed_rounds];
     for i in 0..RESOURCES {
         let r: Value = client
             .post(format!("{a}/v1/resources"))
@@ -281,13 +408,18 @@ async fn main() {
         support::CpuMeter::start(lines)
     };
 
-    let mut timed = Duration::ZERO;
-    let (mut booked, mut conflicts, mut errors) = (0, 0, 0);
-    let mut latencies = Vec::new();
-    let mut cpu: Vec<(&'static str, f64)> = Vec::new();
-    let mut per_round = Vec::new();
-    let mut machine = support::MachineTicks::default();
+    let mut tallies: Vec<Tally> = placements.iter().map(|_| Tally::default()).collect();
     for (round, round_slots) in slots.iter().enumerate() {
+        // Timed rounds alternate placements, so each meets the same drift.
+        let slot = round.saturating_sub(warmup) % placements.len();
+        let placement = if round < warmup {
+            Placement::Shared
+        } else {
+            placements[slot]
+        };
+        if let Ok(pinning) = &pinning {
+            pinning.apply(placement);
+        }
         let mut work: Vec<Bytes> = round_slots
             .iter()
             .flat_map(|s| std::iter::repeat_n(s.clone(), attempts))
@@ -313,9 +445,6 @@ async fn main() {
             .await;
         let elapsed = started.elapsed();
         let cpu_used = round_cpu.stop();
-        if round >= warmup {
-            machine.add_since(machine_before);
-        }
         let won = answers.iter().filter(|a| a.status == 201).count();
         assert_eq!(won, slot_count, "round {round}: every slot booked once");
         if round < warmup {
@@ -323,23 +452,11 @@ async fn main() {
             // caches, TCP windows) are not the throughput being measured.
             continue;
         }
-        for (label, seconds) in cpu_used {
-            match cpu.iter_mut().find(|(l, _)| *l == label) {
-                Some((_, total)) => *total += seconds,
-                None => cpu.push((label, seconds)),
-            }
-        }
-        timed += elapsed;
-        let lost = answers.iter().filter(|a| a.status == 409).count();
-        booked += won;
-        conflicts += lost;
-        errors += answers.len() - won - lost;
-        latencies.extend(answers.iter().map(|a| a.latency));
-        per_round.push(won as f64 / elapsed.as_secs_f64());
+        tallies[slot].add(&answers, elapsed, cpu_used, machine_before);
     }
-    latencies.sort();
-    let bookings_per_s = booked as f64 / timed.as_secs_f64();
-    let requests = booked + conflicts + errors;
+    if let Ok(pinning) = &pinning {
+        pinning.apply(Placement::Shared);
+    }
 
     let floor = hop_floor(&mut clients).await;
     let mut batches = Vec::new();
@@ -380,46 +497,25 @@ async fn main() {
 
     println!(
         "P1 booking over HTTP: {CLIENTS} clients, {RESOURCES} resources x {slots_per_resource} slots, \
-         {attempts} attempt(s) per slot, {rounds} rounds after {warmup} warm-up, {replicas} replica(s) of each service"
+         {attempts} attempt(s) per slot, {rounds} rounds per placement after {warmup} warm-up, \
+         {replicas} replica(s) of each service"
     );
-    println!(
-        "  requests {requests} in {:.2}s timed = {:.0} req/s",
-        timed.as_secs_f64(),
-        requests as f64 / timed.as_secs_f64()
-    );
-    println!(
-        "  booked {booked} (expected {}), conflicts 409 {conflicts}, other {errors}",
-        slot_count * rounds
-    );
-    let rates: Vec<String> = per_round.iter().map(|r| format!("{r:.0}")).collect();
-    println!(
-        "  bookings/s {bookings_per_s:.0} (rounds: {})",
-        rates.join(", ")
-    );
-    println!(
-        "  latency p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms",
-        percentile(&latencies, 0.50).as_secs_f64() * 1e3,
-        percentile(&latencies, 0.99).as_secs_f64() * 1e3,
-        latencies.last().unwrap().as_secs_f64() * 1e3
-    );
+    if let Err(why) = &pinning {
+        println!("  split placement not measured: {why}");
+    }
+    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
+    for (placement, tally) in placements.iter().zip(&mut tallies) {
+        println!("  [{}]", placement.describe(pinning.as_ref().ok()));
+        let database_cores = match (placement, &pinning) {
+            (Placement::Split, Ok(p)) => p.database_cores,
+            _ => cores,
+        };
+        tally.print(slot_count * rounds, cores, database_cores);
+    }
     println!("  ledger checker: double bookings {overlaps}");
     for problem in &problems {
         println!("    {problem}");
     }
-    let cpu_total: f64 = cpu.iter().map(|(_, s)| s).sum();
-    let per_booking = |s: f64| s * 1e3 / booked.max(1) as f64;
-    let parts: Vec<String> = cpu
-        .iter()
-        .map(|(label, s)| format!("{label} {:.3}", per_booking(*s)))
-        .collect();
-    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
-    println!(
-        "  CPU per booking (ms, with any 409s it caused): {}; total {:.3} ({:.2} of {cores} cores busy)",
-        parts.join(", "),
-        per_booking(cpu_total),
-        cpu_total / timed.as_secs_f64(),
-    );
-    println!("  machine during the timed rounds: {}", machine.describe());
     println!("  hop floor: GET /livez on the booking process, {CLIENTS} clients: {floor:.0} req/s");
     println!(
         "  group commit, mean items per batch (warm-up included): {}",
@@ -440,34 +536,58 @@ async fn main() {
     // Rounds run back to back (work a round leaves behind, such as the
     // outbox relay or vacuuming, lands in the next one); the limit is
     // measured after them on a quiet server, in short bursts that
-    // alternate with the bare insert so both meet the same machine.
-    let mut limit = PhysicalLimit::prepare(&db_url, &name).await;
+    // alternate placements and scripts so all meet the same machine.
+    let mut limit = PhysicalLimit::prepare(&db_url, &name, placements.len()).await;
     for _ in 0..PGBENCH_BURSTS {
-        limit.burst();
+        for (slot, placement) in placements.iter().enumerate() {
+            if let Ok(pinning) = &pinning {
+                pinning.apply(*placement);
+            }
+            limit.burst(slot);
+        }
     }
-    let (tps, bare_tps) = (limit.mean(LEDGER), limit.mean(BARE));
-    println!(
-        "  machine during the pgbench bursts: {}",
-        limit.machine.describe()
-    );
-    let bursts: Vec<String> = limit.tps[LEDGER]
+    if let Ok(pinning) = &pinning {
+        pinning.apply(Placement::Shared);
+    }
+    let mut ratios = Vec::new();
+    for (slot, placement) in placements.iter().enumerate() {
+        let (tps, bare_tps) = (limit.mean(slot, LEDGER), limit.mean(slot, BARE));
+        let bursts: Vec<String> = limit.runs[slot].tps[LEDGER]
+            .iter()
+            .map(|t| format!("{t:.0}"))
+            .collect();
+        let bookings_per_s = tallies[slot].bookings_per_s();
+        println!(
+            "  pgbench [{}]: ledger insert (the blocks table's DDL, {CLIENTS} clients, \
+             {PGBENCH_BURSTS} x {PGBENCH_SECONDS}s) {tps:.0} tps (bursts: {}); \
+             bare insert (int resource, range only; the limit before 2026-12-01) {bare_tps:.0} tps, \
+             ratio to bare {:.2}; machine: {}",
+            placement.describe(pinning.as_ref().ok()),
+            bursts.join(", "),
+            bookings_per_s / bare_tps,
+            limit.runs[slot].machine.describe()
+        );
+        if *placement == Placement::Shared {
+            println!(
+                "  CPU budget per booking at ratio 0.60 with every process on every core: {:.3} ms",
+                cores as f64 * 1e3 / (0.6 * tps)
+            );
+        }
+        ratios.push((*placement, bookings_per_s / tps));
+    }
+    // The headline is the ratio at equal database capacity when it could
+    // be measured; the shared-cores ratio is printed beside it either way.
+    for (placement, ratio) in &ratios {
+        if *placement == Placement::Shared {
+            println!("ratio with every process on every core: {ratio:.2}");
+        }
+    }
+    let headline = ratios
         .iter()
-        .map(|t| format!("{t:.0}"))
-        .collect();
-    println!(
-        "  pgbench ledger insert (the blocks table's DDL, {CLIENTS} clients, {PGBENCH_BURSTS} x {PGBENCH_SECONDS}s): \
-         {tps:.0} tps (bursts: {})",
-        bursts.join(", ")
-    );
-    println!(
-        "  pgbench bare insert (int resource, range only; the limit before 2026-12-01): {bare_tps:.0} tps, ratio {:.2}",
-        bookings_per_s / bare_tps
-    );
-    println!(
-        "  CPU budget per booking at ratio 0.60 on these cores: {:.3} ms",
-        cores as f64 * 1e3 / (0.6 * tps)
-    );
-    println!("ratio: {:.2}", bookings_per_s / tps);
+        .find(|(p, _)| *p == Placement::Split)
+        .or(ratios.first())
+        .map_or(0.0, |(_, r)| *r);
+    println!("ratio: {headline:.2}");
 
     drop(booking_processes);
     drop(availability_processes);
@@ -490,6 +610,13 @@ async fn main() {
 struct PhysicalLimit {
     db_url: String,
     scripts: [std::path::PathBuf; 2],
+    /// One per placement, in the order P1 measures them.
+    runs: Vec<LimitRuns>,
+}
+
+/// The bursts of one placement.
+#[derive(Default)]
+struct LimitRuns {
     /// Transactions per second of each script, one per burst.
     tps: [Vec<f64>; 2],
     /// The machine while the ledger insert ran.
@@ -502,7 +629,7 @@ const BARE: usize = 1;
 
 impl PhysicalLimit {
     /// Creates the tables and scripts, then waits for a quiet server.
-    async fn prepare(db_url: &str, name: &str) -> Self {
+    async fn prepare(db_url: &str, name: &str, placements: usize) -> Self {
         let mut conn = <sqlx::PgConnection as sqlx::Connection>::connect(db_url)
             .await
             .unwrap();
@@ -539,23 +666,24 @@ impl PhysicalLimit {
         Self {
             db_url: db_url.to_owned(),
             scripts,
-            tps: [Vec::new(), Vec::new()],
-            machine: support::MachineTicks::default(),
+            runs: (0..placements).map(|_| LimitRuns::default()).collect(),
         }
     }
 
-    /// Runs each script for `PGBENCH_SECONDS` and records its rate; which runs
-    /// first alternates, so neither always meets what the other left.
-    fn burst(&mut self) {
-        let order = if self.tps[LEDGER].len().is_multiple_of(2) {
+    /// Runs each script for `PGBENCH_SECONDS` and records its rate under
+    /// placement `slot`; which runs first alternates, so neither always
+    /// meets what the other left.
+    fn burst(&mut self, slot: usize) {
+        let run = &mut self.runs[slot];
+        let order = if run.tps[LEDGER].len().is_multiple_of(2) {
             [LEDGER, BARE]
         } else {
             [BARE, LEDGER]
         };
         for i in order {
-            let (script, rates) = (&self.scripts[i], &mut self.tps[i]);
+            let (script, rates) = (&self.scripts[i], &mut run.tps[i]);
             let machine_before = support::MachineTicks::read();
-            let run = Command::new("pgbench")
+            let output = Command::new("pgbench")
                 .args(["-n", "-c", &CLIENTS.to_string(), "-j", "2"])
                 .args(["-T", &PGBENCH_SECONDS.to_string(), "-f"])
                 .arg(script)
@@ -563,9 +691,9 @@ impl PhysicalLimit {
                 .output()
                 .expect("pgbench (Debian package postgresql-client)");
             if i == LEDGER {
-                self.machine.add_since(machine_before);
+                run.machine.add_since(machine_before);
             }
-            let out = String::from_utf8_lossy(&run.stdout);
+            let out = String::from_utf8_lossy(&output.stdout);
             let tps = out
                 .lines()
                 .find(|l| l.starts_with("tps = "))
@@ -574,15 +702,15 @@ impl PhysicalLimit {
                 .unwrap_or_else(|| {
                     panic!(
                         "pgbench output: {out}{}",
-                        String::from_utf8_lossy(&run.stderr)
+                        String::from_utf8_lossy(&output.stderr)
                     )
                 });
             rates.push(tps);
         }
     }
 
-    fn mean(&self, script: usize) -> f64 {
-        let rates = &self.tps[script];
+    fn mean(&self, slot: usize, script: usize) -> f64 {
+        let rates = &self.runs[slot].tps[script];
         rates.iter().sum::<f64>() / rates.len().max(1) as f64
     }
 }

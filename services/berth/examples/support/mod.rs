@@ -65,6 +65,8 @@ pub async fn wait_ready(base: &str) {
 #[path = "../../../../tests/support/db.rs"]
 pub mod db;
 
+pub mod placement;
+
 /// Access tokens for the services under test: a real EdDSA issuer whose
 /// JWKS is served over HTTP, so `berth serve` verifies exactly as in
 /// Kubernetes (where the user service serves it).
