@@ -42,18 +42,23 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod limit;
+#[path = "../support/mod.rs"]
 mod support;
+mod tally;
 
 use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use limit::{BARE, LEDGER, PhysicalLimit};
 use rand::seq::SliceRandom;
 use serde_json::{Value, json};
 use support::Procs;
-use support::load::{Answer, Clients, get, percentile, post};
+use support::load::{Clients, get, post};
 use support::placement::Placement;
+use tally::Tally;
 
 const CLIENTS: usize = 64;
 const RESOURCES: usize = 100;
@@ -131,104 +136,6 @@ fn batch_sizes(text: &str) -> Vec<String> {
             )
         })
         .collect()
-}
-
-/// What the timed rounds of one placement added up to.
-#[derive(Default)]
-struct Tally {
-    timed: Duration,
-    booked: usize,
-    conflicts: usize,
-    errors: usize,
-    latencies: Vec<Duration>,
-    cpu: Vec<(&'static str, f64)>,
-    per_round: Vec<f64>,
-    machine: support::MachineTicks,
-}
-
-impl Tally {
-    fn add(
-        &mut self,
-        answers: &[Answer],
-        elapsed: Duration,
-        cpu_used: Vec<(&'static str, f64)>,
-        machine_before: support::MachineTicks,
-    ) {
-        self.machine.add_since(machine_before);
-        for (label, seconds) in cpu_used {
-            match self.cpu.iter_mut().find(|(l, _)| *l == label) {
-                Some((_, total)) => *total += seconds,
-                None => self.cpu.push((label, seconds)),
-            }
-        }
-        let won = answers.iter().filter(|a| a.status == 201).count();
-        let lost = answers.iter().filter(|a| a.status == 409).count();
-        self.timed += elapsed;
-        self.booked += won;
-        self.conflicts += lost;
-        self.errors += answers.len() - won - lost;
-        self.latencies.extend(answers.iter().map(|a| a.latency));
-        self.per_round.push(won as f64 / elapsed.as_secs_f64());
-    }
-
-    fn bookings_per_s(&self) -> f64 {
-        self.booked as f64 / self.timed.as_secs_f64()
-    }
-
-    /// The placement's figures; `database_cores` is what PostgreSQL may use.
-    fn print(&mut self, expected: usize, cores: usize, database_cores: usize) {
-        self.latencies.sort();
-        let requests = self.booked + self.conflicts + self.errors;
-        let seconds = self.timed.as_secs_f64();
-        println!(
-            "  requests {requests} in {seconds:.2}s timed = {:.0} req/s",
-            requests as f64 / seconds
-        );
-        println!(
-            "  booked {} (expected {expected}), conflicts 409 {}, other {}",
-            self.booked, self.conflicts, self.errors
-        );
-        let rates: Vec<String> = self.per_round.iter().map(|r| format!("{r:.0}")).collect();
-        println!(
-            "  bookings/s {:.0} (rounds: {})",
-            self.bookings_per_s(),
-            rates.join(", ")
-        );
-        let at = |p| percentile(&self.latencies, p).as_secs_f64() * 1e3;
-        println!(
-            "  latency p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms",
-            at(0.50),
-            at(0.99),
-            at(1.0)
-        );
-        let cpu_total: f64 = self.cpu.iter().map(|(_, s)| s).sum();
-        let per_booking = |s: f64| s * 1e3 / self.booked.max(1) as f64;
-        let parts: Vec<String> = self
-            .cpu
-            .iter()
-            .map(|(label, s)| format!("{label} {:.3}", per_booking(*s)))
-            .collect();
-        println!(
-            "  CPU per booking (ms, with any 409s it caused): {}; total {:.3} ({:.2} of {cores} cores busy)",
-            parts.join(", "),
-            per_booking(cpu_total),
-            cpu_total / seconds,
-        );
-        let database: f64 = self
-            .cpu
-            .iter()
-            .filter(|(label, _)| *label == "postgres")
-            .map(|(_, s)| s)
-            .sum();
-        println!(
-            "  PostgreSQL busy {:.0} % of the {database_cores} core(s) it may use",
-            100.0 * database / seconds / database_cores.max(1) as f64
-        );
-        println!(
-            "  machine during the timed rounds: {}",
-            self.machine.describe()
-        );
-    }
 }
 
 #[tokio::main]
@@ -599,146 +506,4 @@ async fn main() {
         std::process::exit(1);
     }
     db.drop_now().await;
-}
-
-/// `pgbench` with the ledger's insert, the physical limit P1 is measured
-/// against: one block per transaction into a table created `LIKE` the
-/// ledger's `blocks` (exclusion constraint, generated period, checks,
-/// primary key), same server, same client count. The bare
-/// `(int, tstzrange)` insert, the limit before 2026-12-01, runs beside it
-/// for comparison.
-struct PhysicalLimit {
-    db_url: String,
-    scripts: [std::path::PathBuf; 2],
-    /// One per placement, in the order P1 measures them.
-    runs: Vec<LimitRuns>,
-}
-
-/// The bursts of one placement.
-#[derive(Default)]
-struct LimitRuns {
-    /// Transactions per second of each script, one per burst.
-    tps: [Vec<f64>; 2],
-    /// The machine while the ledger insert ran.
-    machine: support::MachineTicks,
-}
-
-/// The scripts of a [`PhysicalLimit`], by index.
-const LEDGER: usize = 0;
-const BARE: usize = 1;
-
-impl PhysicalLimit {
-    /// Creates the tables and scripts, then waits for a quiet server.
-    async fn prepare(db_url: &str, name: &str, placements: usize) -> Self {
-        let mut conn = <sqlx::PgConnection as sqlx::Connection>::connect(db_url)
-            .await
-            .unwrap();
-        for ddl in [
-            "CREATE TABLE pgbench_blocks (LIKE availability.blocks INCLUDING ALL)",
-            "CREATE EXTENSION IF NOT EXISTS btree_gist",
-            "CREATE TABLE pgbench_bare (resource int NOT NULL, period tstzrange NOT NULL, \
-             EXCLUDE USING gist (resource WITH =, period WITH &&))",
-        ] {
-            sqlx::query(ddl).execute(&mut conn).await.unwrap();
-        }
-        // 100 resources, random 30-minute slots: conflicts are rare, as in P1.
-        let vars = "\\set r random(1, 100)\n\\set s random(0, 1000000)\n";
-        let slot = "timestamptz '2030-01-01' + :s * interval '30 minutes', \
-                    timestamptz '2030-01-01' + (:s + 1) * interval '30 minutes'";
-        let texts = [
-            format!(
-                "{vars}INSERT INTO pgbench_blocks (id, resource_id, appointment_type_id, \
-                 starts_at, ends_at, capacity) VALUES (gen_random_uuid(), \
-                 lpad(:r::text, 32, '0')::uuid, lpad(:r::text, 32, '0')::uuid, {slot}, 1) \
-                 ON CONFLICT DO NOTHING;\n"
-            ),
-            format!(
-                "{vars}INSERT INTO pgbench_bare VALUES (:r, tstzrange({slot})) \
-                 ON CONFLICT DO NOTHING;\n"
-            ),
-        ];
-        let scripts = [LEDGER, BARE].map(|i| {
-            let path = std::env::temp_dir().join(format!("{name}-{i}.sql"));
-            std::fs::write(&path, &texts[i]).unwrap();
-            path
-        });
-        wait_quiet(&mut conn).await;
-        Self {
-            db_url: db_url.to_owned(),
-            scripts,
-            runs: (0..placements).map(|_| LimitRuns::default()).collect(),
-        }
-    }
-
-    /// Runs each script for `PGBENCH_SECONDS` and records its rate under
-    /// placement `slot`; which runs first alternates, so neither always
-    /// meets what the other left.
-    fn burst(&mut self, slot: usize) {
-        let run = &mut self.runs[slot];
-        let order = if run.tps[LEDGER].len().is_multiple_of(2) {
-            [LEDGER, BARE]
-        } else {
-            [BARE, LEDGER]
-        };
-        for i in order {
-            let (script, rates) = (&self.scripts[i], &mut run.tps[i]);
-            let machine_before = support::MachineTicks::read();
-            let output = Command::new("pgbench")
-                .args(["-n", "-c", &CLIENTS.to_string(), "-j", "2"])
-                .args(["-T", &PGBENCH_SECONDS.to_string(), "-f"])
-                .arg(script)
-                .arg(&self.db_url)
-                .output()
-                .expect("pgbench (Debian package postgresql-client)");
-            if i == LEDGER {
-                run.machine.add_since(machine_before);
-            }
-            let out = String::from_utf8_lossy(&output.stdout);
-            let tps = out
-                .lines()
-                .find(|l| l.starts_with("tps = "))
-                .and_then(|l| l.split_whitespace().nth(2))
-                .and_then(|v| v.parse::<f64>().ok())
-                .unwrap_or_else(|| {
-                    panic!(
-                        "pgbench output: {out}{}",
-                        String::from_utf8_lossy(&output.stderr)
-                    )
-                });
-            rates.push(tps);
-        }
-    }
-
-    fn mean(&self, slot: usize, script: usize) -> f64 {
-        let rates = &self.runs[slot].tps[script];
-        rates.iter().sum::<f64>() / rates.len().max(1) as f64
-    }
-}
-
-impl Drop for PhysicalLimit {
-    fn drop(&mut self) {
-        for script in &self.scripts {
-            let _ = std::fs::remove_file(script);
-        }
-    }
-}
-
-/// Waits (at most 30 s) until no autovacuum works on the database, then
-/// checkpoints: the booking rounds' aftermath is not charged to the limit.
-async fn wait_quiet(conn: &mut sqlx::PgConnection) {
-    let started = Instant::now();
-    while started.elapsed() < Duration::from_secs(30) {
-        let busy: i64 = sqlx::query_scalar(
-            "SELECT count(*) FROM pg_stat_activity \
-             WHERE datname = current_database() AND backend_type = 'autovacuum worker'",
-        )
-        .fetch_one(&mut *conn)
-        .await
-        .unwrap();
-        if busy == 0 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-    sqlx::query("CHECKPOINT").execute(&mut *conn).await.unwrap();
 }
