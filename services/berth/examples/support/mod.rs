@@ -132,7 +132,7 @@ pub enum Procs {
     Named(&'static str),
 }
 
-/// CPU seconds (user + system) spent by groups of processes between
+/// CPU seconds (user + system, with reaped children) spent by groups of processes between
 /// [`CpuMeter::start`] and [`CpuMeter::stop`], read from `/proc` (Linux).
 /// Shows where a run's CPU went when everything shares the same cores.
 pub struct CpuMeter {
@@ -149,8 +149,14 @@ fn proc_cpu(pid: &str) -> Option<(String, f64)> {
     let (head, tail) = stat.rsplit_once(')')?;
     let comm = head.split_once('(')?.1.to_owned();
     let fields: Vec<&str> = tail.split_whitespace().collect();
-    // utime and stime are fields 14 and 15 of the line, 12 and 13 after comm.
-    let ticks: f64 = fields.get(11)?.parse::<f64>().ok()? + fields.get(12)?.parse::<f64>().ok()?;
+    // utime, stime, cutime and cstime are fields 14–17 of the line, 12–15
+    // after comm. Children's time counts: a PostgreSQL backend that exits
+    // (as `pgbench`'s do) moves its time to the postmaster's cutime.
+    let ticks: f64 = fields
+        .get(11..15)?
+        .iter()
+        .map(|v| v.parse::<f64>().ok())
+        .sum::<Option<f64>>()?;
     Some((comm, ticks / TICKS_PER_SECOND))
 }
 
