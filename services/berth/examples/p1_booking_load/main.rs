@@ -215,15 +215,20 @@ async fn main() {
                 .chain(&availability_processes)
                 .map(|p| p.0.id())
                 .collect();
-            support::placement::Pinning::detect(&services)
+            support::placement::Pinning::detect(&services).map(Arc::new)
         }
     };
+    if let Ok(pinning) = &pinning {
+        pinning.restore_on_interrupt();
+    }
     let placements: Vec<Placement> = match (wanted.as_str(), &pinning) {
         ("split", Ok(_)) => vec![Placement::Split],
         ("both", Ok(_)) => vec![Placement::Shared, Placement::Split],
         _ => vec![Placement::Shared],
     };
     let timed_rounds = rounds * placements.len();
+    // Every round's day must lie within the appointment type's horizon.
+    let horizon_minutes = (3 * (warmup + timed_rounds) + 4) * 24 * 60;
     let mut slots: Vec<Vec<Bytes>> = vec![Vec::new(); warmup + timed_rounds];
     for i in 0..RESOURCES {
         let r: Value = client
@@ -247,7 +252,10 @@ async fn main() {
         let t: Value = client
             .post(format!("{a}/v1/resources/{rid}/appointment-types"))
             .header("authorization", &staff)
-            .json(&json!({"name": "s", "duration_minutes": 30, "currency": "EUR", "min_notice_minutes": 60}))
+            .json(
+                &json!({"name": "s", "duration_minutes": 30, "currency": "EUR",
+                "min_notice_minutes": 60, "horizon_minutes": horizon_minutes}),
+            )
             .send()
             .await
             .unwrap()
@@ -412,7 +420,7 @@ async fn main() {
     }
     let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
     for (placement, tally) in placements.iter().zip(&mut tallies) {
-        println!("  [{}]", placement.describe(pinning.as_ref().ok()));
+        println!("  [{}]", placement.describe(pinning.as_deref().ok()));
         let database_cores = match (placement, &pinning) {
             (Placement::Split, Ok(p)) => p.database_cores,
             _ => cores,
@@ -469,7 +477,7 @@ async fn main() {
              {PGBENCH_BURSTS} x {PGBENCH_SECONDS}s) {tps:.0} tps (bursts: {}); \
              bare insert (int resource, range only; the limit before 2026-12-01) {bare_tps:.0} tps, \
              ratio to bare {:.2}; machine: {}",
-            placement.describe(pinning.as_ref().ok()),
+            placement.describe(pinning.as_deref().ok()),
             bursts.join(", "),
             bookings_per_s / bare_tps,
             limit.runs[slot].machine.describe()

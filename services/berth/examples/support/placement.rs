@@ -39,6 +39,7 @@ pub struct Pinning {
     rest: String,
     /// Cores on the database's side.
     pub database_cores: usize,
+    services: Vec<u32>,
     others: Vec<u32>,
 }
 
@@ -118,12 +119,37 @@ impl Pinning {
             database: core_list(database),
             rest: core_list(rest),
             database_cores: database.len(),
+            services: services.to_vec(),
             others,
         };
         if !pin(std::process::id(), &pinning.all) {
             return Err("taskset (util-linux) did not run".to_owned());
         }
+        // An earlier run stopped by SIGKILL may have left a split behind.
+        pinning.apply(Placement::Shared);
         Ok(pinning)
+    }
+
+    /// Ends the run on Ctrl-C or SIGTERM: every process back on every core,
+    /// the services stopped (an interrupted run skips destructors).
+    pub fn restore_on_interrupt(self: &std::sync::Arc<Self>) {
+        let pinning = self.clone();
+        tokio::spawn(async move {
+            let Ok(mut terminate) =
+                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            else {
+                return;
+            };
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = terminate.recv() => {}
+            }
+            pinning.apply(Placement::Shared);
+            for pid in &pinning.services {
+                let _ = Command::new("kill").arg(pid.to_string()).status();
+            }
+            std::process::exit(130);
+        });
     }
 
     /// Puts every process where `placement` says. New PostgreSQL backends
