@@ -46,37 +46,17 @@ async fn main() {
         .pool_max_idle_per_host(256)
         .build()
         .unwrap();
-    let r: Value = client
-        .post(format!("{base}/v1/resources"))
-        .header("authorization", &staff)
-        .json(&json!({"name": "p3", "time_zone": "Europe/Berlin"}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let rid = r["id"].as_str().unwrap().to_owned();
     let day = json!([{"start": "08:00", "end": "12:00"}, {"start": "13:00", "end": "18:00"}]);
     let week = json!({"monday": day, "tuesday": day, "wednesday": day, "thursday": day, "friday": day, "saturday": day, "sunday": day});
-    client
-        .put(format!("{base}/v1/resources/{rid}/schedule"))
-        .header("authorization", &staff)
-        .json(&week)
-        .send()
-        .await
-        .unwrap();
-    let t: Value = client
-        .post(format!("{base}/v1/resources/{rid}/appointment-types"))
-        .header("authorization", &staff)
-        .json(&json!({"name": "s", "duration_minutes": 30, "interval_minutes": 15, "currency": "EUR", "min_notice_minutes": 60}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let tid = t["id"].as_str().unwrap().to_owned();
+    let (rid, tid) = support::create_resource(
+        &client,
+        &base,
+        &staff,
+        json!({"name": "p3", "time_zone": "Europe/Berlin"}),
+        &week,
+        json!({"name": "s", "duration_minutes": 30, "interval_minutes": 15, "currency": "EUR", "min_notice_minutes": 60}),
+    )
+    .await;
     let url = format!("{base}/v1/resources/{rid}/slots?type={tid}");
 
     // Holds through the ledger (gRPC) on every fourth slot, at most 100.

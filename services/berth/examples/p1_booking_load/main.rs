@@ -231,38 +231,16 @@ async fn main() {
     let horizon_minutes = (3 * (warmup + timed_rounds) + 4) * 24 * 60;
     let mut slots: Vec<Vec<Bytes>> = vec![Vec::new(); warmup + timed_rounds];
     for i in 0..RESOURCES {
-        let r: Value = client
-            .post(format!("{a}/v1/resources"))
-            .header("authorization", &staff)
-            .json(&json!({"name": format!("room-{i}"), "time_zone": "UTC"}))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        let rid = r["id"].as_str().unwrap().to_owned();
-        client
-            .put(format!("{a}/v1/resources/{rid}/schedule"))
-            .header("authorization", &staff)
-            .json(&week)
-            .send()
-            .await
-            .unwrap();
-        let t: Value = client
-            .post(format!("{a}/v1/resources/{rid}/appointment-types"))
-            .header("authorization", &staff)
-            .json(
-                &json!({"name": "s", "duration_minutes": 30, "currency": "EUR",
+        let (rid, tid) = support::create_resource(
+            &client,
+            &a,
+            &staff,
+            json!({"name": format!("room-{i}"), "time_zone": "UTC"}),
+            &week,
+            json!({"name": "s", "duration_minutes": 30, "currency": "EUR",
                 "min_notice_minutes": 60, "horizon_minutes": horizon_minutes}),
-            )
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        let tid = t["id"].as_str().unwrap().to_owned();
+        )
+        .await;
         for (round, batch) in slots.iter_mut().enumerate() {
             // Whole days apart from other rounds, and from now (notice).
             let day = (chrono::Utc::now() + chrono::TimeDelta::days(2 + 3 * round as i64))

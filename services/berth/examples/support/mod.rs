@@ -60,6 +60,48 @@ pub async fn wait_ready(base: &str) {
     panic!("{base} never became ready");
 }
 
+/// One bookable resource made over the availability API as `bearer` (a
+/// staff token): the resource, its weekly hours and one appointment type.
+/// Returns the resource's and the type's ids.
+pub async fn create_resource(
+    client: &reqwest::Client,
+    base: &str,
+    bearer: &str,
+    resource: serde_json::Value,
+    week: &serde_json::Value,
+    appointment_type: serde_json::Value,
+) -> (String, String) {
+    let post = |url: String, body: serde_json::Value| async move {
+        let created: serde_json::Value = client
+            .post(url)
+            .header("authorization", bearer)
+            .json(&body)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        created["id"].as_str().unwrap().to_owned()
+    };
+    let rid = post(format!("{base}/v1/resources"), resource).await;
+    let schedule = client
+        .put(format!("{base}/v1/resources/{rid}/schedule"))
+        .header("authorization", bearer)
+        .json(week)
+        .send()
+        .await
+        .unwrap();
+    assert!(
+        schedule.status().is_success(),
+        "schedule: {}",
+        schedule.status()
+    );
+    let url = format!("{base}/v1/resources/{rid}/appointment-types");
+    let tid = post(url, appointment_type).await;
+    (rid, tid)
+}
+
 /// A fresh database per run on the stack's PostgreSQL: the workspace's
 /// test helper (`TestDb::create(prefix)`, `drop_now`).
 #[path = "../../../../tests/support/db.rs"]
