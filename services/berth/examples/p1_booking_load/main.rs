@@ -146,6 +146,10 @@ async fn main() {
     let slots_per_resource = setting("P1_SLOTS_PER_RESOURCE", 10);
     let replicas = setting("P1_REPLICAS", 1).max(1);
     let wanted = std::env::var("P1_PLACEMENT").unwrap_or_else(|_| "both".to_owned());
+    assert!(
+        ["both", "shared", "split"].contains(&wanted.as_str()),
+        "P1_PLACEMENT must be both, shared or split, not {wanted:?}"
+    );
     let redis =
         std::env::var("REDIS_URL").expect("REDIS_URL: run scripts/stack up and eval its env");
     let db = support::db::TestDb::create("p1").await;

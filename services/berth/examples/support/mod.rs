@@ -174,8 +174,9 @@ pub enum Procs {
     Named(&'static str),
 }
 
-/// CPU seconds (user + system, with reaped children) spent by groups of processes between
-/// [`CpuMeter::start`] and [`CpuMeter::stop`], read from `/proc` (Linux).
+/// CPU seconds (user + system, with reaped children) spent by groups of
+/// processes between [`CpuMeter::start`] and [`CpuMeter::stop`], read from
+/// `/proc` (Linux).
 /// Shows where a run's CPU went when everything shares the same cores.
 pub struct CpuMeter {
     lines: Vec<(&'static str, Procs, f64)>,
@@ -185,11 +186,11 @@ pub struct CpuMeter {
 /// at 100 for user space whatever the kernel's internal rate.
 const TICKS_PER_SECOND: f64 = 100.0;
 
-fn proc_cpu(pid: &str) -> Option<(String, f64)> {
+/// CPU seconds of one process so far.
+fn proc_cpu(pid: u32) -> Option<f64> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     // comm is parenthesised and may contain spaces; fields follow the last ')'.
-    let (head, tail) = stat.rsplit_once(')')?;
-    let comm = head.split_once('(')?.1.to_owned();
+    let (_, tail) = stat.rsplit_once(')')?;
     let fields: Vec<&str> = tail.split_whitespace().collect();
     // utime, stime, cutime and cstime are fields 14–17 of the line, 12–15
     // after comm. Children's time counts: a PostgreSQL backend that exits
@@ -199,21 +200,27 @@ fn proc_cpu(pid: &str) -> Option<(String, f64)> {
         .iter()
         .map(|v| v.parse::<f64>().ok())
         .sum::<Option<f64>>()?;
-    Some((comm, ticks / TICKS_PER_SECOND))
+    Some(ticks / TICKS_PER_SECOND)
+}
+
+/// Process ids whose command name is `name`.
+pub fn pids_named(name: &str) -> Vec<u32> {
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    dir.filter_map(Result::ok)
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            std::fs::read_to_string(format!("/proc/{pid}/comm"))
+                .is_ok_and(|comm| comm.trim_end() == name)
+        })
+        .collect()
 }
 
 fn cpu_of(procs: Procs) -> f64 {
     match procs {
-        Procs::Pid(pid) => proc_cpu(&pid.to_string()).map_or(0.0, |(_, s)| s),
-        Procs::Named(name) => std::fs::read_dir("/proc")
-            .map(|dir| {
-                dir.filter_map(Result::ok)
-                    .filter_map(|e| proc_cpu(e.file_name().to_str()?))
-                    .filter(|(comm, _)| comm == name)
-                    .map(|(_, s)| s)
-                    .sum()
-            })
-            .unwrap_or(0.0),
+        Procs::Pid(pid) => proc_cpu(pid).unwrap_or(0.0),
+        Procs::Named(name) => pids_named(name).into_iter().filter_map(proc_cpu).sum(),
     }
 }
 

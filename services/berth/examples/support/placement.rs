@@ -72,20 +72,6 @@ fn core_list(cores: &[usize]) -> String {
         .join(",")
 }
 
-/// Process ids whose command name is `name`.
-fn pids_named(name: &str) -> Vec<u32> {
-    let Ok(dir) = std::fs::read_dir("/proc") else {
-        return Vec::new();
-    };
-    dir.filter_map(Result::ok)
-        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
-        .filter(|pid| {
-            std::fs::read_to_string(format!("/proc/{pid}/comm"))
-                .is_ok_and(|comm| comm.trim_end() == name)
-        })
-        .collect()
-}
-
 /// Moves every thread of `pid` to `cores`; false if that failed (the
 /// process may have ended meanwhile, which is fine for a backend).
 fn pin(pid: u32, cores: &str) -> bool {
@@ -98,8 +84,8 @@ fn pin(pid: u32, cores: &str) -> bool {
 }
 
 impl Pinning {
-    /// `None` (with the reason) when a split is impossible here: fewer than
-    /// two cores, no `taskset`, or no PostgreSQL process on this machine.
+    /// The reason a split is impossible here, if it is: fewer than two
+    /// cores, no `taskset`, or no PostgreSQL process on this machine.
     /// `services` are the processes to keep off the database's cores, next
     /// to Redis and this process (whose later children inherit its cores).
     pub fn detect(services: &[u32]) -> Result<Self, String> {
@@ -107,12 +93,12 @@ impl Pinning {
         if cores.len() < 2 {
             return Err(format!("{} core(s) available", cores.len()));
         }
-        if pids_named("postgres").is_empty() {
+        if super::pids_named("postgres").is_empty() {
             return Err("no PostgreSQL process on this machine".to_owned());
         }
         let (database, rest) = cores.split_at(cores.len() / 2);
         let mut others = services.to_vec();
-        others.extend(pids_named("redis-server"));
+        others.extend(super::pids_named("redis-server"));
         others.push(std::process::id());
         let pinning = Self {
             all: core_list(&cores),
@@ -159,7 +145,7 @@ impl Pinning {
             Placement::Shared => (&self.all, &self.all),
             Placement::Split => (&self.database, &self.rest),
         };
-        for pid in pids_named("postgres") {
+        for pid in super::pids_named("postgres") {
             pin(pid, database);
         }
         for pid in &self.others {
