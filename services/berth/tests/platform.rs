@@ -25,22 +25,6 @@ fn env_or_fail(name: &str) -> String {
     })
 }
 
-async fn post(client: &reqwest::Client, auth: &str, url: &str, body: Value) -> Value {
-    let response = client
-        .post(url)
-        .header("authorization", auth)
-        .json(&body)
-        .send()
-        .await
-        .unwrap();
-    assert!(
-        response.status().is_success(),
-        "{url}: {}",
-        response.status()
-    );
-    response.json().await.unwrap()
-}
-
 struct Platform {
     _availability: Process,
     _booking: Process,
@@ -99,40 +83,22 @@ async fn bookable(platform: &Platform, capacity: u32, n: usize) -> (String, Stri
     let client = reqwest::Client::new();
     let base = &platform.availability;
     let staff = platform.auth.bearer(STAFF, "staff");
-    let resource = post(
-        &client,
-        &staff,
-        &format!("{base}/v1/resources"),
-        json!({"name": "Room", "time_zone": "Europe/Berlin"}),
-    )
-    .await;
-    let rid = resource["id"].as_str().unwrap().to_owned();
     let day = json!([{"start": "00:00", "end": "24:00"}]);
     let week = json!({"monday": day, "tuesday": day, "wednesday": day, "thursday": day, "friday": day, "saturday": day, "sunday": day});
-    let r = client
-        .put(format!("{base}/v1/resources/{rid}/schedule"))
-        .header("authorization", &staff)
-        .json(&week)
-        .send()
-        .await
-        .unwrap();
-    assert!(r.status().is_success(), "schedule: {}", r.status());
-    let kind = post(
+    let (rid, tid) = support::create_resource(
         &client,
+        base,
         &staff,
-        &format!("{base}/v1/resources/{rid}/appointment-types"),
+        json!({"name": "Room", "time_zone": "Europe/Berlin"}),
+        &week,
         json!({"name": "Session", "duration_minutes": 30, "capacity": capacity, "currency": "EUR", "min_notice_minutes": 60}),
     )
     .await;
-    let tid = kind["id"].as_str().unwrap().to_owned();
-    let slots: Value = client
-        .get(format!("{base}/v1/resources/{rid}/slots?type={tid}"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let slots = support::get_json(
+        &client,
+        &format!("{base}/v1/resources/{rid}/slots?type={tid}"),
+    )
+    .await;
     let starts: Vec<String> = slots["slots"]
         .as_array()
         .unwrap()

@@ -54,7 +54,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use limit::{BARE, LEDGER, PhysicalLimit};
 use rand::seq::SliceRandom;
-use serde_json::{Value, json};
+use serde_json::json;
 use support::Procs;
 use support::load::{Clients, get, post};
 use support::placement::Placement;
@@ -250,16 +250,8 @@ async fn main() {
             let day = (chrono::Utc::now() + chrono::TimeDelta::days(2 + 3 * round as i64))
                 .format("%Y-%m-%dT00:00:00Z")
                 .to_string();
-            let offered: Value = client
-                .get(format!(
-                    "{a}/v1/resources/{rid}/slots?type={tid}&from={day}"
-                ))
-                .send()
-                .await
-                .unwrap()
-                .json()
-                .await
-                .unwrap();
+            let url = format!("{a}/v1/resources/{rid}/slots?type={tid}&from={day}");
+            let offered = support::get_json(&client, &url).await;
             for s in offered["slots"]
                 .as_array()
                 .unwrap()

@@ -60,6 +60,41 @@ pub async fn wait_ready(base: &str) {
     panic!("{base} never became ready");
 }
 
+/// `POST url` with a JSON body as `bearer`; the answer's JSON, which must
+/// be a success.
+pub async fn post_json(
+    client: &reqwest::Client,
+    bearer: &str,
+    url: &str,
+    body: serde_json::Value,
+) -> serde_json::Value {
+    let response = client
+        .post(url)
+        .header("authorization", bearer)
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert!(
+        response.status().is_success(),
+        "{url}: {}",
+        response.status()
+    );
+    response.json().await.unwrap()
+}
+
+/// `GET url` without credentials; the answer's JSON, which must be a
+/// success.
+pub async fn get_json(client: &reqwest::Client, url: &str) -> serde_json::Value {
+    let response = client.get(url).send().await.unwrap();
+    assert!(
+        response.status().is_success(),
+        "{url}: {}",
+        response.status()
+    );
+    response.json().await.unwrap()
+}
+
 /// One bookable resource made over the availability API as `bearer` (a
 /// staff token): the resource, its weekly hours and one appointment type.
 /// Returns the resource's and the type's ids.
@@ -71,20 +106,8 @@ pub async fn create_resource(
     week: &serde_json::Value,
     appointment_type: serde_json::Value,
 ) -> (String, String) {
-    let post = |url: String, body: serde_json::Value| async move {
-        let created: serde_json::Value = client
-            .post(url)
-            .header("authorization", bearer)
-            .json(&body)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        created["id"].as_str().unwrap().to_owned()
-    };
-    let rid = post(format!("{base}/v1/resources"), resource).await;
+    let id = |created: serde_json::Value| created["id"].as_str().unwrap().to_owned();
+    let rid = id(post_json(client, bearer, &format!("{base}/v1/resources"), resource).await);
     let schedule = client
         .put(format!("{base}/v1/resources/{rid}/schedule"))
         .header("authorization", bearer)
@@ -98,7 +121,7 @@ pub async fn create_resource(
         schedule.status()
     );
     let url = format!("{base}/v1/resources/{rid}/appointment-types");
-    let tid = post(url, appointment_type).await;
+    let tid = id(post_json(client, bearer, &url, appointment_type).await);
     (rid, tid)
 }
 
