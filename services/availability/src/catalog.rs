@@ -211,7 +211,8 @@ impl Availability {
             .try_into()
     }
 
-    /// Existing claims keep the length, buffers and price they were made with.
+    /// Existing claims keep the length, buffers, price and cancellation
+    /// policy they were made with.
     pub(crate) async fn update_type(
         &self,
         p: &Principal,

@@ -12,7 +12,7 @@ use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use berth_ledger::{ClaimReceipt, ClaimRequest, Ledger, LedgerError};
+use berth_ledger::{CancellationPolicy, ClaimReceipt, ClaimRequest, Ledger, LedgerError};
 use berth_runtime::Problem;
 use berth_runtime::batch::Batcher;
 use berth_runtime::grpc::GrpcChannel;
@@ -101,7 +101,38 @@ fn receipt_to_pb(r: ClaimReceipt) -> pb::ClaimReceipt {
         price_minor: r.price_minor,
         currency: r.currency,
         resource_owner: r.resource_owner,
+        cancellation_policy: r.cancellation_policy.map(|p| pb::CancellationPolicy {
+            full_refund_notice: Some(to_duration(p.full_refund_notice)),
+            late_refund_percent: p.late_refund_percent.into(),
+        }),
     }
+}
+
+fn policy_from_pb(p: pb::CancellationPolicy) -> Result<CancellationPolicy, LedgerError> {
+    let notice = p
+        .full_refund_notice
+        .ok_or_else(|| LedgerError::Invalid("full_refund_notice: required".to_owned()))?;
+    let full_refund_notice = u64::try_from(notice.seconds)
+        .ok()
+        .zip(u32::try_from(notice.nanos).ok())
+        .filter(|&(_, nanos)| nanos < 1_000_000_000)
+        .map(|(seconds, nanos)| Duration::new(seconds, nanos))
+        .ok_or_else(|| {
+            LedgerError::Invalid("full_refund_notice: must not be negative".to_owned())
+        })?;
+    let late_refund_percent = u8::try_from(p.late_refund_percent)
+        .ok()
+        .filter(|&percent| percent <= 100)
+        .ok_or_else(|| {
+            LedgerError::Invalid(format!(
+                "late_refund_percent: {} is not between 0 and 100",
+                p.late_refund_percent
+            ))
+        })?;
+    Ok(CancellationPolicy {
+        full_refund_notice,
+        late_refund_percent,
+    })
 }
 
 fn receipt_from_pb(r: pb::ClaimReceipt) -> Result<ClaimReceipt, LedgerError> {
@@ -123,6 +154,11 @@ fn receipt_from_pb(r: pb::ClaimReceipt) -> Result<ClaimReceipt, LedgerError> {
         price_minor: r.price_minor,
         currency: r.currency,
         resource_owner: r.resource_owner,
+        cancellation_policy: r
+            .cancellation_policy
+            .map(policy_from_pb)
+            .transpose()
+            .map_err(internal)?,
     })
 }
 
@@ -572,5 +608,79 @@ impl Ledger for GrpcLedger {
                 }
             })
             .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn receipt(cancellation_policy: Option<CancellationPolicy>) -> ClaimReceipt {
+        let start = DateTime::from_timestamp(1_900_000_000, 0).unwrap_or_default();
+        ClaimReceipt {
+            claim_id: Uuid::now_v7(),
+            resource_id: Uuid::now_v7(),
+            appointment_type_id: Uuid::now_v7(),
+            start,
+            end: start + chrono::TimeDelta::minutes(30),
+            seats: 1,
+            expires_at: None,
+            price_minor: 2500,
+            currency: "EUR".to_owned(),
+            resource_owner: "staff-a".to_owned(),
+            cancellation_policy,
+        }
+    }
+
+    #[test]
+    fn the_cancellation_policy_crosses_the_wire() {
+        for policy in [
+            None,
+            Some(CancellationPolicy {
+                full_refund_notice: Duration::from_secs(24 * 3600),
+                late_refund_percent: 50,
+            }),
+            Some(CancellationPolicy {
+                full_refund_notice: Duration::ZERO,
+                late_refund_percent: 100,
+            }),
+        ] {
+            let sent = receipt(policy);
+            let wire = receipt_to_pb(sent.clone());
+            assert_eq!(wire.cancellation_policy.is_some(), policy.is_some());
+            assert_eq!(receipt_from_pb(wire), Ok(sent));
+        }
+    }
+
+    #[test]
+    fn a_malformed_cancellation_policy_is_the_servers_fault() {
+        let policy = |notice: Option<prost_types::Duration>, percent| pb::CancellationPolicy {
+            full_refund_notice: notice,
+            late_refund_percent: percent,
+        };
+        let day = prost_types::Duration {
+            seconds: 86_400,
+            nanos: 0,
+        };
+        let negative = prost_types::Duration {
+            seconds: -1,
+            nanos: 0,
+        };
+        for bad in [
+            policy(Some(day), 101),
+            policy(Some(day), 256),
+            policy(None, 50),
+            policy(Some(negative), 50),
+        ] {
+            let wire = pb::ClaimReceipt {
+                cancellation_policy: Some(bad),
+                ..receipt_to_pb(receipt(None))
+            };
+            let outcome = receipt_from_pb(wire);
+            assert!(
+                matches!(outcome, Err(LedgerError::Internal(_))),
+                "{outcome:?}"
+            );
+        }
     }
 }

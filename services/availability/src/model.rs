@@ -18,6 +18,8 @@ use crate::error::AvailabilityError;
 pub const MAX_CAPACITY: u32 = 100_000;
 /// Highest price per seat, in minor units.
 pub const MAX_PRICE_MINOR: i64 = 1_000_000_000_000;
+/// Longest full-refund notice a cancellation policy may ask for: a year.
+pub const MAX_REFUND_NOTICE_HOURS: i64 = 24 * 365;
 const MAX_NAME_CHARS: usize = 200;
 const DEFAULT_HORIZON_MINUTES: u32 = 60 * 24 * 90;
 
@@ -71,6 +73,41 @@ pub struct NewAppointmentType {
     #[serde(default)]
     pub price_minor: i64,
     pub currency: String,
+    /// Absent or `null`: a full refund whenever a booking is cancelled.
+    pub cancellation_policy: Option<CancellationPolicy>,
+}
+
+/// How much of a paid booking is refunded when it is cancelled: all of it
+/// until `full_refund_notice_hours` before the start, `late_refund_percent`
+/// of it after that. A claim keeps the policy it was made under; a
+/// reschedule takes the type's current one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CancellationPolicy {
+    /// 0 to 8760 (a year).
+    #[schema(minimum = 0, maximum = 8760)]
+    pub full_refund_notice_hours: i64,
+    /// 0 to 100.
+    #[schema(minimum = 0, maximum = 100)]
+    pub late_refund_percent: i64,
+}
+
+impl CancellationPolicy {
+    fn validate(&self) -> Result<(), AvailabilityError> {
+        if !(0..=MAX_REFUND_NOTICE_HOURS).contains(&self.full_refund_notice_hours) {
+            return Err(AvailabilityError::invalid(
+                "cancellation_policy.full_refund_notice_hours",
+                format!("must be between 0 and {MAX_REFUND_NOTICE_HOURS}"),
+            ));
+        }
+        if !(0..=100).contains(&self.late_refund_percent) {
+            return Err(AvailabilityError::invalid(
+                "cancellation_policy.late_refund_percent",
+                "must be between 0 and 100",
+            ));
+        }
+        Ok(())
+    }
 }
 
 #[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
@@ -86,6 +123,20 @@ pub struct AppointmentTypePatch {
     pub capacity: Option<u32>,
     pub price_minor: Option<i64>,
     pub currency: Option<String>,
+    /// Replaces the policy; `null` removes it (a full refund always).
+    /// Bookings made earlier keep theirs.
+    #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<CancellationPolicy>)]
+    pub cancellation_policy: Option<Option<CancellationPolicy>>,
+}
+
+/// A field that is present, `null` included (absent is `None` by default).
+fn present<'de, D, T>(d: D) -> Result<Option<T>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    T::deserialize(d).map(Some)
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
@@ -102,6 +153,8 @@ pub struct AppointmentType {
     pub capacity: u32,
     pub price_minor: i64,
     pub currency: String,
+    /// `null`: a full refund whenever a booking is cancelled.
+    pub cancellation_policy: Option<CancellationPolicy>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
 }
@@ -126,6 +179,7 @@ impl AppointmentType {
             capacity: new.capacity.unwrap_or(1),
             price_minor: new.price_minor,
             currency: new.currency,
+            cancellation_policy: new.cancellation_policy,
             created_at: now,
             updated_at: now,
         }
@@ -143,6 +197,7 @@ impl AppointmentType {
             capacity,
             price_minor,
             currency,
+            cancellation_policy,
         } = patch;
         set(&mut self.name, name);
         set(&mut self.duration_minutes, duration_minutes);
@@ -154,6 +209,7 @@ impl AppointmentType {
         set(&mut self.capacity, capacity);
         set(&mut self.price_minor, price_minor);
         set(&mut self.currency, currency);
+        set(&mut self.cancellation_policy, cancellation_policy);
     }
 
     /// The slot engine's view of this type.
@@ -190,6 +246,9 @@ impl AppointmentType {
                 "currency",
                 format!("{:?} is not an ISO 4217 currency code", self.currency),
             ));
+        }
+        if let Some(policy) = &self.cancellation_policy {
+            policy.validate()?;
         }
         Ok(())
     }
@@ -428,6 +487,7 @@ mod tests {
             capacity: None,
             price_minor: 0,
             currency: "EUR".into(),
+            cancellation_policy: None,
         };
         let mut t = AppointmentType::from_new(Uuid::nil(), Uuid::nil(), new, Utc::now());
         let err = t.validate().err();

@@ -8,7 +8,9 @@ use chrono_tz::Tz;
 use uuid::Uuid;
 
 use crate::error::AvailabilityError;
-use crate::model::{AppointmentType, Calendar, FIRST_DATE, LAST_DATE, Resource};
+use crate::model::{
+    AppointmentType, Calendar, CancellationPolicy, FIRST_DATE, LAST_DATE, Resource,
+};
 use crate::store::{CalendarRow, ClaimRow, ResourceRow, Tx, TypeRow};
 
 /// How far from a slot other claims and busy times can matter: the longest
@@ -36,6 +38,21 @@ impl TryFrom<TypeRow> for AppointmentType {
             capacity: minutes("capacity", r.capacity)?,
             price_minor: r.price_minor,
             currency: r.currency,
+            cancellation_policy: match (r.full_refund_notice_hours, r.late_refund_percent) {
+                (Some(full_refund_notice_hours), Some(late_refund_percent)) => {
+                    Some(CancellationPolicy {
+                        full_refund_notice_hours,
+                        late_refund_percent,
+                    })
+                }
+                (None, None) => None,
+                _ => {
+                    return Err(AvailabilityError::Corrupt(format!(
+                        "appointment type {} has half a cancellation policy",
+                        r.id
+                    )));
+                }
+            },
             created_at: r.created_at,
             updated_at: r.updated_at,
         })
@@ -57,6 +74,8 @@ impl From<&AppointmentType> for TypeRow {
             capacity: t.capacity.into(),
             price_minor: t.price_minor,
             currency: t.currency.clone(),
+            full_refund_notice_hours: t.cancellation_policy.map(|p| p.full_refund_notice_hours),
+            late_refund_percent: t.cancellation_policy.map(|p| p.late_refund_percent),
             created_at: t.created_at,
             updated_at: t.updated_at,
         }

@@ -129,6 +129,7 @@ async fn ledger_round_trip_over_grpc() {
     // The shared scenarios hold over the wire too.
     scenarios::claim_idempotent(&remote, &fx).await;
     scenarios::reschedule(&av, &remote, &fx).await;
+    scenarios::cancellation_policy(&av, &remote, &fx).await;
     rt.shutdown().await;
 }
 

@@ -73,6 +73,13 @@ async fn claim_is_idempotent_by_owner() {
 }
 
 #[tokio::test]
+async fn receipts_carry_the_cancellation_policy_of_claim_time() {
+    let av = common::sqlite().await;
+    let fx = common::fixture(&av).await;
+    scenarios::cancellation_policy(&av, &av, &fx).await;
+}
+
+#[tokio::test]
 async fn invalid_claims_write_nothing() {
     let av = common::sqlite().await;
     let fx = common::fixture(&av).await;

@@ -489,6 +489,168 @@ async fn bad_input(av: &Availability) {
     assert_eq!(api.get(&res).await.body["time_zone"], "Europe/Paris");
 }
 
+/// The cancellation policy of appointment types: set on create, kept by
+/// other changes, replaced and removed by PATCH, refused out of range
+/// without writing anything.
+async fn cancellation_policy(av: &Availability) {
+    let rt = runtime();
+    let api = Api::finished(av, &rt);
+    let id = api.resource("Room", "UTC").await;
+    let types = format!("/v1/resources/{id}/appointment-types");
+    let body = |policy: Value| {
+        json!({"name": "t", "duration_minutes": 30, "currency": "EUR",
+               "cancellation_policy": policy})
+    };
+    let policy = |hours: i64, percent: i64| json!({"full_refund_notice_hours": hours, "late_refund_percent": percent});
+
+    let plain = api
+        .post(
+            &types,
+            json!({"name": "p", "duration_minutes": 30, "currency": "EUR"}),
+        )
+        .await;
+    assert_eq!(plain.status, StatusCode::CREATED, "{}", plain.body);
+    assert_eq!(plain.body["cancellation_policy"], Value::Null);
+    let null = api.post(&types, body(Value::Null)).await;
+    assert_eq!(null.status, StatusCode::CREATED, "{}", null.body);
+    assert_eq!(null.body["cancellation_policy"], Value::Null);
+
+    let created = api.post(&types, body(policy(24, 50))).await;
+    assert_eq!(created.status, StatusCode::CREATED, "{}", created.body);
+    assert_eq!(created.body["cancellation_policy"], policy(24, 50));
+    let ty = format!("/v1/appointment-types/{}", id_of(&created.body));
+    assert_eq!(
+        api.get(&ty).await.body["cancellation_policy"],
+        policy(24, 50)
+    );
+    let listed = api.get(&types).await;
+    assert!(
+        listed
+            .body
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|t| t["cancellation_policy"] == policy(24, 50)),
+        "{}",
+        listed.body
+    );
+    // The extremes are allowed.
+    for (hours, percent) in [(0, 0), (8760, 100)] {
+        let r = api.post(&types, body(policy(hours, percent))).await;
+        assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
+    }
+
+    // PATCH: other fields leave it alone; a policy replaces it; null removes it.
+    let r = api.patch(&ty, json!({"name": "renamed"})).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    assert_eq!(r.body["cancellation_policy"], policy(24, 50));
+    let r = api
+        .patch(&ty, json!({"cancellation_policy": policy(48, 0)}))
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    assert_eq!(r.body["cancellation_policy"], policy(48, 0));
+    assert_eq!(
+        api.get(&ty).await.body["cancellation_policy"],
+        policy(48, 0)
+    );
+    let r = api.patch(&ty, json!({"cancellation_policy": null})).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    assert_eq!(r.body["cancellation_policy"], Value::Null);
+    assert_eq!(api.get(&ty).await.body["cancellation_policy"], Value::Null);
+    let r = api
+        .patch(&ty, json!({"cancellation_policy": policy(12, 25)}))
+        .await;
+    assert_eq!(r.body["cancellation_policy"], policy(12, 25), "{}", r.body);
+
+    // Out of range: 422 naming the field; nothing written.
+    let before = av.table_counts().await.unwrap();
+    let kept = api.get(&ty).await.body;
+    let notice = "cancellation_policy.full_refund_notice_hours";
+    let percent = "cancellation_policy.late_refund_percent";
+    for (bad, field) in [
+        (policy(8761, 50), notice),
+        (policy(-1, 50), notice),
+        (policy(24, 101), percent),
+        (policy(24, -1), percent),
+    ] {
+        let p = api.post(&types, body(bad.clone())).await;
+        assert_eq!(p.assert_problem(422)["field"], field, "{bad}");
+        let p = api.patch(&ty, json!({"cancellation_policy": bad})).await;
+        assert_eq!(p.assert_problem(422)["field"], field);
+    }
+    // Not the documented shape: refused by the JSON extractor.
+    for bad in [
+        json!({"full_refund_notice_hours": 24}),
+        json!({"late_refund_percent": 50}),
+        json!({"full_refund_notice_hours": 24, "late_refund_percent": 50, "fee": 1}),
+        json!({"full_refund_notice_hours": 1.5, "late_refund_percent": 50}),
+        json!("24h"),
+    ] {
+        api.post(&types, body(bad.clone()))
+            .await
+            .assert_problem(422);
+        api.patch(&ty, json!({"cancellation_policy": bad}))
+            .await
+            .assert_problem(422);
+    }
+    assert_eq!(av.table_counts().await.unwrap(), before);
+    assert_eq!(api.get(&ty).await.body, kept, "bad input changed nothing");
+}
+
+#[tokio::test]
+async fn cancellation_policy_postgres() {
+    let (av, _db) = common::pg(false).await;
+    cancellation_policy(&av).await;
+}
+
+#[tokio::test]
+async fn cancellation_policy_sqlite() {
+    cancellation_policy(&common::sqlite().await).await;
+}
+
+/// The database refuses a policy out of range, or half a policy, however
+/// it is written.
+#[tokio::test]
+async fn cancellation_policy_is_checked_by_postgres() {
+    let (av, db) = common::pg(false).await;
+    let fx = common::fixture(&av).await;
+    av.claim(common::scenarios::request(
+        fx.resource,
+        fx.single,
+        common::day_at(2, 10, 0),
+        "a",
+    ))
+    .await
+    .unwrap();
+    let mut conn = db.conn().await;
+    for table in ["appointment_types", "claims"] {
+        for (notice, percent) in [
+            (Some(8761), Some(0)),
+            (Some(-1), Some(0)),
+            (Some(0), Some(101)),
+            (Some(0), Some(-1)),
+            (Some(24), None),
+            (None, Some(50)),
+        ] {
+            let sql = format!(
+                "UPDATE availability.{table} SET full_refund_notice_hours = $1, \
+                 late_refund_percent = $2"
+            );
+            let err = sqlx::query(&sql)
+                .bind(notice)
+                .bind(percent)
+                .execute(&mut conn)
+                .await
+                .unwrap_err();
+            assert_eq!(
+                err.as_database_error().unwrap().code().as_deref(),
+                Some("23514"),
+                "{table}: {notice:?}, {percent:?}"
+            );
+        }
+    }
+}
+
 #[tokio::test]
 async fn crud_postgres() {
     let (av, _db) = common::pg(false).await;

@@ -44,6 +44,51 @@ pub struct ClaimReceipt {
     /// booking service can show staff the bookings on their resources.
     #[serde(default)]
     pub resource_owner: String,
+    /// The appointment type's refund rule, as it was when the time was
+    /// claimed (like the price); `None`: a full refund whenever cancelled.
+    #[serde(default)]
+    pub cancellation_policy: Option<CancellationPolicy>,
+}
+
+/// How much of a paid booking is refunded when its customer cancels: all of
+/// it until `full_refund_notice` before the start, `late_refund_percent` of
+/// it after that (also once the appointment has begun).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CancellationPolicy {
+    #[serde(with = "duration_secs")]
+    pub full_refund_notice: Duration,
+    /// 0 to 100.
+    pub late_refund_percent: u8,
+}
+
+impl CancellationPolicy {
+    /// The refund, in minor units, of `paid_minor` for a cancellation at
+    /// `cancelled_at` of an appointment starting at `start`. Never more than
+    /// was paid, never negative; a late refund rounds down (the customer
+    /// gets whole minor units, the rest stays with the merchant).
+    pub fn refund_minor(
+        policy: Option<&Self>,
+        paid_minor: i64,
+        start: DateTime<Utc>,
+        cancelled_at: DateTime<Utc>,
+    ) -> i64 {
+        let paid = paid_minor.max(0);
+        let Some(policy) = policy else {
+            return paid;
+        };
+        let notice = chrono::TimeDelta::from_std(policy.full_refund_notice)
+            .unwrap_or(chrono::TimeDelta::MAX);
+        let in_time = start
+            .checked_sub_signed(notice)
+            .is_none_or(|deadline| cancelled_at <= deadline);
+        if in_time {
+            return paid;
+        }
+        let percent = i128::from(policy.late_refund_percent.min(100));
+        // paid ≤ i64::MAX and percent ≤ 100, so the product fits in i128 and
+        // the quotient in i64.
+        i64::try_from(i128::from(paid) * percent / 100).unwrap_or(paid)
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -145,6 +190,19 @@ impl From<Problem> for LedgerError {
     }
 }
 
+mod duration_secs {
+    use serde::{Deserialize, Deserializer, Serializer};
+    use std::time::Duration;
+
+    pub fn serialize<S: Serializer>(value: &Duration, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_u64(value.as_secs())
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        Ok(Duration::from_secs(u64::deserialize(d)?))
+    }
+}
+
 mod optional_duration_secs {
     use serde::{Deserialize, Deserializer, Serializer};
     use std::time::Duration;
@@ -164,6 +222,37 @@ mod optional_duration_secs {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn at(hours: i64) -> DateTime<Utc> {
+        DateTime::UNIX_EPOCH + chrono::TimeDelta::hours(hours)
+    }
+
+    #[test]
+    fn refunds_follow_the_cancellation_policy() {
+        let policy = CancellationPolicy {
+            full_refund_notice: Duration::from_secs(24 * 3600),
+            late_refund_percent: 50,
+        };
+        let start = at(100);
+        // No policy: everything back, even after the start.
+        assert_eq!(CancellationPolicy::refund_minor(None, 2500, start, at(120)), 2500);
+        // Exactly at the deadline is still in time.
+        assert_eq!(CancellationPolicy::refund_minor(Some(&policy), 2500, start, at(76)), 2500);
+        assert_eq!(CancellationPolicy::refund_minor(Some(&policy), 2500, start, at(77)), 1250);
+        // Rounds down; never more than paid; never negative.
+        assert_eq!(CancellationPolicy::refund_minor(Some(&policy), 2501, start, at(99)), 1250);
+        assert_eq!(CancellationPolicy::refund_minor(Some(&policy), -5, start, at(0)), 0);
+        let none_late = CancellationPolicy {
+            late_refund_percent: 0,
+            ..policy
+        };
+        assert_eq!(CancellationPolicy::refund_minor(Some(&none_late), 2500, start, at(99)), 0);
+        let absurd = CancellationPolicy {
+            full_refund_notice: Duration::MAX,
+            late_refund_percent: 200,
+        };
+        assert_eq!(CancellationPolicy::refund_minor(Some(&absurd), i64::MAX, start, at(0)), i64::MAX);
+    }
 
     #[test]
     fn errors_survive_the_problem_round_trip() {

@@ -46,7 +46,7 @@ use std::future::Future;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use berth_ledger::{ClaimReceipt, ClaimRequest, Ledger, LedgerError};
+use berth_ledger::{CancellationPolicy, ClaimReceipt, ClaimRequest, Ledger, LedgerError};
 use berth_slots::{BusyInterval, Claim, Schedule, Window, compute_slots};
 use chrono::{DateTime, SubsecRound, TimeDelta, Utc};
 use uuid::Uuid;
@@ -275,7 +275,8 @@ impl Availability {
     }
 
     /// Claims the new slot and gives up the old one in one transaction. The
-    /// claim keeps its id, owner, seats and hold; the old slot does not count
+    /// claim keeps its id, owner, seats, hold and price, and takes the type's
+    /// current buffers and cancellation policy; the old slot does not count
     /// against the new one (moving by half an hour is fine).
     async fn reschedule_once(
         &self,
@@ -325,6 +326,9 @@ impl Availability {
             ends_at: end,
             buffer_before_minutes: ty.buffer_before_minutes.into(),
             buffer_after_minutes: ty.buffer_after_minutes.into(),
+            // The moved claim is made under the type's current policy.
+            full_refund_notice_hours: ty.cancellation_policy.map(|p| p.full_refund_notice_hours),
+            late_refund_percent: ty.cancellation_policy.map(|p| p.late_refund_percent),
             ..claim
         };
         tx.place_claim(&moved).await?;
@@ -496,6 +500,8 @@ impl Slot {
             owner: req.owner.clone(),
             expires_at: req.hold_for.map(|d| now + d).map(|t| t.trunc_subsecs(6)),
             released_at: None,
+            full_refund_notice_hours: ty.cancellation_policy.map(|p| p.full_refund_notice_hours),
+            late_refund_percent: ty.cancellation_policy.map(|p| p.late_refund_percent),
         };
         Ok((claim, plan))
     }
@@ -614,7 +620,26 @@ fn receipt(c: &ClaimRow, resource_owner: &str) -> Result<ClaimReceipt, Failure> 
         price_minor: c.price_minor,
         currency: c.currency.clone(),
         resource_owner: resource_owner.to_owned(),
+        cancellation_policy: cancellation_policy(c)?,
     })
+}
+
+/// The policy snapshotted on the claim row.
+fn cancellation_policy(c: &ClaimRow) -> Result<Option<CancellationPolicy>, Failure> {
+    let (hours, percent) = match (c.full_refund_notice_hours, c.late_refund_percent) {
+        (None, None) => return Ok(None),
+        (Some(hours), Some(percent)) => (hours, percent),
+        _ => return Err(internal("claim has half a cancellation policy")),
+    };
+    let bad = || internal("cancellation policy out of range");
+    let hours = u64::try_from(hours).map_err(|_| bad())?;
+    Ok(Some(CancellationPolicy {
+        full_refund_notice: Duration::from_secs(hours.checked_mul(3600).ok_or_else(bad)?),
+        late_refund_percent: u8::try_from(percent)
+            .ok()
+            .filter(|p| *p <= 100)
+            .ok_or_else(bad)?,
+    }))
 }
 
 fn validate(req: &ClaimRequest) -> Result<(), LedgerError> {

@@ -64,6 +64,8 @@ impl Scratch {
             capacity,
             price_minor: 0,
             currency: "EUR".into(),
+            full_refund_notice_hours: None,
+            late_refund_percent: None,
             created_at: now,
             updated_at: now,
         };
@@ -420,5 +422,81 @@ async fn replicas_racing_on_known_ledgers_never_overbook_or_refuse_wrongly() {
     }
     db.sound().await;
     drop(other);
+    db.drop_db().await;
+}
+
+#[tokio::test]
+async fn both_claim_paths_snapshot_the_cancellation_policy() {
+    let db = Scratch::new().await;
+    let (resource, ty) = db.resource(1).await;
+    let set_policy = async |policy: Option<(i64, i64)>| {
+        let mut tx = db.av.inner.store.write().await.unwrap();
+        let mut row = tx.get_type(ty).await.unwrap().unwrap();
+        row.full_refund_notice_hours = policy.map(|p| p.0);
+        row.late_refund_percent = policy.map(|p| p.1);
+        tx.update_type(&row).await.unwrap();
+        tx.commit().await.unwrap();
+    };
+    let day = Some(CancellationPolicy {
+        full_refund_notice: Duration::from_secs(24 * 3600),
+        late_refund_percent: 50,
+    });
+    set_policy(Some((24, 50))).await;
+    let start = tomorrow();
+    let at = |n: i64| start + TimeDelta::minutes(30 * n);
+    let known = &db.av.inner.known_ledgers;
+
+    let batched = db
+        .av
+        .claim_batch(vec![claim(resource, ty, at(0), "a")])
+        .await;
+    let batched = batched[0].as_ref().unwrap();
+    assert_eq!(batched.cancellation_policy, day, "read afresh");
+    let next = claim(resource, ty, at(1), "b");
+    assert!(known.view(&next, now()).is_some());
+    let on_known = db.av.claim_batch(vec![next]).await.remove(0).unwrap();
+    assert_eq!(on_known.cancellation_policy, day, "decided on a known view");
+    let locked = db
+        .av
+        .claim_locked(&claim(resource, ty, at(2), "c"))
+        .await
+        .unwrap();
+    assert_eq!(locked.cancellation_policy, day);
+    let mut tx = db.av.inner.store.read().await.unwrap();
+    let row = tx.get_claim(batched.claim_id).await.unwrap().unwrap();
+    assert_eq!(
+        (row.full_refund_notice_hours, row.late_refund_percent),
+        (Some(24), Some(50))
+    );
+    drop(tx);
+
+    // The type loses its policy; the claims keep theirs, new ones have none.
+    set_policy(None).await;
+    let repeat = db
+        .av
+        .claim_locked(&claim(resource, ty, at(0), "a"))
+        .await
+        .unwrap();
+    assert_eq!(&repeat, batched);
+    assert_eq!(
+        db.av
+            .confirm(locked.claim_id)
+            .await
+            .unwrap()
+            .cancellation_policy,
+        day
+    );
+    let batched = db
+        .av
+        .claim_batch(vec![claim(resource, ty, at(3), "d")])
+        .await;
+    assert_eq!(batched[0].as_ref().unwrap().cancellation_policy, None);
+    let locked = db
+        .av
+        .claim_locked(&claim(resource, ty, at(4), "e"))
+        .await
+        .unwrap();
+    assert_eq!(locked.cancellation_policy, None);
+    db.sound().await;
     db.drop_db().await;
 }

@@ -16,7 +16,7 @@ use crate::model::{AppointmentType, AppointmentTypePatch, NewAppointmentType};
 type Result<T> = std::result::Result<T, AvailabilityError>;
 
 /// Adds an appointment type (duration, interval, buffers, notice, horizon,
-/// seats, price) to a resource.
+/// seats, price, cancellation policy) to a resource.
 #[utoipa::path(post, operation_id = "createAppointmentType", path = "/v1/resources/{id}/appointment-types", tag = "appointment types",
     request_body = NewAppointmentType,
     params(("id" = Uuid, Path, description = "Resource id")),
@@ -65,6 +65,9 @@ pub(super) async fn get(
     Ok(Json(av.get_type(id).await?))
 }
 
+/// Changes the fields given; `"cancellation_policy": null` removes the
+/// policy. Claims made earlier keep the length, buffers, price and policy
+/// they were made with.
 #[utoipa::path(patch, operation_id = "updateAppointmentType", path = "/v1/appointment-types/{id}", tag = "appointment types",
     request_body = AppointmentTypePatch,
     params(("id" = Uuid, Path, description = "Appointment type id")),

@@ -11,12 +11,12 @@ use super::{CalendarRow, ResourceRow, Tx, TypeRow, both};
 
 pub(crate) const CLAIM_COLUMNS: &str = "id, block_id, resource_id, appointment_type_id, starts_at, \
      ends_at, seats, buffer_before_minutes, buffer_after_minutes, price_minor, currency, owner, \
-     expires_at, released_at";
+     expires_at, released_at, full_refund_notice_hours, late_refund_percent";
 
 const RESOURCE_COLUMNS: &str = "id, name, time_zone, owner_id, weekly, created_at, updated_at";
 const TYPE_COLUMNS: &str = "id, resource_id, name, duration_minutes, interval_minutes, \
      buffer_before_minutes, buffer_after_minutes, min_notice_minutes, horizon_minutes, capacity, \
-     price_minor, currency, created_at, updated_at";
+     price_minor, currency, created_at, updated_at, full_refund_notice_hours, late_refund_percent";
 const CALENDAR_COLUMNS: &str = "id, resource_id, name, url, refresh_interval_secs, ics, fetched_at, \
      last_error, created_at";
 
@@ -139,7 +139,7 @@ impl Tx {
     pub async fn insert_type(&mut self, t: &TypeRow) -> Result<(), sqlx::Error> {
         let sql = format!(
             "INSERT INTO appointment_types ({TYPE_COLUMNS}) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)"
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)"
         );
         both!(self, |c| {
             sqlx::query(&sql)
@@ -157,6 +157,8 @@ impl Tx {
                 .bind(&t.currency)
                 .bind(t.created_at)
                 .bind(t.updated_at)
+                .bind(t.full_refund_notice_hours)
+                .bind(t.late_refund_percent)
                 .execute(c)
                 .await
                 .map(drop)
@@ -167,7 +169,8 @@ impl Tx {
         let sql = "UPDATE appointment_types SET name = $2, duration_minutes = $3, \
                    interval_minutes = $4, buffer_before_minutes = $5, buffer_after_minutes = $6, \
                    min_notice_minutes = $7, horizon_minutes = $8, capacity = $9, price_minor = $10, \
-                   currency = $11, updated_at = $12 WHERE id = $1";
+                   currency = $11, updated_at = $12, full_refund_notice_hours = $13, \
+                   late_refund_percent = $14 WHERE id = $1";
         both!(self, |c| {
             sqlx::query(sql)
                 .bind(t.id)
@@ -182,6 +185,8 @@ impl Tx {
                 .bind(t.price_minor)
                 .bind(&t.currency)
                 .bind(t.updated_at)
+                .bind(t.full_refund_notice_hours)
+                .bind(t.late_refund_percent)
                 .execute(c)
                 .await
                 .map(drop)

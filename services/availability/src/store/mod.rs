@@ -259,6 +259,9 @@ pub(crate) struct TypeRow {
     pub capacity: i64,
     pub price_minor: i64,
     pub currency: String,
+    /// The cancellation policy: both set, or both `None` (no policy).
+    pub full_refund_notice_hours: Option<i64>,
+    pub late_refund_percent: Option<i64>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
 }
@@ -293,6 +296,10 @@ pub(crate) struct ClaimRow {
     pub owner: String,
     pub expires_at: Option<DateTime<Utc>>,
     pub released_at: Option<DateTime<Utc>>,
+    /// The type's cancellation policy when claimed (like the price): both
+    /// set, or both `None`.
+    pub full_refund_notice_hours: Option<i64>,
+    pub late_refund_percent: Option<i64>,
 }
 
 impl ClaimRow {
@@ -648,7 +655,8 @@ impl Tx {
         dialect!(self, release_claim(id, now))
     }
 
-    /// Puts a claim (back) into a block at a new time, live again.
+    /// Puts a claim (back) into a block at a new time, live again, with
+    /// the buffers and cancellation policy it now has.
     pub async fn place_claim(&mut self, claim: &ClaimRow) -> Result<(), sqlx::Error> {
         dialect!(self, place_claim(claim))
     }

@@ -97,6 +97,8 @@ struct StoredClaim {
     owner: String,
     expires_at: Option<i64>,
     released_at: Option<i64>,
+    full_refund_notice_hours: Option<i64>,
+    late_refund_percent: Option<i64>,
 }
 
 impl StoredClaim {
@@ -116,6 +118,8 @@ impl StoredClaim {
             owner: self.owner,
             expires_at: self.expires_at.map(from_us).transpose()?,
             released_at: self.released_at.map(from_us).transpose()?,
+            full_refund_notice_hours: self.full_refund_notice_hours,
+            late_refund_percent: self.late_refund_percent,
         })
     }
 }
@@ -295,7 +299,7 @@ pub(super) async fn insert_claim(
 ) -> Result<(), sqlx::Error> {
     sqlx::query(&format!(
         "INSERT INTO claims ({CLAIM_COLUMNS}, created_at) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)"
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17)"
     ))
     .bind(c.id)
     .bind(c.block_id)
@@ -311,6 +315,8 @@ pub(super) async fn insert_claim(
     .bind(&c.owner)
     .bind(c.expires_at.map(us))
     .bind(c.released_at.map(us))
+    .bind(c.full_refund_notice_hours)
+    .bind(c.late_refund_percent)
     .bind(us(now))
     .execute(&mut **tx)
     .await
@@ -340,7 +346,8 @@ pub(super) async fn release_claim(
 pub(super) async fn place_claim(tx: &mut LiteTx, c: &ClaimRow) -> Result<(), sqlx::Error> {
     sqlx::query(
         "UPDATE claims SET block_id = $2, starts_at = $3, ends_at = $4, buffer_before_minutes = $5, \
-           buffer_after_minutes = $6, released_at = NULL WHERE id = $1",
+           buffer_after_minutes = $6, full_refund_notice_hours = $7, late_refund_percent = $8, \
+           released_at = NULL WHERE id = $1",
     )
     .bind(c.id)
     .bind(c.block_id)
@@ -348,6 +355,8 @@ pub(super) async fn place_claim(tx: &mut LiteTx, c: &ClaimRow) -> Result<(), sql
     .bind(us(c.ends_at))
     .bind(c.buffer_before_minutes)
     .bind(c.buffer_after_minutes)
+    .bind(c.full_refund_notice_hours)
+    .bind(c.late_refund_percent)
     .execute(&mut **tx)
     .await
     .map(drop)

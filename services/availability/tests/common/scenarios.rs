@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use berth_availability::Availability;
-use berth_ledger::{ClaimReceipt, ClaimRequest, Ledger, LedgerError};
+use berth_ledger::{CancellationPolicy, ClaimReceipt, ClaimRequest, Ledger, LedgerError};
 use chrono::{DateTime, TimeDelta, Utc};
 use serde_json::json;
 use uuid::Uuid;
@@ -372,6 +372,103 @@ pub async fn claim_idempotent(ledger: &dyn Ledger, fx: &Fixture) -> ClaimReceipt
         .unwrap();
     assert_ne!(fresh.claim_id, first.claim_id);
     fresh
+}
+
+/// Every receipt carries the cancellation policy its claim was made under:
+/// a later change of the appointment type does not reach existing claims
+/// (repeat, confirm), while new claims, on either claim path, and
+/// reschedules take the type's current policy.
+pub async fn cancellation_policy(av: &Availability, ledger: &dyn Ledger, fx: &Fixture) {
+    let policy = |hours: u64, percent: u8| {
+        Some(CancellationPolicy {
+            full_refund_notice: Duration::from_secs(hours * 3600),
+            late_refund_percent: percent,
+        })
+    };
+    let ty = fx
+        .api
+        .appointment_type(
+            fx.resource,
+            json!({"name": "refundable", "duration_minutes": 30, "horizon_minutes": 60 * 24 * 30,
+                   "price_minor": 4000, "currency": "EUR",
+                   "cancellation_policy": {"full_refund_notice_hours": 24, "late_refund_percent": 50}}),
+        )
+        .await;
+    let set_policy = async |policy: serde_json::Value| {
+        let r = fx
+            .api
+            .patch(
+                &format!("/v1/appointment-types/{ty}"),
+                json!({ "cancellation_policy": policy }),
+            )
+            .await;
+        assert_eq!(r.status, 200, "{}", r.body);
+    };
+    let at = |h, m| day_at(11, h, m);
+    let hold = |start, owner: &str| ClaimRequest {
+        hold_for: Some(Duration::from_secs(600)),
+        ..request(fx.resource, ty, start, owner)
+    };
+    let held = ledger.claim(hold(at(9, 0), "a")).await.unwrap();
+    assert_eq!(held.cancellation_policy, policy(24, 50));
+    let plain = ledger
+        .claim(request(fx.resource, fx.single, at(15, 0), "p"))
+        .await
+        .unwrap();
+    assert_eq!(plain.cancellation_policy, None, "a type without a policy");
+
+    set_policy(json!({"full_refund_notice_hours": 2, "late_refund_percent": 100})).await;
+    assert_eq!(
+        ledger.claim(hold(at(9, 0), "a")).await.unwrap(),
+        held,
+        "a repeat gets the policy of claim time"
+    );
+    let confirmed = ledger.confirm(held.claim_id).await.unwrap();
+    assert_eq!(confirmed.cancellation_policy, policy(24, 50));
+    let fresh = ledger
+        .claim(request(fx.resource, ty, at(10, 0), "b"))
+        .await
+        .unwrap();
+    assert_eq!(fresh.cancellation_policy, policy(2, 100));
+    // A lapsed hold in reach sends the next claim through the locked
+    // transaction (on PostgreSQL; SQLite always takes it).
+    ledger
+        .claim(ClaimRequest {
+            hold_for: Some(Duration::from_millis(300)),
+            ..request(fx.resource, ty, at(11, 0), "lapsing")
+        })
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let locked = ledger
+        .claim(request(fx.resource, ty, at(11, 0), "c"))
+        .await
+        .unwrap();
+    assert_eq!(locked.cancellation_policy, policy(2, 100));
+    let moved = ledger.reschedule(held.claim_id, at(12, 0)).await.unwrap();
+    assert_eq!(moved.cancellation_policy, policy(2, 100), "made anew");
+    assert_eq!(moved.price_minor, held.price_minor, "the price stays");
+    assert_eq!(
+        ledger.confirm(held.claim_id).await.unwrap(),
+        moved,
+        "as stored"
+    );
+
+    set_policy(serde_json::Value::Null).await;
+    let free = ledger
+        .claim(request(fx.resource, ty, at(13, 0), "d"))
+        .await
+        .unwrap();
+    assert_eq!(free.cancellation_policy, None, "cleared: a full refund");
+    assert_eq!(
+        ledger
+            .confirm(fresh.claim_id)
+            .await
+            .unwrap()
+            .cancellation_policy,
+        policy(2, 100)
+    );
+    assert!(av.find_overlaps().await.unwrap().is_empty());
 }
 
 /// Claims that break the rules are refused and write nothing.

@@ -156,6 +156,7 @@ impl MemLedger {
                 .get(&c.resource_id)
                 .cloned()
                 .unwrap_or_default(),
+            cancellation_policy: None,
         }
     }
 }

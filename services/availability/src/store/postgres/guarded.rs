@@ -53,13 +53,14 @@ pub(in crate::store) async fn claims_if_unchanged(
                SELECT x.*, $26 FROM unnest($12::uuid[], $13::uuid[], $14::uuid[], $15::uuid[], \
                  $16::timestamptz[], $17::timestamptz[], $18::bigint[], $19::bigint[], \
                  $20::bigint[], $21::bigint[], $22::text[], $23::text[], $24::timestamptz[], \
-                 $25::timestamptz[]) AS x({CLAIM_COLUMNS}) \
+                 $25::timestamptz[], $29::bigint[], $30::bigint[]) AS x({CLAIM_COLUMNS}) \
                WHERE x.resource_id IN (SELECT id FROM bump)) \
              SELECT id FROM ok"
         )
     });
     let c = &write.claims;
     let column = |f: fn(&ClaimRow) -> i64| c.iter().map(f).collect::<Vec<i64>>();
+    let optional = |f: fn(&ClaimRow) -> Option<i64>| c.iter().map(f).collect::<Vec<_>>();
     let guards = &write.resources;
     sqlx::query_scalar(&SQL)
         .bind(guards.iter().map(|g| g.resource).collect::<Vec<Uuid>>())
@@ -150,6 +151,8 @@ pub(in crate::store) async fn claims_if_unchanged(
                 .collect::<Vec<i64>>(),
         )
         .bind(guards.iter().map(|g| g.writes).collect::<Vec<bool>>())
+        .bind(optional(|c| c.full_refund_notice_hours))
+        .bind(optional(|c| c.late_refund_percent))
         .fetch_all(conn)
         .await
 }

@@ -247,7 +247,7 @@ pub(super) async fn insert_claim(
 ) -> Result<(), sqlx::Error> {
     let sql = format!(
         "INSERT INTO claims ({CLAIM_COLUMNS}, created_at) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)"
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17)"
     );
     bind_claim(sqlx::query(&sql), c, c.block_id, now)
         .execute(&mut **tx)
@@ -276,7 +276,8 @@ pub(super) async fn release_claim(
 pub(super) async fn place_claim(tx: &mut PgTx, c: &ClaimRow) -> Result<(), sqlx::Error> {
     sqlx::query(
         "UPDATE claims SET block_id = $2, starts_at = $3, ends_at = $4, buffer_before_minutes = $5, \
-           buffer_after_minutes = $6, released_at = NULL WHERE id = $1",
+           buffer_after_minutes = $6, full_refund_notice_hours = $7, late_refund_percent = $8, \
+           released_at = NULL WHERE id = $1",
     )
     .bind(c.id)
     .bind(c.block_id)
@@ -284,6 +285,8 @@ pub(super) async fn place_claim(tx: &mut PgTx, c: &ClaimRow) -> Result<(), sqlx:
     .bind(c.ends_at)
     .bind(c.buffer_before_minutes)
     .bind(c.buffer_after_minutes)
+    .bind(c.full_refund_notice_hours)
+    .bind(c.late_refund_percent)
     .execute(&mut **tx)
     .await
     .map(drop)
@@ -407,19 +410,19 @@ pub(super) async fn insert_claim_into(
 ) -> Result<(), sqlx::Error> {
     let insert = format!(
         "INSERT INTO claims ({CLAIM_COLUMNS}, created_at) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)"
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17)"
     );
     let (sql, capacity) = match plan {
         BlockPlan::New { capacity, .. } => (
             format!(
                 "WITH b AS (INSERT INTO blocks (id, resource_id, appointment_type_id, starts_at, \
-                 ends_at, capacity) VALUES ($2, $3, $4, $5, $6, $16)) {insert}"
+                 ends_at, capacity) VALUES ($2, $3, $4, $5, $6, $18)) {insert}"
             ),
             Some(capacity),
         ),
         BlockPlan::Existing { block, capacity } if block.capacity != capacity => (
             format!(
-                "WITH b AS (UPDATE blocks SET capacity = $16 WHERE id = $2 AND capacity <> $16) \
+                "WITH b AS (UPDATE blocks SET capacity = $18 WHERE id = $2 AND capacity <> $18) \
                  {insert}"
             ),
             Some(capacity),
@@ -434,7 +437,7 @@ pub(super) async fn insert_claim_into(
     }
 }
 
-/// Binds `$1`–`$15`: the claim's columns in [`CLAIM_COLUMNS`] order (with
+/// Binds `$1`–`$17`: the claim's columns in [`CLAIM_COLUMNS`] order (with
 /// `block` for its block), then `created_at`.
 fn bind_claim<'q>(
     query: PgQuery<'q>,
@@ -457,6 +460,8 @@ fn bind_claim<'q>(
         .bind(&c.owner)
         .bind(c.expires_at)
         .bind(c.released_at)
+        .bind(c.full_refund_notice_hours)
+        .bind(c.late_refund_percent)
         .bind(now)
 }
 

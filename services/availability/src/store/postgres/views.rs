@@ -32,6 +32,8 @@ macro_rules! claim_arrays {
                array_agg(c.currency) FILTER (WHERE live) AS c_currency, \
                array_agg(c.owner) FILTER (WHERE live) AS c_owner, \
                array_agg(c.expires_at) FILTER (WHERE live) AS c_expires, \
+               array_agg(c.full_refund_notice_hours) FILTER (WHERE live) AS c_notice, \
+               array_agg(c.late_refund_percent) FILTER (WHERE live) AS c_refund, \
                COALESCE(bool_or(NOT live), false) AS lapsed \
              FROM claims c \
              CROSS JOIN LATERAL (SELECT c.expires_at IS NULL OR c.expires_at > ",
@@ -68,11 +70,13 @@ const SLOT_VIEWS: &str = concat!(
     "SELECT q.i, t.id, t.resource_id, t.name, t.duration_minutes, t.interval_minutes, \
            t.buffer_before_minutes, t.buffer_after_minutes, t.min_notice_minutes, \
            t.horizon_minutes, t.capacity, t.price_minor, t.currency, t.created_at, t.updated_at, \
+           t.full_refund_notice_hours, t.late_refund_percent, \
            r.name AS r_name, r.time_zone AS r_time_zone, r.owner_id AS r_owner_id, \
            r.weekly AS r_weekly, r.created_at AS r_created_at, r.updated_at AS r_updated_at, \
            r.ledger_seq AS r_ledger_seq, r.catalog_seq AS r_catalog_seq, \
            lc.c_id, lc.c_block, lc.c_type, lc.c_start, lc.c_end, lc.c_seats, lc.c_before, \
-           lc.c_after, lc.c_price, lc.c_currency, lc.c_owner, lc.c_expires, lc.lapsed, \
+           lc.c_after, lc.c_price, lc.c_currency, lc.c_owner, lc.c_expires, lc.c_notice, \
+           lc.c_refund, lc.lapsed, \
            (SELECT COALESCE(json_agg(json_build_object('start', starts_at, 'end', ends_at)), '[]'::json) \
               FROM busy_times WHERE resource_id = q.resource_id AND starts_at < upper(w.span) \
               AND ends_at > lower(w.span)) AS busy, \
@@ -141,8 +145,9 @@ const WINDOW_VIEW: &str = concat!(
        t.id, t.resource_id, t.name, t.duration_minutes, t.interval_minutes, \
        t.buffer_before_minutes, t.buffer_after_minutes, t.min_notice_minutes, \
        t.horizon_minutes, t.capacity, t.price_minor, t.currency, t.created_at, t.updated_at, \
+       t.full_refund_notice_hours, t.late_refund_percent, \
        lc.c_id, lc.c_block, lc.c_type, lc.c_start, lc.c_end, lc.c_seats, lc.c_before, \
-       lc.c_after, lc.c_price, lc.c_currency, lc.c_owner, lc.c_expires, \
+       lc.c_after, lc.c_price, lc.c_currency, lc.c_owner, lc.c_expires, lc.c_notice, lc.c_refund, \
        (SELECT COALESCE(json_agg(json_build_object('start', starts_at, 'end', ends_at)), '[]'::json) \
           FROM busy_times WHERE resource_id = r.id AND starts_at < upper(w.span) \
           AND ends_at > lower(w.span)) AS busy, \
@@ -285,6 +290,8 @@ fn live_claims_from_row(row: &PgRow, resource: Uuid) -> Result<Vec<ClaimRow>, sq
     let currencies: Vec<String> = column(row, "c_currency")?;
     let owners: Vec<String> = column(row, "c_owner")?;
     let expires: Vec<Option<DateTime<Utc>>> = column(row, "c_expires")?;
+    let notices: Vec<Option<i64>> = column(row, "c_notice")?;
+    let refunds: Vec<Option<i64>> = column(row, "c_refund")?;
     let n = ids.len();
     let lengths = [
         blocks.len(),
@@ -298,6 +305,8 @@ fn live_claims_from_row(row: &PgRow, resource: Uuid) -> Result<Vec<ClaimRow>, sq
         currencies.len(),
         owners.len(),
         expires.len(),
+        notices.len(),
+        refunds.len(),
     ];
     if lengths.iter().any(|&len| len != n) {
         return Err(sqlx::Error::Protocol(
@@ -320,6 +329,8 @@ fn live_claims_from_row(row: &PgRow, resource: Uuid) -> Result<Vec<ClaimRow>, sq
             owner: owners[i].clone(),
             expires_at: expires[i],
             released_at: None,
+            full_refund_notice_hours: notices[i],
+            late_refund_percent: refunds[i],
         })
         .collect();
     claims.sort_by_key(|c| (c.starts_at, c.id));
