@@ -176,34 +176,66 @@ async fn call(
         }
     }
 
-    let latency = shared.lock().faults.api_latency_ms;
-    if latency > 0 {
-        tokio::time::sleep(Duration::from_millis(latency)).await;
+    // Like Stripe, a started request runs to the end even if the caller
+    // hangs up, so its key never stays in flight for good.
+    let run = Run {
+        shared,
+        method: method.to_string(),
+        path,
+        params,
+        op,
+        key,
+        scope,
+        request_id,
+        idempotency_key: out.idempotency_key.clone(),
+    };
+    match tokio::spawn(run.execute()).await {
+        Ok((status, body)) => reply(status, &body, &out),
+        Err(_) => fail(ApiError::Injected(500), &out),
     }
+}
 
-    let (status, body) = {
-        let mut state = shared.lock();
+/// The part of a call after its idempotency key is held.
+struct Run {
+    shared: Arc<Shared>,
+    method: String,
+    path: String,
+    params: Params,
+    op: Op,
+    key: KeyKind,
+    scope: Option<idempotency::Scope>,
+    request_id: String,
+    idempotency_key: Option<String>,
+}
+
+impl Run {
+    async fn execute(self) -> (u16, Value) {
+        let latency = self.shared.lock().faults.api_latency_ms;
+        if latency > 0 {
+            tokio::time::sleep(Duration::from_millis(latency)).await;
+        }
+        let mut state = self.shared.lock();
         let injected = if state.draw_error() {
             Injected::Before(500)
         } else {
-            state.faults.take_fail_next(method.as_str(), &path)
+            state.faults.take_fail_next(&self.method, &self.path)
         };
         if let Injected::Before(status) = injected {
-            if let Some(scope) = &scope {
+            if let Some(scope) = &self.scope {
                 idempotency::release(&mut state, scope);
             }
-            drop(state);
-            return fail(ApiError::Injected(status), &out);
+            let e = ApiError::Injected(status);
+            return (e.status().as_u16(), e.body());
         }
         let ctx = Ctx {
             origin: Origin {
-                request_id: Some(request_id.clone()),
-                idempotency_key: out.idempotency_key.clone(),
+                request_id: Some(self.request_id.clone()),
+                idempotency_key: self.idempotency_key.clone(),
             },
-            key,
-            path,
+            key: self.key,
+            path: self.path.clone(),
         };
-        let (status, body, saved) = match op(&mut state, &ctx, &params) {
+        let (status, body, saved) = match (self.op)(&mut state, &ctx, &self.params) {
             Ok(v) => (200, v, true),
             Err(e) => (e.status().as_u16(), e.body(), e.saved()),
         };
@@ -212,17 +244,23 @@ async fn call(
             Injected::After(s) => (s, ApiError::Injected(s).body(), true),
             _ => (status, body, saved),
         };
-        if let Some(scope) = &scope {
+        if let Some(scope) = &self.scope {
             if saved {
-                idempotency::save(&mut state, scope, status, body.clone(), request_id.clone());
+                idempotency::save(
+                    &mut state,
+                    scope,
+                    status,
+                    body.clone(),
+                    self.request_id.clone(),
+                );
             } else {
                 idempotency::release(&mut state, scope);
             }
         }
+        drop(state);
+        self.shared.wake.notify_one();
         (status, body)
-    };
-    shared.wake.notify_one();
-    reply(status, &body, &out)
+    }
 }
 
 fn reply(status: u16, body: &Value, h: &Headers) -> Response {

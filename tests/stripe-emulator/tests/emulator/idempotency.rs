@@ -74,14 +74,14 @@ async fn a_concurrent_request_with_the_key_in_flight_gets_409() {
     let control = emu.control();
     control
         .set_faults(&Faults {
-            api_latency_ms: 400,
+            api_latency_ms: 1000,
             ..Faults::default()
         })
         .await
         .unwrap();
     let slow = api.post_with("/v1/payment_intents", CREATE, Some("k-3"));
     let racer = async {
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
         api.post_with("/v1/payment_intents", CREATE, Some("k-3"))
             .await
     };
@@ -219,4 +219,40 @@ async fn a_card_decline_is_saved_like_any_executed_answer() {
         .get("/v1/events?type=payment_intent.payment_failed")
         .await;
     assert_eq!(failed.json["data"].as_array().unwrap().len(), 1);
+}
+
+#[tokio::test]
+async fn a_request_whose_caller_gave_up_still_finishes_and_is_replayed() {
+    let emu = start().await;
+    let control = emu.control();
+    control
+        .set_faults(&Faults {
+            api_latency_ms: 1500,
+            ..Faults::default()
+        })
+        .await
+        .unwrap();
+    let impatient = reqwest::Client::builder()
+        .timeout(std::time::Duration::from_millis(300))
+        .build()
+        .unwrap();
+    let gave_up = impatient
+        .post(format!("{}/v1/payment_intents", emu.base_url))
+        .bearer_auth(crate::common::KEY)
+        .header("idempotency-key", "k-8")
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(CREATE)
+        .send()
+        .await;
+    assert!(gave_up.unwrap_err().is_timeout());
+    tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+    control.clear_faults().await.unwrap();
+    let retry = Api::new(&emu)
+        .post_with("/v1/payment_intents", CREATE, Some("k-8"))
+        .await;
+    assert_eq!(
+        (retry.status, retry.header("idempotent-replayed")),
+        (200, Some("true"))
+    );
+    assert_eq!(control.state().await.unwrap().payment_intents.len(), 1);
 }
