@@ -62,3 +62,7 @@ impl StreamAppender {
             .map_err(|e| e.to_string())
     }
 }
+
+mod consumer;
+
+pub use consumer::{GroupConsumer, Handled};
