@@ -131,3 +131,54 @@ fn as_status(error: BoxError) -> BoxError {
         error
     }
 }
+
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct SendChannelError(#[source] BoxError);
+
+/// [`GrpcChannel`] with a concrete error and future type, for generated
+/// clients. With the boxed `dyn Error` inside, the clients' futures trip a
+/// compiler limitation (higher-ranked lifetimes in `Send` checks) in
+/// `#[async_trait]` methods, so they could not be awaited in a `Send` future.
+#[derive(Clone)]
+pub struct SendChannel(pub GrpcChannel);
+
+type SendChannelFuture = std::pin::Pin<
+    Box<
+        dyn std::future::Future<Output = Result<Response<tonic::body::Body>, SendChannelError>>
+            + Send,
+    >,
+>;
+
+impl tower::Service<Request<tonic::body::Body>> for SendChannel {
+    type Response = Response<tonic::body::Body>;
+    type Error = SendChannelError;
+    type Future = SendChannelFuture;
+
+    fn poll_ready(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), SendChannelError>> {
+        tower::Service::poll_ready(&mut self.0, cx).map_err(SendChannelError)
+    }
+
+    fn call(&mut self, request: Request<tonic::body::Body>) -> SendChannelFuture {
+        let call = tower::Service::call(&mut self.0, request);
+        Box::pin(async move { call.await.map_err(SendChannelError) })
+    }
+}
+
+/// A protobuf timestamp as a UTC time; `None` if it is out of range.
+pub fn from_timestamp(t: &prost_types::Timestamp) -> Option<chrono::DateTime<chrono::Utc>> {
+    u32::try_from(t.nanos)
+        .ok()
+        .and_then(|nanos| chrono::DateTime::from_timestamp(t.seconds, nanos))
+}
+
+pub fn to_timestamp(t: chrono::DateTime<chrono::Utc>) -> prost_types::Timestamp {
+    prost_types::Timestamp {
+        seconds: t.timestamp(),
+        // Always below 2e9 for a `DateTime` (leap seconds included).
+        nanos: i32::try_from(t.timestamp_subsec_nanos()).unwrap_or(i32::MAX),
+    }
+}
