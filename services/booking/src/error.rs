@@ -30,8 +30,15 @@ pub enum BookingError {
         status: BookingStatus,
         action: &'static str,
     },
-    #[error("the booking is confirmed by its payment, not by the client")]
+    #[error(
+        "the booking is confirmed by its payment, not by the client: pay with the \
+         `client_secret` of POST /v1/payments; POST /v1/payments/{{id}}/sync checks a payment now"
+    )]
     PaymentRequired,
+    #[error(
+        "the new slot has another price; a paid booking keeps its price (cancel and book again)"
+    )]
+    PriceChanged,
     /// Lost an optimistic-concurrency race; retrying is safe.
     #[error("the booking changed concurrently; retry")]
     Concurrent,
@@ -68,6 +75,7 @@ impl BookingError {
             Self::NotFound(_)
                 | Self::WrongState { .. }
                 | Self::PaymentRequired
+                | Self::PriceChanged
                 | Self::Ledger(
                     LedgerError::SlotUnavailable(_)
                         | LedgerError::HoldExpired
@@ -108,6 +116,7 @@ impl From<BookingError> for Problem {
                 Problem::new(StatusCode::CONFLICT, "payment-required", "Payment required")
                     .with_detail(error.to_string())
             }
+            E::PriceChanged => Problem::conflict("price-changed", error.to_string()),
             E::Concurrent => Problem::conflict("concurrent-update", error.to_string()),
             E::MissingIdempotencyKey => Problem::new(
                 StatusCode::BAD_REQUEST,

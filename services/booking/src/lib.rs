@@ -16,12 +16,14 @@
 mod access;
 mod accounts;
 mod error;
+mod grpc;
 mod idempotency;
 mod model;
 mod outbox;
 mod rest;
 mod saga;
 mod service;
+mod settle;
 mod store;
 
 use std::sync::Arc;
@@ -35,6 +37,7 @@ use tokio_util::sync::CancellationToken;
 
 pub use accounts::{ACCOUNT_DELETED, GROUP as ACCOUNT_CONSUMER_GROUP};
 pub use error::BookingError;
+pub use grpc::{FILE_DESCRIPTOR_SET, GrpcSettlement, SETTLEMENT_SERVICE_NAME};
 pub use model::{BookingRecord, BookingStatus, Customer, Event, event_type};
 pub use rest::openapi;
 
@@ -185,6 +188,11 @@ impl Booking {
     /// every POST goes through the idempotency layer, keyed per principal.
     pub fn rest_routes(&self, verifier: &Verifier) -> Router {
         rest::routes(self.clone(), verifier)
+    }
+
+    /// gRPC routes of the settlement service the payment service calls.
+    pub fn grpc_routes(&self) -> tonic::service::Routes {
+        grpc::routes(self.clone())
     }
 
     /// Readiness: the database answers. Redis is deliberately not checked:

@@ -1,5 +1,6 @@
 //! The booking record, its states, and the events its changes emit.
 
+use berth_ledger::CancellationPolicy;
 use chrono::{DateTime, SubsecRound, Utc};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
@@ -8,12 +9,16 @@ use uuid::Uuid;
 ///
 /// ```text
 /// held ─────────────┬─ confirm ─→ confirmed ─ cancel ─→ cancelled
-/// pending_payment ──┤  (payment)
-///                   ├─ hold lapses ─→ expired
+/// pending_payment ──┤  (payment: secured, then paid)
+///                   ├─ hold lapses ─→ expired ─ paid anyway, time still free ─→ pending_payment
 ///                   ├─ cancel ─→ cancelled
-///                   └─ payment fails ─→ payment_failed   (pending_payment only)
+///                   └─ payment fails ─→ payment_failed   (pending_payment or expired)
 /// ```
 /// `cancelled` and `payment_failed` release the ledger claim through the saga.
+/// A priced booking is confirmed only by the payment service
+/// (`berth_settlement::Settlement`), never by the client: first its time is
+/// secured (`pending_payment` without a hold expiry: the claim is
+/// permanent), then, once the money is captured, it is confirmed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum BookingStatus {
@@ -105,6 +110,13 @@ pub struct BookingRecord {
     pub(crate) resource_owner_id: Option<String>,
     #[serde(skip)]
     pub(crate) saga: Option<Saga>,
+    /// Why the booking ended as it did, where the status alone does not say
+    /// (e.g. `slot_taken`: paid after the hold lapsed and the time was gone).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status_reason: Option<String>,
+    /// The refund rule of the appointment type when the time was claimed.
+    #[serde(skip)]
+    pub(crate) cancellation_policy: Option<CancellationPolicy>,
 }
 
 impl BookingRecord {
@@ -118,6 +130,12 @@ impl BookingRecord {
 
     pub(crate) fn is_lapsed(&self, now: DateTime<Utc>) -> bool {
         self.status.is_hold() && self.hold_expires_at.is_some_and(|at| at <= now)
+    }
+
+    /// A priced booking whose time the ledger holds for good while its
+    /// payment is captured.
+    pub(crate) fn is_secured(&self) -> bool {
+        self.status == BookingStatus::PendingPayment && self.hold_expires_at.is_none()
     }
 }
 
@@ -157,6 +175,11 @@ pub mod event_type {
     pub const RESCHEDULED: &str = "booking.rescheduled";
     pub const EXPIRED: &str = "booking.expired";
     pub const PAYMENT_FAILED: &str = "booking.payment_failed";
+    /// A priced booking confirmed because its payment was captured.
+    pub const PAID: &str = "booking.paid";
+    /// An expired hold whose payment arrived while its time was still free:
+    /// claimed again, pending its capture.
+    pub const REINSTATED: &str = "booking.reinstated";
     /// The customer's account was deleted and their personal data erased.
     pub const CUSTOMER_ANONYMISED: &str = "booking.customer_anonymised";
 }

@@ -5,6 +5,7 @@
 //! is read from or written to the ledger.
 
 use berth_ledger::{ClaimRequest, LedgerError};
+use berth_settlement::FailureReason;
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
@@ -71,6 +72,8 @@ impl Booking {
             version: 1,
             resource_owner_id: owner(receipt.resource_owner),
             saga: None,
+            status_reason: None,
+            cancellation_policy: receipt.cancellation_policy,
         };
         let event = Event::new(event_type::CREATED, &record);
         // Under an Idempotency-Key the response is stored with the booking,
@@ -159,29 +162,13 @@ impl Booking {
                 });
             }
         }
-        self.end_with_release(current, BookingStatus::Cancelled, event_type::CANCELLED)
-            .await
-    }
-
-    /// Compensation of a failed payment: the booking ends `payment_failed`
-    /// and its claim is released (retried by the saga worker until it is).
-    pub async fn fail_payment(&self, id: Uuid) -> Result<BookingRecord> {
-        let current = self.load(id).await?;
-        match current.status {
-            BookingStatus::PaymentFailed => Ok(current),
-            BookingStatus::PendingPayment => {
-                self.end_with_release(
-                    current,
-                    BookingStatus::PaymentFailed,
-                    event_type::PAYMENT_FAILED,
-                )
-                .await
-            }
-            status => Err(BookingError::WrongState {
-                status,
-                action: "marked payment_failed",
-            }),
-        }
+        self.end_with_release(
+            current,
+            BookingStatus::Cancelled,
+            event_type::CANCELLED,
+            None,
+        )
+        .await
     }
 
     pub(crate) async fn reschedule(
@@ -214,12 +201,23 @@ impl Booking {
             .ledger
             .reschedule(current.claim_id, start)
             .await?;
+        // A paid (or being paid) booking keeps the price its payment is
+        // for: moving it to a slot of another price would part the money
+        // from the booking.
+        if current.price_minor > 0
+            && (receipt.price_minor != current.price_minor || receipt.currency != current.currency)
+        {
+            self.undo_reschedule(id, receipt.claim_id, current.start)
+                .await;
+            return Err(BookingError::PriceChanged);
+        }
         let mut next = current.clone();
         next.claim_id = receipt.claim_id;
         next.start = micros(receipt.start);
         next.end = micros(receipt.end);
         next.price_minor = receipt.price_minor;
         next.currency = receipt.currency;
+        // The refund terms stay those the customer booked under.
         // A ledger that does not report the owner keeps the one we know.
         next.resource_owner_id =
             owner(receipt.resource_owner).or(current.resource_owner_id.clone());
@@ -234,16 +232,16 @@ impl Booking {
             Err(error) => {
                 // The ledger moved but the booking did not: move the ledger
                 // back so the two agree again.
-                if let Err(back) = self
-                    .inner
-                    .ledger
-                    .reschedule(receipt.claim_id, current.start)
-                    .await
-                {
-                    tracing::error!(booking_id = %id, %back, "cannot undo a ledger reschedule; booking and ledger disagree on its time");
-                }
+                self.undo_reschedule(id, receipt.claim_id, current.start)
+                    .await;
                 Err(error)
             }
+        }
+    }
+
+    async fn undo_reschedule(&self, id: Uuid, claim_id: Uuid, start: DateTime<Utc>) {
+        if let Err(back) = self.inner.ledger.reschedule(claim_id, start).await {
+            tracing::error!(booking_id = %id, %back, "cannot undo a ledger reschedule; booking and ledger disagree on its time");
         }
     }
 
@@ -252,7 +250,7 @@ impl Booking {
     /// ledger confirmed while our write failed).
     pub(crate) async fn expire(&self, current: BookingRecord) -> Result<()> {
         match self
-            .end_with_release(current, BookingStatus::Expired, event_type::EXPIRED)
+            .end_with_release(current, BookingStatus::Expired, event_type::EXPIRED, None)
             .await
         {
             Ok(_) | Err(BookingError::Concurrent) => Ok(()),
@@ -262,14 +260,16 @@ impl Booking {
 
     /// Moves to a final status and records the claim release as a pending
     /// saga step in the same transaction, then tries it once right away.
-    async fn end_with_release(
+    pub(crate) async fn end_with_release(
         &self,
         current: BookingRecord,
         status: BookingStatus,
         event: &str,
+        reason: Option<FailureReason>,
     ) -> Result<BookingRecord> {
         let mut next = current.clone();
         next.status = status;
+        next.status_reason = reason.map(|r| r.as_str().to_owned());
         next.saga = Some(Saga {
             step: SagaStep::ReleaseClaim,
             attempts: 0,

@@ -235,23 +235,44 @@ mod tests {
         };
         let start = at(100);
         // No policy: everything back, even after the start.
-        assert_eq!(CancellationPolicy::refund_minor(None, 2500, start, at(120)), 2500);
+        assert_eq!(
+            CancellationPolicy::refund_minor(None, 2500, start, at(120)),
+            2500
+        );
         // Exactly at the deadline is still in time.
-        assert_eq!(CancellationPolicy::refund_minor(Some(&policy), 2500, start, at(76)), 2500);
-        assert_eq!(CancellationPolicy::refund_minor(Some(&policy), 2500, start, at(77)), 1250);
+        assert_eq!(
+            CancellationPolicy::refund_minor(Some(&policy), 2500, start, at(76)),
+            2500
+        );
+        assert_eq!(
+            CancellationPolicy::refund_minor(Some(&policy), 2500, start, at(77)),
+            1250
+        );
         // Rounds down; never more than paid; never negative.
-        assert_eq!(CancellationPolicy::refund_minor(Some(&policy), 2501, start, at(99)), 1250);
-        assert_eq!(CancellationPolicy::refund_minor(Some(&policy), -5, start, at(0)), 0);
+        assert_eq!(
+            CancellationPolicy::refund_minor(Some(&policy), 2501, start, at(99)),
+            1250
+        );
+        assert_eq!(
+            CancellationPolicy::refund_minor(Some(&policy), -5, start, at(0)),
+            0
+        );
         let none_late = CancellationPolicy {
             late_refund_percent: 0,
             ..policy
         };
-        assert_eq!(CancellationPolicy::refund_minor(Some(&none_late), 2500, start, at(99)), 0);
+        assert_eq!(
+            CancellationPolicy::refund_minor(Some(&none_late), 2500, start, at(99)),
+            0
+        );
         let absurd = CancellationPolicy {
             full_refund_notice: Duration::MAX,
             late_refund_percent: 200,
         };
-        assert_eq!(CancellationPolicy::refund_minor(Some(&absurd), i64::MAX, start, at(0)), i64::MAX);
+        assert_eq!(
+            CancellationPolicy::refund_minor(Some(&absurd), i64::MAX, start, at(0)),
+            i64::MAX
+        );
     }
 
     #[test]

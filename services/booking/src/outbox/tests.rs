@@ -70,6 +70,8 @@ fn booking(n: i64) -> BookingRecord {
         version: 1,
         resource_owner_id: None,
         saga: None,
+        status_reason: None,
+        cancellation_policy: None,
     }
 }
 

@@ -270,7 +270,7 @@ pub(crate) fn decode_error(column: &str, message: impl std::fmt::Display) -> sql
 }
 
 /// Booking columns, in the bind order both backends use.
-pub(crate) const COLUMNS: [&str; 22] = [
+pub(crate) const COLUMNS: [&str; 25] = [
     "id",
     "resource_id",
     "appointment_type_id",
@@ -293,6 +293,9 @@ pub(crate) const COLUMNS: [&str; 22] = [
     "version",
     "customer_id",
     "resource_owner_id",
+    "status_reason",
+    "refund_notice_secs",
+    "late_refund_percent",
 ];
 
 /// `sigil` is `$` for PostgreSQL and `?` for SQLite (`?1`, `?2`, …).
@@ -345,11 +348,15 @@ pub(crate) struct RawBooking {
     pub version: i64,
     pub customer_id: Option<String>,
     pub resource_owner_id: Option<String>,
+    pub status_reason: Option<String>,
+    pub refund_notice_secs: Option<i64>,
+    pub late_refund_percent: Option<i64>,
 }
 
 impl RawBooking {
     pub fn into_record(self) -> std::result::Result<BookingRecord, sqlx::Error> {
         use crate::model::{Customer, Saga, SagaStep};
+        use berth_ledger::CancellationPolicy;
         let status = BookingStatus::parse(&self.status)
             .ok_or_else(|| decode_error("status", format!("unknown status {:?}", self.status)))?;
         let saga = match self.saga_step {
@@ -361,6 +368,18 @@ impl RawBooking {
                 next_attempt_at: self.next_attempt_at.unwrap_or(DateTime::UNIX_EPOCH),
                 last_error: self.saga_error,
             }),
+        };
+        let cancellation_policy = match (self.refund_notice_secs, self.late_refund_percent) {
+            (Some(secs), Some(percent)) => Some(CancellationPolicy {
+                full_refund_notice: std::time::Duration::from_secs(
+                    u64::try_from(secs).map_err(|e| decode_error("refund_notice_secs", e))?,
+                ),
+                late_refund_percent: u8::try_from(percent)
+                    .ok()
+                    .filter(|p| *p <= 100)
+                    .ok_or_else(|| decode_error("late_refund_percent", "not 0 to 100"))?,
+            }),
+            _ => None,
         };
         let customer =
             (self.customer_name.is_some() || self.customer_email.is_some()).then_some(Customer {
@@ -386,6 +405,8 @@ impl RawBooking {
             version: self.version,
             resource_owner_id: self.resource_owner_id,
             saga,
+            status_reason: self.status_reason,
+            cancellation_policy,
         })
     }
 }
@@ -406,6 +427,17 @@ pub(crate) fn saga_columns(
             saga.attempts,
             Some(saga.next_attempt_at),
             saga.last_error.clone(),
+        ),
+    }
+}
+
+/// The cancellation-policy columns: (notice in seconds, late refund percent).
+pub(crate) fn policy_columns(booking: &BookingRecord) -> (Option<i64>, Option<i16>) {
+    match &booking.cancellation_policy {
+        None => (None, None),
+        Some(p) => (
+            Some(i64::try_from(p.full_refund_notice.as_secs()).unwrap_or(i64::MAX)),
+            Some(i16::from(p.late_refund_percent)),
         ),
     }
 }

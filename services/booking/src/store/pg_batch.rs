@@ -15,7 +15,9 @@ use futures::future::BoxFuture;
 use sqlx::{PgConnection, PgPool};
 use uuid::Uuid;
 
-use super::{Result, StoredResponse, customer_columns, encode_headers, saga_columns};
+use super::{
+    Result, StoredResponse, customer_columns, encode_headers, policy_columns, saga_columns,
+};
 use crate::error::BookingError;
 use crate::model::{BookingRecord, Event};
 
@@ -221,15 +223,16 @@ async fn insert_bookings_at_once(conn: &mut PgConnection, items: &[NewBooking]) 
                  $5::timestamptz[], $6::timestamptz[], $7::int4[], $8::text[], $9::int8[], \
                  $10::text[], $11::text[], $12::text[], $13::timestamptz[], $14::text[], \
                  $15::int4[], $16::timestamptz[], $17::text[], $18::timestamptz[], \
-                 $19::timestamptz[], $20::int8[], $21::text[], $22::text[])), \
+                 $19::timestamptz[], $20::int8[], $21::text[], $22::text[], $23::text[], \
+                 $24::int8[], $25::int2[])), \
              o AS (INSERT INTO booking.outbox (id, booking_id, event_type, payload, occurred_at) \
-               SELECT i, b, t, p::jsonb, o FROM unnest($23::uuid[], $24::uuid[], $25::text[], \
-                 $26::text[], $27::timestamptz[]) WITH ORDINALITY AS x(i, b, t, p, o, n) \
+               SELECT i, b, t, p::jsonb, o FROM unnest($26::uuid[], $27::uuid[], $28::text[], \
+                 $29::text[], $30::timestamptz[]) WITH ORDINALITY AS x(i, b, t, p, o, n) \
                ORDER BY n) \
              UPDATE booking.idempotency_keys k SET state = 'done', status = a.status, \
                headers = a.headers, body = a.body, booking_id = a.booking_id \
-             FROM unnest($28::text[], $29::text[], $30::timestamptz[], $31::int4[], \
-               $32::text[], $33::bytea[], $34::uuid[]) \
+             FROM unnest($31::text[], $32::text[], $33::timestamptz[], $34::int4[], \
+               $35::text[], $36::bytea[], $37::uuid[]) \
                AS a(subject, key, lock, status, headers, body, booking_id) \
              WHERE k.subject = a.subject AND k.key = a.key AND k.state = 'in_flight' \
                AND k.locked_at = a.lock",
@@ -239,6 +242,7 @@ async fn insert_bookings_at_once(conn: &mut PgConnection, items: &[NewBooking]) 
     let b: Vec<&BookingRecord> = items.iter().map(|i| &i.booking).collect();
     let sagas: Vec<_> = b.iter().map(|b| saga_columns(b)).collect();
     let customers: Vec<_> = b.iter().map(|b| customer_columns(b)).collect();
+    let policies: Vec<_> = b.iter().map(|b| policy_columns(b)).collect();
     let payloads = items
         .iter()
         .map(|i| serde_json::to_string(&i.event))
@@ -316,6 +320,13 @@ async fn insert_bookings_at_once(conn: &mut PgConnection, items: &[NewBooking]) 
                 .map(|b| b.resource_owner_id.clone())
                 .collect::<Vec<Option<String>>>(),
         )
+        .bind(
+            b.iter()
+                .map(|b| b.status_reason.clone())
+                .collect::<Vec<Option<String>>>(),
+        )
+        .bind(policies.iter().map(|p| p.0).collect::<Vec<Option<i64>>>())
+        .bind(policies.iter().map(|p| p.1).collect::<Vec<Option<i16>>>())
         .bind(items.iter().map(|i| i.event.id).collect::<Vec<Uuid>>())
         .bind(
             items

@@ -19,7 +19,7 @@ use super::pg_batch::{self, Answer, Batches, NewBooking, NewKey};
 use super::{
     JSON_HEADERS_LIKE, KeyAnswer, KeyClaim, KeyTimes, ListFilter, OutboxEvent, Publisher,
     RawBooking, Result, Store, StoredResponse, customer_columns, decode_headers,
-    judge_existing_key, saga_columns,
+    judge_existing_key, policy_columns, saga_columns,
 };
 use crate::access::Visibility;
 use crate::error::BookingError;
@@ -119,6 +119,9 @@ fn bind_booking<'q>(
         .bind(b.version)
         .bind(b.customer_id.as_deref())
         .bind(b.resource_owner_id.as_deref())
+        .bind(b.status_reason.as_deref())
+        .bind(policy_columns(b).0)
+        .bind(policy_columns(b).1)
 }
 
 fn booking_from_row(row: &PgRow) -> std::result::Result<BookingRecord, sqlx::Error> {
@@ -145,6 +148,11 @@ fn booking_from_row(row: &PgRow) -> std::result::Result<BookingRecord, sqlx::Err
         version: row.try_get("version")?,
         customer_id: row.try_get("customer_id")?,
         resource_owner_id: row.try_get("resource_owner_id")?,
+        status_reason: row.try_get("status_reason")?,
+        refund_notice_secs: row.try_get("refund_notice_secs")?,
+        late_refund_percent: row
+            .try_get::<Option<i16>, _>("late_refund_percent")?
+            .map(i64::from),
     }
     .into_record()
 }

@@ -223,7 +223,11 @@ async fn priced_booking_waits_for_payment(backend: Backend) {
     confirm.assert_problem(409);
     assert_eq!(confirm.problem_type(), "payment-required");
 
-    let failed = env.booking.fail_payment(id).await.unwrap();
+    let failed = env
+        .booking
+        .fail_payment(id, berth_settlement::FailureReason::Declined)
+        .await
+        .unwrap();
     assert_eq!(failed.status, BookingStatus::PaymentFailed);
     assert!(
         env.ledger.claim(failed.claim_id).released,
