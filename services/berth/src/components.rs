@@ -6,11 +6,13 @@ use std::sync::Arc;
 use axum::Router;
 use axum::routing::get;
 use berth_availability::{Availability, GrpcLedger};
-use berth_booking::{Booking, BookingConfig};
+use berth_booking::{Booking, BookingConfig, GrpcSettlement};
 use berth_ledger::Ledger;
+use berth_payment::{PaymentConfig, Payments};
 use berth_runtime::auth::{RemoteJwksOptions, Verifier};
 use berth_runtime::replicas::Replicas;
 use berth_runtime::{Runtime, RuntimeConfig, RuntimeError};
+use berth_settlement::Settlement;
 use berth_user::{SigningKeySource, UserConfig, Users};
 use clap::ValueEnum;
 use utoipa::openapi::OpenApi;
@@ -33,6 +35,8 @@ pub enum StartError {
     },
     #[error("the ledger has {0} problem(s); see above")]
     LedgerUnsound(usize),
+    #[error("money and bookings disagree in {0} place(s); see above")]
+    MoneyUnsound(usize),
 }
 
 impl StartError {
@@ -141,7 +145,11 @@ pub async fn start(component: Component, rt: &Runtime) -> Result<Started, StartE
             let booking = start_booking(rt, database_url(config)?, ledger).await?;
             Ok(Started {
                 rest: with_openapi(booking.rest_routes(&verifier), berth_booking::openapi()),
-                grpc: None,
+                grpc: Some(GrpcSurface {
+                    routes: booking.grpc_routes(),
+                    services: vec![berth_booking::SETTLEMENT_SERVICE_NAME],
+                    descriptor_sets: vec![berth_booking::FILE_DESCRIPTOR_SET],
+                }),
             })
         }
         Component::User => {
@@ -157,10 +165,44 @@ pub async fn start(component: Component, rt: &Runtime) -> Result<Started, StartE
                 grpc: None,
             })
         }
-        Component::Payment => Ok(Started {
-            rest: berth_payment::rest_routes(),
-            grpc: None,
-        }),
+        Component::Payment => {
+            if !payments_enabled(config) {
+                tracing::warn!(
+                    "payments are disabled (service.payments.provider = none): serving only the operational endpoints"
+                );
+                return Ok(Started {
+                    rest: axum::Router::new(),
+                    grpc: None,
+                });
+            }
+            let endpoint = service_setting(config, "booking_grpc").ok_or(StartError::Setting {
+                setting: "service.booking_grpc",
+                problem: "is required: the booking gRPC address, e.g. http://booking:9090 \
+                              (BERTH_SERVICE__BOOKING_GRPC)"
+                    .to_owned(),
+            })?;
+            let channel = tonic::transport::Endpoint::from_shared(endpoint.to_owned())
+                .map_err(|e| StartError::Setting {
+                    setting: "service.booking_grpc",
+                    problem: format!("is not a valid URL: {e}"),
+                })?
+                .connect_lazy();
+            let settlement: Arc<dyn Settlement> = Arc::new(GrpcSettlement::new(
+                berth_runtime::grpc::grpc_channel(channel, rt.dependencies.get("booking")),
+            ));
+            let verifier = remote_verifier(config)?;
+            let payments = start_payments(
+                rt,
+                database_url(config)?,
+                settlement,
+                stripe_config(config)?,
+            )
+            .await?;
+            Ok(Started {
+                rest: with_openapi(payments.rest_routes(&verifier), berth_payment::openapi()),
+                grpc: None,
+            })
+        }
         Component::Notification => Ok(Started {
             rest: berth_notification::rest_routes(),
             grpc: None,
@@ -177,6 +219,7 @@ pub fn openapi() -> OpenApi {
             berth_user::openapi(),
             berth_availability::openapi(),
             berth_booking::openapi(),
+            berth_payment::openapi(),
         ],
     )
 }
@@ -259,6 +302,72 @@ fn user_config(config: &RuntimeConfig) -> UserConfig {
     user
 }
 
+/// A string from the `[service.<table>]` table (`BERTH_SERVICE__<TABLE>__*`).
+fn nested_setting<'a>(config: &'a RuntimeConfig, table: &str, key: &str) -> Option<&'a str> {
+    config
+        .service
+        .get(table)
+        .and_then(|v| v.as_table())
+        .and_then(|t| t.get(key))
+        .and_then(|v| v.as_str())
+}
+
+/// `service.payments.provider`: `stripe` (the default) or `none`.
+fn payments_enabled(config: &RuntimeConfig) -> bool {
+    nested_setting(config, "payments", "provider") != Some("none")
+}
+
+/// The payment service's Stripe settings from `[service.stripe]`
+/// (`BERTH_SERVICE__STRIPE__API_KEY`, `__WEBHOOK_SECRET` — several
+/// comma-separated while a secret is rolled — and `__API_BASE`).
+pub fn stripe_config(config: &RuntimeConfig) -> Result<PaymentConfig, StartError> {
+    let key = nested_setting(config, "stripe", "api_key").ok_or(StartError::Setting {
+        setting: "service.stripe.api_key",
+        problem: "is required: a Stripe secret key (BERTH_SERVICE__STRIPE__API_KEY, from a Secret)"
+            .to_owned(),
+    })?;
+    let secrets = nested_setting(config, "stripe", "webhook_secret")
+        .map(|s| {
+            s.split(',')
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .map(str::to_owned)
+                .collect::<Vec<_>>()
+        })
+        .unwrap_or_default();
+    let mut payments = PaymentConfig::new(key, secrets);
+    if let Some(base) = nested_setting(config, "stripe", "api_base") {
+        base.clone_into(&mut payments.stripe_api_base);
+    }
+    Ok(payments)
+}
+
+/// The payment service with its metrics, readiness check and workers, as
+/// both `berth serve payment` and `berth dev` run it.
+pub async fn start_payments(
+    rt: &Runtime,
+    database_url: &str,
+    settlement: Arc<dyn Settlement>,
+    config: PaymentConfig,
+) -> Result<Payments, StartError> {
+    Payments::register_metrics(rt.metrics.registry())
+        .map_err(|e| StartError::service("payment", e))?;
+    let payments = Payments::connect(
+        database_url,
+        rt.config.redis_url.as_deref(),
+        settlement,
+        rt.dependencies.get(berth_payment::STRIPE_DEPENDENCY),
+        config,
+    )
+    .await
+    .map_err(|e| StartError::service("payment", e))?;
+    ready_check(rt, "payment", &payments, |p| async move {
+        p.check_ready().await
+    });
+    payments.spawn_workers(rt.stop_token());
+    Ok(payments)
+}
+
 pub async fn start_booking(
     rt: &Runtime,
     database_url: &str,
@@ -266,6 +375,7 @@ pub async fn start_booking(
 ) -> Result<Booking, StartError> {
     let config = BookingConfig {
         max_body_bytes: rt.config.max_body_bytes,
+        payments_enabled: payments_enabled(&rt.config),
         ..BookingConfig::default()
     };
     let booking = Booking::connect(database_url, rt.config.redis_url.as_deref(), ledger, config)
@@ -341,6 +451,9 @@ pub async fn migrate() -> Result<(), StartError> {
     Users::connect(url, None, UserConfig::default())
         .await
         .map_err(|e| StartError::service("user", e))?;
+    berth_payment::migrate(url)
+        .await
+        .map_err(|e| StartError::service("payment", e))?;
     tracing::info!("migrations applied");
     Ok(())
 }
@@ -367,6 +480,56 @@ pub async fn check_ledger() -> Result<(), StartError> {
     }
 }
 
+/// `berth check-money`: every priced booking against its payment and what
+/// Stripe shows; exits non-zero when they disagree.
+pub async fn check_money() -> Result<(), StartError> {
+    let config = RuntimeConfig::load()?;
+    berth_runtime::telemetry::init_command("berth-check-money", config.log_format, &config.log);
+    let url = database_url(&config)?;
+    let availability = Availability::connect(url, None)
+        .await
+        .map_err(|e| StartError::service("availability", e))?;
+    let ledger: Arc<dyn Ledger> = Arc::new(availability);
+    let booking = Booking::connect(url, None, ledger, BookingConfig::default())
+        .await
+        .map_err(|e| StartError::service("booking", e))?;
+    let dependencies = berth_runtime::resilience::Dependencies::new(
+        &prometheus::Registry::new(),
+        config.dependencies.clone(),
+    )
+    .map_err(|e| StartError::service("payment", e))?;
+    let settlement: Arc<dyn Settlement> = Arc::new(booking.clone());
+    let payments = Payments::connect(
+        url,
+        None,
+        settlement,
+        dependencies.get(berth_payment::STRIPE_DEPENDENCY),
+        stripe_config(&config)?,
+    )
+    .await
+    .map_err(|e| StartError::service("payment", e))?;
+    let bookings = booking
+        .priced_bookings()
+        .await
+        .map_err(|e| StartError::service("booking", e))?;
+    let findings = payments
+        .check_money(&bookings)
+        .await
+        .map_err(|e| StartError::service("payment", e))?;
+    for finding in &findings {
+        println!("{finding}");
+    }
+    if findings.is_empty() {
+        println!(
+            "money sound: {} priced booking(s) agree with their payments and Stripe",
+            bookings.len()
+        );
+        Ok(())
+    } else {
+        Err(StartError::MoneyUnsound(findings.len()))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -377,6 +540,7 @@ mod tests {
             berth_user::openapi(),
             berth_availability::openapi(),
             berth_booking::openapi(),
+            berth_payment::openapi(),
         ]
         .iter()
         .flat_map(berth_runtime::openapi::operations)

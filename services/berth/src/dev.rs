@@ -1,7 +1,13 @@
 //! `berth dev`: every service in one process, on embedded SQLite files and
 //! in-process locks and events, behind one HTTP listener. Booking calls
 //! availability through the same `Ledger` trait as in Kubernetes, here
-//! implemented by the availability service itself.
+//! implemented by the availability service itself; payment calls booking
+//! through `Settlement` likewise.
+//!
+//! Payments run in test mode against the Stripe-API emulator, started in
+//! this process on its own loopback port (its webhooks come back to this
+//! listener), unless a Stripe key is configured (`service.stripe.*`). The
+//! emulator is only ever started here: `berth serve` has no way to.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -15,7 +21,9 @@ use berth_user::{UserConfig, Users};
 use tokio::sync::broadcast::error::RecvError;
 use tokio_util::sync::CancellationToken;
 
-use crate::components::{StartError, start_availability, start_booking, start_users};
+use crate::components::{
+    StartError, start_availability, start_booking, start_payments, start_users, stripe_config,
+};
 use crate::seed;
 
 fn default_data_dir() -> PathBuf {
@@ -58,11 +66,22 @@ pub async fn run(addr: SocketAddr, data_dir: Option<PathBuf>) -> Result<(), Star
     let booking = start_booking(&rt, &sqlite_url(&dir, "booking"), ledger).await?;
     forward_account_deletions(&users, &booking, rt.stop_token());
 
+    let (payment_config, emulator) = payments_mode(&rt, addr).await?;
+    let settlement: Arc<dyn berth_settlement::Settlement> = Arc::new(booking.clone());
+    let payments = start_payments(
+        &rt,
+        &sqlite_url(&dir, "payment"),
+        settlement,
+        payment_config,
+    )
+    .await?;
+    forward_booking_events(&booking, &payments, rt.stop_token());
+
     let app = Router::new()
         .merge(availability.rest_routes(&verifier))
         .merge(booking.rest_routes(&verifier))
         .merge(users.rest_routes())
-        .merge(berth_payment::rest_routes())
+        .merge(payments.rest_routes(&verifier))
         .merge(berth_notification::rest_routes());
     let app = rt.finish_app(crate::components::with_openapi(
         app,
@@ -72,8 +91,97 @@ pub async fn run(addr: SocketAddr, data_dir: Option<PathBuf>) -> Result<(), Star
 
     let listener = Runtime::bind(addr).await?;
     tracing::info!(%addr, data = %dir.display(), "berth dev: all services in one process");
-    print_banner(addr, &dir, &demo);
-    crate::run_until_stopped(&rt, listener, app).await
+    print_banner(addr, &dir, &demo, emulator.as_ref());
+    let served = crate::run_until_stopped(&rt, listener, app).await;
+    if let Some(emulator) = emulator {
+        emulator.stop().await;
+    }
+    served
+}
+
+/// Test mode (the emulator, in this process) unless a Stripe key is set.
+async fn payments_mode(
+    rt: &Runtime,
+    addr: SocketAddr,
+) -> Result<
+    (
+        berth_payment::PaymentConfig,
+        Option<berth_stripe_emulator::Running>,
+    ),
+    StartError,
+> {
+    let configured = rt
+        .config
+        .service
+        .get("stripe")
+        .and_then(|v| v.as_table())
+        .is_some_and(|t| t.contains_key("api_key"));
+    if configured {
+        return Ok((stripe_config(&rt.config)?, None));
+    }
+    let secret = format!("whsec_dev_{:032x}", rand::random::<u128>());
+    // Next to the platform's port, so the README's commands can name it.
+    let emulator_addr = SocketAddr::new(addr.ip(), addr.port().checked_add(1).unwrap_or(0));
+    let config = berth_stripe_emulator::Config {
+        addr: if addr.port() == 0 {
+            SocketAddr::new(addr.ip(), 0)
+        } else {
+            emulator_addr
+        },
+        api_key: DEV_STRIPE_KEY.to_owned(),
+        publishable_key: DEV_PUBLISHABLE_KEY.to_owned(),
+        endpoints: vec![berth_stripe_emulator::Endpoint {
+            url: format!("http://{addr}/v1/webhooks/stripe"),
+            secrets: vec![secret.clone()],
+        }],
+        ..berth_stripe_emulator::Config::default()
+    };
+    let emulator = berth_stripe_emulator::Emulator::start(config)
+        .await
+        .map_err(|e| StartError::service("stripe emulator", e))?;
+    tracing::warn!(stripe = %emulator.base_url, "payments in TEST MODE: Stripe is the built-in emulator; no money moves");
+    let mut payments = berth_payment::PaymentConfig::new(DEV_STRIPE_KEY, vec![secret]);
+    payments.stripe_api_base = emulator.base_url.clone();
+    Ok((payments, Some(emulator)))
+}
+
+const DEV_STRIPE_KEY: &str = "sk_test_berth_dev";
+const DEV_PUBLISHABLE_KEY: &str = "pk_test_berth_dev";
+
+/// No Redis stream here: booking events reach the payment service (a
+/// cancellation to refund) through booking's in-process channel.
+fn forward_booking_events(
+    booking: &Booking,
+    payments: &berth_payment::Payments,
+    stop: CancellationToken,
+) {
+    let mut events = booking.subscribe_events();
+    let payments = payments.clone();
+    tokio::spawn(async move {
+        loop {
+            let event = tokio::select! {
+                _ = stop.cancelled() => return,
+                event = events.recv() => event,
+            };
+            match event {
+                Ok(event) => {
+                    if let Err(error) = payments
+                        .handle_booking_event(event.id, &event.event_type, event.booking_id)
+                        .await
+                    {
+                        tracing::warn!(%error, booking = %event.booking_id, "a booking event did not reach payments");
+                    }
+                }
+                Err(RecvError::Lagged(missed)) => {
+                    tracing::warn!(
+                        missed,
+                        "booking events missed; the payment reconciler catches up"
+                    );
+                }
+                Err(RecvError::Closed) => return,
+            }
+        }
+    });
 }
 
 /// There is no Redis stream here: account deletions reach booking through
@@ -109,7 +217,12 @@ fn forward_account_deletions(users: &Users, booking: &Booking, stop: Cancellatio
     });
 }
 
-fn print_banner(addr: SocketAddr, dir: &std::path::Path, demo: &seed::Demo) {
+fn print_banner(
+    addr: SocketAddr,
+    dir: &std::path::Path,
+    demo: &seed::Demo,
+    emulator: Option<&berth_stripe_emulator::Running>,
+) {
     let base = format!("http://{addr}");
     println!("\nberth dev is up on {base}  (data: {})", dir.display());
     println!("  health  {base}/readyz   metrics  {base}/metrics");
@@ -132,6 +245,31 @@ fn print_banner(addr: SocketAddr, dir: &std::path::Path, demo: &seed::Demo) {
             );
         }
         None => println!("  (no free demo slot in the next days)"),
+    }
+    match emulator {
+        Some(emulator) => {
+            let stripe = emulator.base_url.trim_end_matches('/');
+            println!(
+                "  payments: TEST MODE, Stripe is the built-in emulator at {stripe} (no money moves)"
+            );
+            println!(
+                "    paid type {}: book it as above, then start paying and get the client secret:",
+                demo.paid_type_id
+            );
+            println!(
+                "    curl -s -X POST {base}/v1/payments -H \"Authorization: Bearer $TOKEN\" -H 'Content-Type: application/json' \\\n      -d '{{\"booking_id\":\"'$BOOKING'\"}}'"
+            );
+            println!(
+                "    pay as Stripe.js would, with a test card (pm_card_visa; pm_card_chargeDeclined declines):"
+            );
+            println!(
+                "    curl -s -X POST {stripe}/v1/payment_intents/$INTENT/confirm -u {DEV_PUBLISHABLE_KEY}: \\\n      -d client_secret=$CLIENT_SECRET -d payment_method=pm_card_visa"
+            );
+            println!(
+                "    the webhook confirms the booking: curl -s {base}/v1/bookings/$BOOKING -H \"Authorization: Bearer $TOKEN\""
+            );
+        }
+        None => println!("  payments: live Stripe settings from service.stripe.*"),
     }
     println!();
 }

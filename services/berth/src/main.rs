@@ -47,6 +47,8 @@ enum Command {
     Migrate,
     /// Read the time ledger and report overlapping or over-booked claims.
     CheckLedger,
+    /// Compare priced bookings, payments and Stripe; report where they disagree.
+    CheckMoney,
 }
 
 fn main() -> ExitCode {
@@ -64,6 +66,7 @@ fn main() -> ExitCode {
             Command::Dev { addr, data_dir } => dev::run(addr, data_dir).await,
             Command::Migrate => components::migrate().await,
             Command::CheckLedger => components::check_ledger().await,
+            Command::CheckMoney => components::check_money().await,
         }
     });
     match result {

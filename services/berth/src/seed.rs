@@ -15,9 +15,13 @@ pub const DEMO_RESOURCE: &str = "Demo room";
 pub const DEMO_EMAIL: &str = "demo@berth.dev";
 pub const DEMO_PASSWORD: &str = "demo-password";
 
+pub const PAID_TYPE: &str = "Paid consultation";
+
 pub struct Demo {
     pub resource_id: String,
     pub appointment_type_id: String,
+    /// A priced type (25.00 EUR; full refund until 24 h before, half after).
+    pub paid_type_id: String,
     pub next_slot: Option<String>,
 }
 
@@ -136,16 +140,41 @@ pub async fn ensure_demo(app: &Router) -> Result<Demo, StartError> {
         None,
     )
     .await?;
-    let existing = types.as_array().and_then(|t| t.first().cloned());
-    let appointment_type_id = match existing {
+    let named = |name: &str| {
+        types
+            .as_array()
+            .and_then(|t| t.iter().find(|t| t["name"] == name).cloned())
+    };
+    let types_uri = format!("/v1/resources/{resource_id}/appointment-types");
+    let appointment_type_id = match named("Consultation") {
         Some(t) => id_of(&t)?,
         None => {
             let (_, t) = call(
                 app,
                 token,
                 Method::POST,
-                &format!("/v1/resources/{resource_id}/appointment-types"),
+                &types_uri,
                 Some(json!({ "name": "Consultation", "duration_minutes": 30, "currency": "EUR" })),
+            )
+            .await?;
+            id_of(&t)?
+        }
+    };
+    let paid_type_id = match named(PAID_TYPE) {
+        Some(t) => id_of(&t)?,
+        None => {
+            let (_, t) = call(
+                app,
+                token,
+                Method::POST,
+                &types_uri,
+                Some(json!({
+                    "name": PAID_TYPE,
+                    "duration_minutes": 30,
+                    "price_minor": 2500,
+                    "currency": "EUR",
+                    "cancellation_policy": { "full_refund_notice_hours": 24, "late_refund_percent": 50 },
+                })),
             )
             .await?;
             id_of(&t)?
@@ -168,6 +197,7 @@ pub async fn ensure_demo(app: &Router) -> Result<Demo, StartError> {
     Ok(Demo {
         resource_id,
         appointment_type_id,
+        paid_type_id,
         next_slot,
     })
 }

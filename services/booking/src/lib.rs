@@ -80,6 +80,10 @@ pub struct BookingConfig {
     pub max_connections: u32,
     /// Largest request body the idempotency layer buffers.
     pub max_body_bytes: usize,
+    /// Whether a priced booking waits for its payment (`pending_payment`,
+    /// confirmed by the payment service). Off (the platform takes no
+    /// payments): every booking is held and confirmed by its client.
+    pub payments_enabled: bool,
 }
 
 impl Default for BookingConfig {
@@ -99,6 +103,7 @@ impl Default for BookingConfig {
             outbox_retention: Duration::from_secs(7 * 24 * 60 * 60),
             max_connections: 10,
             max_body_bytes: 64 * 1024,
+            payments_enabled: true,
         }
     }
 }

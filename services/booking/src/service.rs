@@ -57,7 +57,7 @@ impl Booking {
             start: micros(receipt.start),
             end: micros(receipt.end),
             seats: receipt.seats,
-            status: if receipt.price_minor > 0 {
+            status: if receipt.price_minor > 0 && self.inner.config.payments_enabled {
                 BookingStatus::PendingPayment
             } else {
                 BookingStatus::Held

@@ -17,8 +17,10 @@ use berth_settlement::{
 use uuid::Uuid;
 
 use crate::Booking;
+use crate::access::Visibility;
 use crate::error::BookingError;
 use crate::model::{BookingRecord, BookingStatus, event_type, now};
+use crate::store::ListFilter;
 
 /// Lost compare-and-set races tolerated per call before giving up (the
 /// saga retries later).
@@ -186,9 +188,34 @@ impl Booking {
         Ok(booking)
     }
 
-    /// A booking as the payment service sees it (`None` if unknown).
+    /// A booking as the payment service sees it.
     pub async fn payable(&self, id: Uuid) -> Result<PayableBooking> {
         Ok(payable(&self.load(id).await?.effective(now())))
+    }
+
+    /// Every priced booking, as the payment service sees it (for the money
+    /// checker; reads the whole table a page at a time).
+    pub async fn priced_bookings(&self) -> Result<Vec<PayableBooking>> {
+        let mut priced = Vec::new();
+        let mut after = None;
+        loop {
+            let filter = ListFilter {
+                resource_id: None,
+                status: None,
+                from: None,
+                to: None,
+                after,
+                limit: 500,
+                now: now(),
+                visible: Visibility::All,
+            };
+            let page = self.list(&filter).await?;
+            let Some(last) = page.last() else {
+                return Ok(priced);
+            };
+            after = Some((last.start, last.id));
+            priced.extend(page.iter().filter(|b| b.price_minor > 0).map(payable));
+        }
     }
 }
 
