@@ -633,9 +633,11 @@ pub struct Shutdown {
 }
 
 /// Peers the NetworkPolicies admit. Everything else is denied: ingress only
-/// from the ingress controller (public HTTP), from booking to availability
-/// (gRPC) and from Prometheus (metrics); egress only to DNS, PostgreSQL, Redis,
-/// availability (from booking) and HTTPS (payment, user, notification).
+/// from the ingress controller (public HTTP), from Prometheus (metrics), from
+/// the platform's pods to user (JWKS), from booking to availability (gRPC) and,
+/// with Stripe payments, from payment to booking (gRPC); egress only to DNS,
+/// PostgreSQL, Redis, user (JWKS), availability (from booking), booking (from
+/// payment, with Stripe payments) and HTTPS (payment, user, notification).
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Default, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct NetworkPolicySpec {

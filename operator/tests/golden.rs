@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use berth_operator::build::{self, JobState, Kind, Observed, Plan};
-use berth_operator::crd::{BookingPlatform, Component, ServiceSpec};
+use berth_operator::crd::{BookingPlatform, Component, PaymentProvider, ServiceSpec};
 
 fn repo_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -203,6 +203,137 @@ fn breaker_change_touches_only_the_config_map() {
         .unwrap()
         .to_string();
     assert!(toml.contains("failure_rate_threshold = 0.25"), "{toml}");
+}
+
+fn env_value(plan: &Plan, deployment: &str, var: &str) -> Option<serde_json::Value> {
+    let env = &plan.find(Kind::Deployment, deployment).unwrap().object["spec"]["template"]["spec"]
+        ["containers"][0]["env"];
+    env.as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["name"] == var)
+        .map(|e| e.get("value").or(e.get("valueFrom")).unwrap().clone())
+}
+
+/// The NetworkPolicy rules of `direction` (`ingress`/`egress`) of `policy`
+/// that name pods of `role` as peers, by port.
+fn peer_ports(plan: &Plan, policy: &str, direction: &str, role: &str) -> Vec<i64> {
+    let peers = if direction == "ingress" { "from" } else { "to" };
+    plan.find(Kind::NetworkPolicy, policy).unwrap().object["spec"][direction]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| {
+            r[peers].as_array().is_some_and(|p| {
+                p.iter()
+                    .any(|p| p["podSelector"]["matchLabels"]["berth.dev/role"] == role)
+            })
+        })
+        .flat_map(|r| r["ports"].as_array().unwrap().clone())
+        .map(|p| p["port"].as_i64().unwrap())
+        .collect()
+}
+
+#[test]
+fn payment_settles_bookings_over_grpc_with_stripe() {
+    let p: BookingPlatform = load("full/bookingplatform.yaml", "BookingPlatform");
+    let observed = Observed {
+        deployed: deployed("2.3.1"),
+        migration_job: None,
+    };
+    let plan = build::plan(&p, &no_specs(), &observed);
+    assert_eq!(
+        env_value(&plan, "clinic-payment", "BERTH_SERVICE__BOOKING_GRPC"),
+        Some("http://clinic-booking.shop-ns.svc:9090".into())
+    );
+    assert_eq!(
+        env_value(&plan, "clinic-payment", "BERTH_SERVICE__STRIPE__API_KEY"),
+        Some(serde_json::json!({"secretKeyRef": {"name": "clinic-stripe", "key": "api-key"}}))
+    );
+    // Booking admits payment's gRPC calls; payment may make them.
+    assert_eq!(
+        peer_ports(&plan, "clinic-booking", "ingress", "payment"),
+        [9090]
+    );
+    assert_eq!(
+        peer_ports(&plan, "clinic-payment", "egress", "booking"),
+        [9090]
+    );
+    // Nobody else gets the new peer.
+    for c in ["user", "availability", "notification"] {
+        let np = format!("clinic-{c}");
+        assert!(
+            peer_ports(&plan, &np, "ingress", "payment").is_empty(),
+            "{c}"
+        );
+        assert!(
+            peer_ports(&plan, &np, "egress", "booking").is_empty(),
+            "{c}"
+        );
+    }
+    assert!(env_value(&plan, "clinic-booking", "BERTH_SERVICE__BOOKING_GRPC").is_none());
+}
+
+#[test]
+fn payments_off_open_no_path_to_booking_and_no_stripe_secret() {
+    // `none` with the Stripe block still in place (as when switching off).
+    let mut p: BookingPlatform = load("full/bookingplatform.yaml", "BookingPlatform");
+    p.spec.payments.as_mut().unwrap().provider = PaymentProvider::None;
+    let minimal: BookingPlatform = load("minimal/bookingplatform.yaml", "BookingPlatform");
+    for (p, name) in [(&p, "clinic"), (&minimal, "shop")] {
+        let observed = Observed {
+            deployed: deployed(&p.spec.image.version),
+            migration_job: None,
+        };
+        let plan = build::plan(p, &no_specs(), &observed);
+        let payment = format!("{name}-payment");
+        let booking = format!("{name}-booking");
+        assert_eq!(
+            env_value(&plan, &payment, "BERTH_SERVICE__PAYMENTS__PROVIDER"),
+            Some("none".into())
+        );
+        for var in [
+            "BERTH_SERVICE__BOOKING_GRPC",
+            "BERTH_SERVICE__STRIPE__API_KEY",
+            "BERTH_SERVICE__STRIPE__WEBHOOK_SECRET",
+        ] {
+            assert!(env_value(&plan, &payment, var).is_none(), "{name}: {var}");
+        }
+        assert!(peer_ports(&plan, &booking, "ingress", "payment").is_empty());
+        assert!(peer_ports(&plan, &payment, "egress", "booking").is_empty());
+    }
+}
+
+#[test]
+fn payment_dependencies_reach_its_config() {
+    let p: BookingPlatform = load("full/bookingplatform.yaml", "BookingPlatform");
+    let s: ServiceSpec = load("payment-stripe.yaml", "ServiceSpec");
+    let plan = build::plan(
+        &p,
+        &BTreeMap::from([(Component::Payment, &s)]),
+        &Observed::default(),
+    );
+    let toml: toml::Table = plan
+        .find(Kind::ConfigMap, "clinic-payment-config")
+        .unwrap()
+        .object["data"]["config.toml"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let deps = &toml["dependencies"];
+    assert_eq!(deps["stripe"]["timeout"].as_str(), Some("10s"));
+    assert_eq!(
+        deps["stripe"]["retry"]["max_attempts"].as_integer(),
+        Some(3)
+    );
+    assert_eq!(
+        deps["stripe"]["breaker"]["open_duration"].as_str(),
+        Some("15s")
+    );
+    assert_eq!(deps["booking"]["timeout"].as_str(), Some("2s"));
+    // The platform defaults still apply next to them.
+    assert_eq!(deps["availability"]["timeout"].as_str(), Some("2s"));
 }
 
 #[test]

@@ -5,7 +5,7 @@ use serde_json::{Value, json};
 
 use super::model::{Child, Kind};
 use super::{DEFAULT_REDIS_REPLICAS, REDIS_PORT};
-use crate::crd::{BookingPlatform, Component};
+use crate::crd::{BookingPlatform, Component, PaymentProvider};
 use crate::names::*;
 
 /// Context every builder needs.
@@ -117,6 +117,15 @@ impl Ctx<'_> {
         (0..n)
             .map(|i| format!("redis://{sts}-{i}.{sts}.{}.svc:{REDIS_PORT}", self.ns))
             .collect()
+    }
+
+    /// `none` when `payments` is left out.
+    pub(super) fn payment_provider(&self) -> PaymentProvider {
+        self.p
+            .spec
+            .payments
+            .as_ref()
+            .map_or(PaymentProvider::None, |p| p.provider)
     }
 
     pub(super) fn network_policy_enabled(&self) -> bool {

@@ -73,10 +73,11 @@ pub(super) fn component_env(ctx: &Ctx<'_>, c: Component, overrides: &[EnvVar]) -
             ),
         ));
     }
-    let provider = spec
-        .payments
-        .as_ref()
-        .map_or(PaymentProvider::None, |p| p.provider);
+    let provider = ctx.payment_provider();
+    let provider_name = match provider {
+        PaymentProvider::Stripe => "stripe",
+        PaymentProvider::None => "none",
+    };
     match c {
         Component::User => {
             for o in &spec.auth.oidc_providers {
@@ -102,32 +103,35 @@ pub(super) fn component_env(ctx: &Ctx<'_>, c: Component, overrides: &[EnvVar]) -
             ));
             env.push(plain_env(
                 "BERTH_SERVICE__PAYMENTS__PROVIDER",
-                if provider == PaymentProvider::Stripe {
-                    "stripe"
-                } else {
-                    "none"
-                },
+                provider_name,
             ));
         }
         Component::Payment => {
             env.push(plain_env(
                 "BERTH_SERVICE__PAYMENTS__PROVIDER",
-                if provider == PaymentProvider::Stripe {
-                    "stripe"
-                } else {
-                    "none"
-                },
+                provider_name,
             ));
-            if let Some(stripe) = spec.payments.as_ref().and_then(|p| p.stripe.as_ref()) {
-                env.push(secret_env(
-                    "BERTH_SERVICE__STRIPE__API_KEY",
-                    &stripe.api_key_secret_ref.name,
-                    stripe.api_key_secret_ref.key_or("api-key"),
-                ));
-                env.push(secret_env(
-                    "BERTH_SERVICE__STRIPE__WEBHOOK_SECRET",
-                    &stripe.webhook_secret_ref.name,
-                    stripe.webhook_secret_ref.key_or("webhook-secret"),
+            // With `none` the service reads no Stripe setting and calls
+            // nothing. Validation checks the Stripe Secrets only for `stripe`,
+            // so referencing them here would let a missing one stall the pod.
+            if provider == PaymentProvider::Stripe {
+                if let Some(stripe) = spec.payments.as_ref().and_then(|p| p.stripe.as_ref()) {
+                    env.push(secret_env(
+                        "BERTH_SERVICE__STRIPE__API_KEY",
+                        &stripe.api_key_secret_ref.name,
+                        stripe.api_key_secret_ref.key_or("api-key"),
+                    ));
+                    env.push(secret_env(
+                        "BERTH_SERVICE__STRIPE__WEBHOOK_SECRET",
+                        &stripe.webhook_secret_ref.name,
+                        stripe.webhook_secret_ref.key_or("webhook-secret"),
+                    ));
+                }
+                env.push(plain_env(
+                    "BERTH_SERVICE__BOOKING_GRPC",
+                    // The ClusterIP Service: settlement calls are few, one
+                    // connection per payment pod carries them.
+                    &format!("http://{}:{GRPC_PORT}", ctx.svc_host(Component::Booking)),
                 ));
             }
         }

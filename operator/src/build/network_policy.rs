@@ -5,7 +5,7 @@ use serde_json::{Value, json};
 use super::ctx::Ctx;
 use super::model::{Child, Kind};
 use super::{GRPC_PORT, HTTP_PORT, REDIS_PORT};
-use crate::crd::Component;
+use crate::crd::{Component, PaymentProvider};
 use crate::names::*;
 
 pub(super) fn namespace_peer(ns: &str) -> Value {
@@ -46,6 +46,14 @@ pub(super) fn component_network_policy(ctx: &Ctx<'_>, c: Component) -> Child {
             "ports": [{"protocol": "TCP", "port": GRPC_PORT}],
         }));
     }
+    // Payment settles bookings over gRPC, and only when it takes payments.
+    let settles = ctx.payment_provider() == PaymentProvider::Stripe;
+    if c == Component::Booking && settles {
+        ingress.push(json!({
+            "from": [{"podSelector": {"matchLabels": ctx.selector(Component::Payment.as_str())}}],
+            "ports": [{"protocol": "TCP", "port": GRPC_PORT}],
+        }));
+    }
     let mut egress = vec![
         dns_egress(),
         json!({"ports": [{"protocol": "TCP", "port": db_port}]}),
@@ -67,6 +75,12 @@ pub(super) fn component_network_policy(ctx: &Ctx<'_>, c: Component) -> Child {
     if c == Component::Booking {
         egress.push(json!({
             "to": [{"podSelector": {"matchLabels": ctx.selector(Component::Availability.as_str())}}],
+            "ports": [{"protocol": "TCP", "port": GRPC_PORT}],
+        }));
+    }
+    if c == Component::Payment && settles {
+        egress.push(json!({
+            "to": [{"podSelector": {"matchLabels": ctx.selector(Component::Booking.as_str())}}],
             "ports": [{"protocol": "TCP", "port": GRPC_PORT}],
         }));
     }

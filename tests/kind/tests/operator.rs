@@ -1009,8 +1009,13 @@ async fn operator_invalid_resources_are_rejected_with_cel_messages() -> Result<(
     // The examples themselves are valid.
     apply_doc(&client, &ns, base_platform).await?;
     apply_doc(&client, &ns, base_spec).await?;
-    for doc in read_docs("examples/full/bookingplatform.yaml") {
-        apply_doc(&client, &ns, doc).await?;
+    for file in [
+        "examples/full/bookingplatform.yaml",
+        "examples/payment-stripe.yaml",
+    ] {
+        for doc in read_docs(file) {
+            apply_doc(&client, &ns, doc).await?;
+        }
     }
     delete_namespace(&client, &ns, TIMEOUT).await?;
     Ok(())
@@ -1024,7 +1029,10 @@ async fn operator_builder_output_passes_strict_server_validation() -> Result<()>
     install_crds(&client).await?;
     let ns = create_namespace(&client, "e2e-op-dry").await?;
     for (file, spec_file) in [
-        ("examples/full/bookingplatform.yaml", None),
+        (
+            "examples/full/bookingplatform.yaml",
+            Some("examples/payment-stripe.yaml"),
+        ),
         (
             "examples/minimal/bookingplatform.yaml",
             Some("examples/booking-autoscaling.yaml"),
