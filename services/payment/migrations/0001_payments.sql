@@ -70,7 +70,8 @@ CREATE TABLE refund_requests (
     payment_id      TEXT NOT NULL,
     idempotency_key TEXT NOT NULL,
     requested_by    TEXT NOT NULL,
-    amount_minor    BIGINT NOT NULL CHECK (amount_minor > 0),
+    -- As asked for; NULL: everything still kept.
+    amount_minor    BIGINT CHECK (amount_minor > 0),
     created_us      BIGINT NOT NULL,
     PRIMARY KEY (payment_id, idempotency_key)
 );

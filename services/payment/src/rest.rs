@@ -268,18 +268,24 @@ async fn refund(
         ));
     }
     let kept = payment.captured_minor - payment.refunded_minor;
-    let amount = request.amount_minor.unwrap_or(kept);
+    if request.amount_minor.is_some_and(|a| a <= 0) {
+        return Err(PaymentError::Invalid(
+            "amount_minor must be at least 1".into(),
+        ));
+    }
     let store = &payments.inner.store;
     match store
-        .refund_request(id, &key, &caller.subject, amount.max(1), now())
+        .refund_request(id, &key, &caller.subject, request.amount_minor, now())
         .await?
     {
-        Some(first) if first == amount.max(1) => {
+        // The same request again: it was done (or is being done) once.
+        Some(first) if first == request.amount_minor => {
             return Ok(Json(caller.view(&payment)));
         }
         Some(_) => return Err(PaymentError::IdempotencyKeyReused),
         None => {}
     }
+    let amount = request.amount_minor.unwrap_or(kept);
     let refusal = if payment.state != SagaState::Refunded {
         Some(format!(
             "the payment is {}; only a cancelled booking's payment can be refunded",

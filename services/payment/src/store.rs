@@ -407,16 +407,16 @@ impl Store {
             .collect()
     }
 
-    /// Records a staff refund request; `Ok(None)` if the key is new, the
-    /// amount first asked for under it otherwise.
+    /// Records a staff refund request; `Ok(None)` if the key is new, what
+    /// was first asked for under it otherwise (`Some(None)`: everything).
     pub(crate) async fn refund_request(
         &self,
         payment_id: Uuid,
         key: &str,
         requested_by: &str,
-        amount_minor: i64,
+        amount_minor: Option<i64>,
         now: DateTime<Utc>,
-    ) -> Result<Option<i64>> {
+    ) -> Result<Option<Option<i64>>> {
         let done = sqlx::query(
             "INSERT INTO refund_requests (payment_id, idempotency_key, requested_by, amount_minor, \
              created_us) VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING",
@@ -431,7 +431,7 @@ impl Store {
         if done.rows_affected() == 1 {
             return Ok(None);
         }
-        let first: i64 = sqlx::query_scalar(
+        let first: Option<i64> = sqlx::query_scalar(
             "SELECT amount_minor FROM refund_requests WHERE payment_id = $1 AND idempotency_key = $2",
         )
         .bind(payment_id.to_string())
