@@ -15,7 +15,7 @@ use async_trait::async_trait;
 use berth_ledger::{CancellationPolicy, ClaimReceipt, ClaimRequest, Ledger, LedgerError};
 use berth_runtime::Problem;
 use berth_runtime::batch::Batcher;
-use berth_runtime::grpc::GrpcChannel;
+use berth_runtime::grpc::{GrpcChannel, SendChannel as Channel, to_timestamp};
 use berth_runtime::replicas::Replicas;
 use chrono::{DateTime, Utc};
 use tonic::metadata::MetadataValue;
@@ -60,18 +60,8 @@ fn from_timestamp(
     t: Option<prost_types::Timestamp>,
 ) -> Result<DateTime<Utc>, LedgerError> {
     let t = t.ok_or_else(|| LedgerError::Invalid(format!("{field}: required")))?;
-    u32::try_from(t.nanos)
-        .ok()
-        .and_then(|nanos| DateTime::from_timestamp(t.seconds, nanos))
+    berth_runtime::grpc::from_timestamp(&t)
         .ok_or_else(|| LedgerError::Invalid(format!("{field}: not a valid timestamp")))
-}
-
-fn to_timestamp(t: DateTime<Utc>) -> prost_types::Timestamp {
-    prost_types::Timestamp {
-        seconds: t.timestamp(),
-        // Always below 2e9 for a `DateTime` (leap seconds included).
-        nanos: i32::try_from(t.timestamp_subsec_nanos()).unwrap_or(i32::MAX),
-    }
 }
 
 fn from_duration(d: prost_types::Duration) -> Result<Duration, LedgerError> {
@@ -301,42 +291,6 @@ impl<L: Ledger> pb::ledger_server::Ledger for LedgerService<L> {
 /// The channel's boxed error as a concrete type. The boxed error is its
 /// source, so tonic finds a `Status` in it (an open breaker answers
 /// Unavailable) instead of calling everything Unknown.
-#[derive(Debug, thiserror::Error)]
-#[error("{0}")]
-pub struct ChannelError(#[source] tower::BoxError);
-
-/// [`GrpcChannel`] with a concrete error and future type. With the boxed
-/// `dyn Error` inside, the generated client's futures trip a compiler
-/// limitation (higher-ranked lifetimes in `Send` checks) in `#[async_trait]`
-/// methods, so they could not be awaited in a `Send` future.
-#[derive(Clone)]
-pub struct Channel(GrpcChannel);
-
-type ChannelFuture = std::pin::Pin<
-    Box<
-        dyn std::future::Future<Output = Result<http::Response<tonic::body::Body>, ChannelError>>
-            + Send,
-    >,
->;
-
-impl tower::Service<http::Request<tonic::body::Body>> for Channel {
-    type Response = http::Response<tonic::body::Body>;
-    type Error = ChannelError;
-    type Future = ChannelFuture;
-
-    fn poll_ready(
-        &mut self,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<Result<(), ChannelError>> {
-        self.0.poll_ready(cx).map_err(ChannelError)
-    }
-
-    fn call(&mut self, request: http::Request<tonic::body::Body>) -> ChannelFuture {
-        let call = self.0.call(request);
-        Box::pin(async move { call.await.map_err(ChannelError) })
-    }
-}
-
 /// The ledger of a remote availability service. Calls go through the
 /// runtime's resilient channel (timeout, breaker, retries, trace context).
 /// Concurrent claims are gathered into `ClaimMany` calls (group commit on
