@@ -129,6 +129,9 @@ async fn payments_mode(
             emulator_addr
         },
         api_key: DEV_STRIPE_KEY.to_owned(),
+        // The emulator forgets everything on exit while the payments stay
+        // on disk: new intents must not reuse the ids of earlier runs.
+        seed: rand::random(),
         publishable_key: DEV_PUBLISHABLE_KEY.to_owned(),
         endpoints: vec![berth_stripe_emulator::Endpoint {
             url: format!("http://{addr}/v1/webhooks/stripe"),
