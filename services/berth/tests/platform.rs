@@ -35,7 +35,8 @@ struct Platform {
 
 async fn start_platform(db: &TestDb, redis_url: &str) -> Platform {
     let auth = Auth::start().await;
-    let (a_http, a_grpc, b_http) = (free_port(), free_port(), free_port());
+    let (a_http, a_grpc) = (free_port(), free_port());
+    let (b_http, b_grpc) = (free_port(), free_port());
     let availability = spawn(
         &["serve", "availability"],
         &[
@@ -58,6 +59,7 @@ async fn start_platform(db: &TestDb, redis_url: &str) -> Platform {
             &[
                 ("BERTH_DATABASE_URL", db.url.clone()),
                 ("BERTH_HTTP_ADDR", format!("127.0.0.1:{b_http}")),
+                ("BERTH_GRPC_ADDR", format!("127.0.0.1:{b_grpc}")),
                 (
                     "BERTH_SERVICE__AVAILABILITY_GRPC",
                     format!("http://127.0.0.1:{a_grpc}"),

@@ -186,7 +186,7 @@ async fn main() {
         grpc_urls.push(format!("http://127.0.0.1:{a_grpc}"));
     }
     for _ in 0..replicas {
-        let b_http = support::free_port();
+        let (b_http, b_grpc) = (support::free_port(), support::free_port());
         booking_processes.push(support::spawn(
             &["serve", "booking"],
             &[
@@ -195,6 +195,7 @@ async fn main() {
                     ("BERTH_DATABASE_URL", db_url.clone()),
                     ("BERTH_REDIS_URL", redis.clone()),
                     ("BERTH_HTTP_ADDR", format!("127.0.0.1:{b_http}")),
+                    ("BERTH_GRPC_ADDR", format!("127.0.0.1:{b_grpc}")),
                     ("BERTH_SERVICE__AVAILABILITY_GRPC", grpc_urls.join(",")),
                 ],
             ]

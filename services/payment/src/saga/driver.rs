@@ -93,7 +93,9 @@ impl Payments {
             refund_due_minor: 0,
             refund_seq: 0,
             cancellation_refund_minor: None,
-            step_due: Some(now),
+            // Leased to this request, which runs the first step itself (the
+            // worker takes over only if this process dies).
+            step_due: Some(after(now, self.inner.config.step_lease)),
             attempts: 0,
             last_error: None,
             drift: None,
@@ -101,19 +103,16 @@ impl Payments {
             updated_at: now,
             version: 1,
         };
-        let id = if store.insert(&payment).await? {
-            payment.id
-        } else {
+        if !store.insert(&payment).await? {
             // A concurrent request for the same booking won.
-            store
+            let winner = store
                 .by_booking(booking.id)
                 .await?
-                .ok_or_else(|| PaymentError::booking_not_found(booking.id))?
-                .id
-        };
-        self.drive(id, None)
-            .await?
-            .ok_or_else(|| PaymentError::payment_not_found(id))
+                .ok_or_else(|| PaymentError::booking_not_found(booking.id))?;
+            return Ok(self.drive(winner.id, None).await?.unwrap_or(winner));
+        }
+        let first = self.run_leased(&payment, None).await?;
+        Ok(self.drive(payment.id, None).await?.unwrap_or(first))
     }
 
     /// Runs the payment's due steps one after the other until it waits (for
@@ -138,32 +137,42 @@ impl Payments {
                 current = Some(p);
                 continue;
             }
-            let step = self.run_step(&leased).await;
-            let (next, note, event) = self.settle(&leased, step);
-            if store
-                .update(&next, leased.state, &note, event.as_ref())
-                .await?
-            {
-                if event.is_some() {
-                    self.wake_relay();
-                }
-                if next.state != leased.state {
-                    metrics::transitions()
-                        .with_label_values(&[next.state.as_str()])
-                        .inc();
-                    if let Some(woken) = woken
-                        && next.state.is_terminal()
-                    {
-                        metrics::webhook_to_state()
-                            .with_label_values(&[next.state.as_str()])
-                            .observe(woken.elapsed().as_secs_f64());
-                    }
-                    tracing::info!(payment_id = %id, from = %leased.state, to = %next.state, %note, "payment saga moved");
-                }
-            }
-            current = Some(next);
+            current = Some(self.run_leased(&leased, woken).await?);
         }
         Ok(current)
+    }
+
+    /// Runs the step of a payment this runner holds the lease of, and
+    /// writes where it leads (unless someone wrote first: then the row as
+    /// this runner saw it, and the next `drive` looks again).
+    async fn run_leased(&self, leased: &Payment, woken: Option<Instant>) -> Result<Payment> {
+        let step = self.run_step(leased).await;
+        let (next, note, event) = self.settle(leased, step);
+        if !self
+            .inner
+            .store
+            .update(&next, leased.state, &note, event.as_ref())
+            .await?
+        {
+            return Ok(leased.clone());
+        }
+        if event.is_some() {
+            self.wake_relay();
+        }
+        if next.state != leased.state {
+            metrics::transitions()
+                .with_label_values(&[next.state.as_str()])
+                .inc();
+            if let Some(woken) = woken
+                && next.state.is_terminal()
+            {
+                metrics::webhook_to_state()
+                    .with_label_values(&[next.state.as_str()])
+                    .observe(woken.elapsed().as_secs_f64());
+            }
+            tracing::info!(payment_id = %next.id, from = %leased.state, to = %next.state, %note, "payment saga moved");
+        }
+        Ok(next)
     }
 
     /// Feeds an observation from outside a step (a cancellation, a staff

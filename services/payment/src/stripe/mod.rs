@@ -236,3 +236,99 @@ fn intent_of(intent: PaymentIntent) -> Intent {
         },
     }
 }
+
+/// Every request the saga sends, against stripe-mock (Stripe's OpenAPI
+/// document served as a mock, started by `scripts/stack`): it refuses any
+/// parameter, type or path Stripe would, and its answers must parse as
+/// async-stripe's types.
+#[cfg(test)]
+mod contract {
+    use std::sync::Arc;
+
+    use berth_runtime::resilience::Dependencies;
+
+    use super::*;
+
+    fn stripe_mock() -> Stripe {
+        let url = std::env::var("STRIPE_MOCK_URL").unwrap_or_else(|_| {
+            panic!(
+                "STRIPE_MOCK_URL is not set: run `scripts/stack up && eval \"$(scripts/stack env)\"` first"
+            )
+        });
+        let dependencies =
+            Arc::new(Dependencies::new(&prometheus::Registry::new(), Default::default()).unwrap());
+        Stripe::new(&url, "sk_test_123", dependencies.get("stripe")).unwrap()
+    }
+
+    #[tokio::test]
+    async fn every_call_the_saga_makes_is_one_stripe_accepts() {
+        let stripe = stripe_mock();
+        let intent = stripe
+            .create_intent(
+                &NewIntent {
+                    payment_id: "01a23c5b-49a5-76ee-acdd-aece4c2c3b01",
+                    booking_id: "01a23c5b-4988-7059-90f5-5eaf70cacc0a",
+                    amount_minor: 4500,
+                    currency: "EUR",
+                    description: "Berth booking 01a23c5b-4988-7059-90f5-5eaf70cacc0a".into(),
+                },
+                "berth-test-create-0",
+            )
+            .await
+            .unwrap();
+        assert!(intent.id.starts_with("pi_"));
+        stripe.intent(&intent.id).await.unwrap();
+        stripe
+            .capture(&intent.id, "berth-test-capture-0")
+            .await
+            .unwrap();
+        stripe
+            .cancel(&intent.id, "berth-test-cancel-0")
+            .await
+            .unwrap();
+        stripe
+            .refund(&intent.id, 100, "berth-test-refund-1")
+            .await
+            .unwrap();
+        stripe
+            .find_refund(&intent.id, "berth-test-refund-1")
+            .await
+            .unwrap();
+        stripe.refunded_total(&intent.id).await.unwrap();
+        let (page, _) = stripe.intents_since(1_700_000_000, None).await.unwrap();
+        let after = page.last().map(|i| i.id.clone());
+        stripe
+            .intents_since(1_700_000_000, after.as_deref())
+            .await
+            .unwrap();
+    }
+
+    #[tokio::test]
+    async fn stripe_mock_refuses_what_stripe_refuses() {
+        // The contract test would prove nothing if the mock took anything.
+        use stripe_client_core::{RequestBuilder, StripeMethod};
+        let stripe = stripe_mock();
+        let malformed = RequestBuilder::new(StripeMethod::Post, "/payment_intents")
+            .form(&[("amount", "lots"), ("currency", "eur")])
+            .customize::<PaymentIntent>()
+            .send(&stripe.http)
+            .await;
+        assert!(
+            matches!(malformed, Err(StripeCallError::Api { status: 400, .. })),
+            "{malformed:?}"
+        );
+        let unknown = RequestBuilder::new(StripeMethod::Post, "/payment_intents")
+            .form(&[
+                ("amount", "100"),
+                ("currency", "eur"),
+                ("not_a_parameter", "x"),
+            ])
+            .customize::<PaymentIntent>()
+            .send(&stripe.http)
+            .await;
+        assert!(
+            matches!(unknown, Err(StripeCallError::Api { status: 400, .. })),
+            "{unknown:?}"
+        );
+    }
+}
