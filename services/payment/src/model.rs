@@ -142,7 +142,7 @@ pub struct PaymentEvent {
     pub booking_id: Uuid,
     pub amount_minor: i64,
     pub currency: String,
-    /// For `payment.refunded`: this refund; otherwise 0.
+    /// For `payment.refunded`: everything refunded so far; otherwise 0.
     pub refunded_minor: i64,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub failure: Option<String>,
