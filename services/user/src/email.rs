@@ -2,9 +2,9 @@
 //! one-time token that is stored only as a hash.
 
 use crate::crypto::sha256;
-use crate::mail::Mail;
 use crate::store::{self, Account, secs};
 use crate::{UserError, Users};
+use berth_messaging::Mail;
 
 pub(crate) const PURPOSE_VERIFY: &str = "verify-email";
 pub(crate) const PURPOSE_RESET: &str = "reset-password";
@@ -18,13 +18,9 @@ impl Users {
     ) -> Result<(), UserError> {
         self.inner
             .mailer
-            .send(Mail {
-                to: to.to_owned(),
-                subject: subject.to_owned(),
-                body,
-            })
+            .send(Mail::text(to, subject, body))
             .await
-            .map_err(UserError::Delivery)
+            .map_err(|e| UserError::Delivery(e.to_string()))
     }
 
     pub(crate) async fn send_verification(&self, account: &Account) -> Result<(), UserError> {

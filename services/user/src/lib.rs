@@ -70,13 +70,11 @@ mod email;
 mod error;
 mod events;
 pub mod keys;
-pub mod mail;
-mod oidc;
+pub mod oidc;
 mod otp;
 mod passwords;
 mod rest;
-pub mod sms;
-mod store;
+pub mod store;
 mod throttle;
 mod tokens;
 mod validate;
@@ -89,15 +87,17 @@ use berth_runtime::auth::Verifier;
 use ring::rand::SystemRandom;
 use tokio::sync::{Notify, broadcast};
 
+pub use berth_messaging::{
+    Mail, MailSender, MemoryMailer, MemorySms, SendError, SmsSender, SmtpConfig, SmtpMailer,
+    SmtpSecurity, TwilioConfig, TwilioSms,
+};
 pub use config::{Limits, UserConfig};
 pub use error::UserError;
 pub use events::{ACCOUNT_DELETED, AccountEvent};
 pub use keys::SigningKeySource;
-pub use mail::{Mail, MailSender, MemoryMailer, SmtpConfig, SmtpMailer, SmtpSecurity};
 pub use oidc::OidcProviderConfig;
 pub use passwords::PasswordParams;
 pub use rest::openapi;
-pub use sms::{MemorySms, SmsSender, TwilioConfig, TwilioSms};
 
 use crypto::random_bytes;
 use keys::{KeyRing, SigningKey};

@@ -83,7 +83,7 @@ pub(super) async fn phone_start(
             &format!("Your Berth code is {code}. It expires in 5 minutes."),
         )
         .await
-        .map_err(UserError::Delivery)?;
+        .map_err(|e| UserError::Delivery(e.to_string()))?;
     tracing::info!("phone code sent");
     Ok(StatusCode::ACCEPTED)
 }

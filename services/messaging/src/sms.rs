@@ -6,9 +6,11 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 
+use crate::SendError;
+
 #[async_trait]
 pub trait SmsSender: Send + Sync + 'static {
-    async fn send(&self, to: &str, body: &str) -> Result<(), String>;
+    async fn send(&self, to: &str, body: &str) -> Result<(), SendError>;
 }
 
 /// Twilio Messages API (or any provider with the same shape):
@@ -52,7 +54,7 @@ impl TwilioSms {
 
 #[async_trait]
 impl SmsSender for TwilioSms {
-    async fn send(&self, to: &str, body: &str) -> Result<(), String> {
+    async fn send(&self, to: &str, body: &str) -> Result<(), SendError> {
         let url = format!(
             "{}/2010-04-01/Accounts/{}/Messages.json",
             self.config.base_url.trim_end_matches('/'),
@@ -66,12 +68,19 @@ impl SmsSender for TwilioSms {
             .timeout(Duration::from_secs(10))
             .send()
             .await
-            .map_err(|e| format!("sms provider unreachable: {}", e.without_url()))?;
+            .map_err(|e| {
+                SendError::Transient(format!("sms provider unreachable: {}", e.without_url()))
+            })?;
         let status = response.status();
+        let message = format!("sms provider answered {status}");
         if status.is_success() {
             Ok(())
+        } else if status.is_client_error() && !matches!(status.as_u16(), 401 | 403 | 408 | 429) {
+            // The request itself is refused (e.g. an invalid number); our
+            // credentials or the provider's load may change, that will not.
+            Err(SendError::Permanent(message))
         } else {
-            Err(format!("sms provider answered {status}"))
+            Err(SendError::Transient(message))
         }
     }
 }
@@ -90,7 +99,7 @@ impl MemorySms {
 
 #[async_trait]
 impl SmsSender for MemorySms {
-    async fn send(&self, to: &str, body: &str) -> Result<(), String> {
+    async fn send(&self, to: &str, body: &str) -> Result<(), SendError> {
         self.sent
             .lock()
             .unwrap_or_else(|p| p.into_inner())
