@@ -34,6 +34,8 @@ pub struct Options {
     pub hold_for: Duration,
     pub replicas: usize,
     pub abandon_after: Duration,
+    /// The per-attempt deadline of Stripe calls (`[dependencies.stripe]`).
+    pub stripe_timeout: Duration,
 }
 
 impl Default for Options {
@@ -42,6 +44,7 @@ impl Default for Options {
             hold_for: Duration::from_secs(600),
             replicas: 1,
             abandon_after: Duration::from_secs(3600),
+            stripe_timeout: Duration::from_secs(2),
         }
     }
 }
@@ -129,8 +132,15 @@ impl Env {
             config.recheck_after = Duration::from_secs(2);
             config.reconcile_interval = Duration::from_secs(3600);
             config.abandon_after = options.abandon_after;
-            let dependencies =
-                Dependencies::new(&prometheus::Registry::new(), Default::default()).unwrap();
+            let stripe = berth_runtime::resilience::DependencySettings {
+                timeout: options.stripe_timeout,
+                ..Default::default()
+            };
+            let dependencies = Dependencies::new(
+                &prometheus::Registry::new(),
+                [(berth_payment::STRIPE_DEPENDENCY.to_owned(), stripe)].into(),
+            )
+            .unwrap();
             let replica = Payments::connect(
                 &db.url,
                 redis.as_deref(),

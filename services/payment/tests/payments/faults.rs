@@ -142,3 +142,55 @@ async fn an_authorisation_that_expires_before_capture_fails_the_booking() {
     assert!(findings.is_empty(), "{findings:?}");
     env.finish().await;
 }
+
+#[tokio::test]
+async fn stripe_timing_out_leaves_no_second_intent_and_no_unpaid_confirmation() {
+    let env = Env::start(Options {
+        stripe_timeout: std::time::Duration::from_millis(300),
+        ..Options::default()
+    })
+    .await;
+    let alice = env.customer(ALICE);
+    let (_, booking) = alice.book(env.paid_type, &Env::slot(5, 20)).await;
+    let id = booking["id"].as_str().unwrap();
+    // Every call takes longer than the deadline: it may take effect at
+    // Stripe while the saga sees only a timeout.
+    env.control
+        .set_faults(&Faults {
+            api_latency_ms: 800,
+            ..Faults::default()
+        })
+        .await
+        .unwrap();
+    let (status, problem) = alice.start_payment(id).await;
+    assert_eq!(status, 503, "{problem}");
+    env.control.clear_faults().await.unwrap();
+    env.eventually(15, "the payment is made with the same key", || async {
+        alice.start_payment(id).await.0 == 200
+    })
+    .await;
+    let (_, payment) = alice.start_payment(id).await;
+    assert_eq!(
+        env.control.state().await.unwrap().payment_intents.len(),
+        1,
+        "one intent"
+    );
+    // Slow again while the saga secures and captures.
+    env.control
+        .set_faults(&Faults {
+            api_latency_ms: 800,
+            ..Faults::default()
+        })
+        .await
+        .unwrap();
+    env.pay(&payment, "pm_card_visa").await;
+    tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+    env.control.clear_faults().await.unwrap();
+    alice.wait_for_booking(id, "confirmed").await;
+    let intent = env
+        .intent(payment["payment_intent"].as_str().unwrap())
+        .await;
+    assert_eq!(intent.amount_received, PRICE);
+    assert!(env.money_findings().await.is_empty());
+    env.finish().await;
+}
