@@ -2,7 +2,6 @@
 
 use berth_ledger::LedgerError;
 use berth_runtime::Problem;
-use http::StatusCode;
 
 #[derive(Debug, thiserror::Error)]
 pub enum AvailabilityError {
@@ -66,9 +65,7 @@ impl From<AvailabilityError> for Problem {
                 Problem::validation(format!("{field}: {message}")).with_extension("field", field)
             }
             AvailabilityError::BadRequest(detail) => Problem::bad_request(detail),
-            AvailabilityError::Forbidden(detail) => {
-                Problem::new(StatusCode::FORBIDDEN, "forbidden", "Forbidden").with_detail(detail)
-            }
+            AvailabilityError::Forbidden(detail) => Problem::forbidden(detail),
             AvailabilityError::Conflict(detail) => Problem::conflict("conflict", detail),
             AvailabilityError::Ledger(error) => Problem::from(error),
             // A row referenced a parent deleted concurrently (PostgreSQL, SQLite codes).

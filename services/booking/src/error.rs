@@ -107,9 +107,7 @@ impl From<BookingError> for Problem {
             )
             .with_detail("the request body exceeds the size limit"),
             E::NotFound(_) => Problem::not_found(error.to_string()),
-            E::Forbidden(detail) => {
-                Problem::new(StatusCode::FORBIDDEN, "forbidden", "Forbidden").with_detail(detail)
-            }
+            E::Forbidden(detail) => Problem::forbidden(detail),
             E::WrongState { status, .. } => Problem::conflict("booking-state", error.to_string())
                 .with_extension("booking_status", status.as_str()),
             E::PaymentRequired => {
@@ -118,18 +116,8 @@ impl From<BookingError> for Problem {
             }
             E::PriceChanged => Problem::conflict("price-changed", error.to_string()),
             E::Concurrent => Problem::conflict("concurrent-update", error.to_string()),
-            E::MissingIdempotencyKey => Problem::new(
-                StatusCode::BAD_REQUEST,
-                "idempotency-key-missing",
-                "Idempotency-Key required",
-            )
-            .with_detail(error.to_string()),
-            E::IdempotencyKeyReused => Problem::new(
-                StatusCode::UNPROCESSABLE_ENTITY,
-                "idempotency-key-reused",
-                "Idempotency-Key reused",
-            )
-            .with_detail(error.to_string()),
+            E::MissingIdempotencyKey => Problem::idempotency_key_missing(error.to_string()),
+            E::IdempotencyKeyReused => Problem::idempotency_key_reused(error.to_string()),
             E::IdempotencyInFlight => Problem::new(
                 StatusCode::CONFLICT,
                 "idempotency-in-flight",

@@ -68,24 +68,12 @@ impl From<PaymentError> for Problem {
             E::BadRequest(detail) => Problem::bad_request(detail),
             E::Invalid(detail) => Problem::validation(detail),
             E::NotFound(_) => Problem::not_found(error.to_string()),
-            E::Forbidden(detail) => {
-                Problem::new(StatusCode::FORBIDDEN, "forbidden", "Forbidden").with_detail(detail)
-            }
+            E::Forbidden(detail) => Problem::forbidden(detail),
             E::Conflict(detail) => Problem::conflict("payment-state", detail),
             E::HoldExpired => Problem::new(StatusCode::CONFLICT, "hold-expired", "Hold expired")
                 .with_detail(error.to_string()),
-            E::IdempotencyKeyReused => Problem::new(
-                StatusCode::UNPROCESSABLE_ENTITY,
-                "idempotency-key-reused",
-                "Idempotency-Key reused",
-            )
-            .with_detail(error.to_string()),
-            E::MissingIdempotencyKey => Problem::new(
-                StatusCode::BAD_REQUEST,
-                "idempotency-key-missing",
-                "Idempotency-Key required",
-            )
-            .with_detail(error.to_string()),
+            E::IdempotencyKeyReused => Problem::idempotency_key_reused(error.to_string()),
+            E::MissingIdempotencyKey => Problem::idempotency_key_missing(error.to_string()),
             E::Signature(detail) => Problem::new(
                 StatusCode::BAD_REQUEST,
                 "webhook-signature",

@@ -3,6 +3,7 @@
 //! graceful shutdown, outbound resilience, problem+json errors, gRPC plumbing,
 //! PostgreSQL pool settings, Redis stream appends.
 
+pub mod any_db;
 pub mod auth;
 pub mod batch;
 pub mod client;

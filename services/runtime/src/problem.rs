@@ -78,6 +78,31 @@ impl Problem {
         Self::new(StatusCode::CONFLICT, slug, "Conflict").with_detail(detail)
     }
 
+    /// Authenticated, but not allowed.
+    pub fn forbidden(detail: impl Into<String>) -> Self {
+        Self::new(StatusCode::FORBIDDEN, "forbidden", "Forbidden").with_detail(detail)
+    }
+
+    /// A mutating request without the `Idempotency-Key` it needs.
+    pub fn idempotency_key_missing(detail: impl Into<String>) -> Self {
+        Self::new(
+            StatusCode::BAD_REQUEST,
+            "idempotency-key-missing",
+            "Idempotency-Key required",
+        )
+        .with_detail(detail)
+    }
+
+    /// The same `Idempotency-Key` with a different request (Stripe's 422).
+    pub fn idempotency_key_reused(detail: impl Into<String>) -> Self {
+        Self::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "idempotency-key-reused",
+            "Idempotency-Key reused",
+        )
+        .with_detail(detail)
+    }
+
     pub fn unauthorized(detail: impl Into<String>) -> Self {
         Self::new(StatusCode::UNAUTHORIZED, "unauthorized", "Unauthorized").with_detail(detail)
     }

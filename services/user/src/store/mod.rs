@@ -6,8 +6,8 @@ mod events;
 mod identities;
 mod tokens;
 
-use sqlx::any::{AnyPoolOptions, AnyRow};
-use sqlx::{AnyPool, Connection, Executor, Row};
+use sqlx::any::AnyRow;
+use sqlx::{AnyPool, Row};
 
 use crate::UserError;
 
@@ -83,40 +83,22 @@ pub(crate) struct Challenge {
 
 impl Store {
     pub(crate) async fn connect(url: &str) -> Result<Self, UserError> {
-        sqlx::any::install_default_drivers();
-        let postgres = url.starts_with("postgres://") || url.starts_with("postgresql://");
-        let sqlite = url.starts_with("sqlite:");
-        if !postgres && !sqlite {
-            return Err(UserError::Config(
-                "database URL must start with postgres:// or sqlite:".into(),
-            ));
-        }
-        if postgres {
-            // Create the schema once, before pooled connections pin their
-            // search_path to it.
-            let mut conn = sqlx::AnyConnection::connect(url).await?;
-            conn.execute(format!("CREATE SCHEMA IF NOT EXISTS {SCHEMA}").as_str())
-                .await?;
-            conn.close().await?;
-        }
-        let mut options = AnyPoolOptions::new().max_connections(if sqlite { 1 } else { 10 });
-        if postgres {
-            options = options.after_connect(|conn, _meta| {
-                Box::pin(async move {
-                    conn.execute(format!("SET search_path TO {SCHEMA}").as_str())
-                        .await?;
-                    Ok(())
-                })
-            });
-        }
-        let pool = options.connect(url).await?;
-        let migrator = if postgres {
+        let db = berth_runtime::any_db::open(url, SCHEMA, 10)
+            .await
+            .map_err(|e| match e {
+                berth_runtime::any_db::AnyDbError::Url => UserError::Config(e.to_string()),
+                berth_runtime::any_db::AnyDbError::Database(db) => db.into(),
+            })?;
+        let migrator = if db.postgres {
             &PG_MIGRATIONS
         } else {
             &SQLITE_MIGRATIONS
         };
-        migrator.run(&pool).await?;
-        Ok(Self { pool, postgres })
+        migrator.run(&db.pool).await?;
+        Ok(Self {
+            pool: db.pool,
+            postgres: db.postgres,
+        })
     }
 
     pub(crate) async fn ping(&self) -> Result<(), String> {
