@@ -1,14 +1,127 @@
-//! The `notification` service: Email, SMS and webhook delivery of booking events.
+//! The `notification` service: turns booking and payment events into
+//! messages people receive, each exactly once in effect.
 //!
-//! At this stage the service serves the shared operational endpoints
-//! (`/livez`, `/readyz`, `/metrics`); its API arrives with its own issue.
+//! - Events come from Redis streams in consumer groups (`events`; in
+//!   process under `berth dev`) and are recorded once by event id, in the
+//!   same transaction as the deliveries they create (`intake`, `store`).
+//! - A delivery row is the durable intent: a sender takes due rows under a
+//!   lease (`FOR UPDATE SKIP LOCKED` on PostgreSQL), sends, and writes the
+//!   outcome; failures retry with backoff, a permanent refusal is recorded
+//!   and not retried (`worker`).
+//! - Messages are rendered from templates with the booking's times in its
+//!   resource's zone, and carry an iCalendar invite whose `UID` is the
+//!   booking's and whose `SEQUENCE` is its version (`render`); what the
+//!   booking events lack (resource name, zone) comes from availability's
+//!   public API (`directory`).
+//!
+//! Templates are minijinja rather than askama: they are data (loaded by
+//! name, and to be overridable per platform without rebuilding), and
+//! minijinja renders any serde value with Jinja's autoescaping for `.html`,
+//! where askama compiles templates into the binary as Rust code.
+
+mod config;
+mod directory;
+mod error;
+mod events;
+mod intake;
+mod metrics;
+mod model;
+mod render;
+mod rest;
+mod store;
+mod worker;
+
+use std::sync::Arc;
 
 use axum::Router;
+use berth_messaging::MailSender;
+use berth_runtime::auth::Verifier;
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+
+pub use config::NotificationConfig;
+pub use directory::{Fetch, HttpFetch, ResourceInfo, RouterFetch};
+pub use error::NotificationError;
+pub use intake::{BOOKINGS as BOOKINGS_GROUP, PAYMENTS as PAYMENTS_GROUP};
+pub use rest::openapi;
+
+use directory::Directory;
+use store::Store;
 
 /// Name used in logs, metrics and `berth serve <name>`.
 pub const NAME: &str = "notification";
 
-/// The service's public REST routes.
-pub fn rest_routes() -> Router {
-    Router::new()
+/// Applies the notification service's migrations to `database_url` (`berth migrate`).
+pub async fn migrate(database_url: &str) -> Result<(), NotificationError> {
+    Store::connect(database_url, 1).await.map(drop)
+}
+
+/// The notification service: cheap to clone, shared by handlers and workers.
+#[derive(Clone)]
+pub struct Notifications {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    store: Store,
+    config: NotificationConfig,
+    directory: Directory,
+    mailer: Arc<dyn MailSender>,
+    redis: Option<redis::Client>,
+    /// Poked after deliveries are recorded, so the sender starts at once.
+    sender_wake: Notify,
+}
+
+impl Notifications {
+    /// Opens the database (`postgres://…` or `sqlite:…`) and runs its
+    /// migrations. Mail goes through `mailer`; resources are looked up
+    /// through `availability`.
+    pub async fn connect(
+        database_url: &str,
+        redis_url: Option<&str>,
+        mailer: Arc<dyn MailSender>,
+        availability: Arc<dyn Fetch>,
+        config: NotificationConfig,
+    ) -> Result<Self, NotificationError> {
+        config.validate()?;
+        let redis = redis_url.map(redis::Client::open).transpose()?;
+        let store = Store::connect(database_url, config.max_connections).await?;
+        Ok(Self {
+            inner: Arc::new(Inner {
+                store,
+                config,
+                directory: Directory::new(availability),
+                mailer,
+                redis,
+                sender_wake: Notify::new(),
+            }),
+        })
+    }
+
+    /// `/v1/notifications/…`, behind `verifier`.
+    pub fn rest_routes(&self, verifier: &Verifier) -> Router {
+        rest::routes(self.clone(), verifier)
+    }
+
+    /// Readiness: the database answers. SMTP is not checked: its outages
+    /// are absorbed by the sender's retries.
+    pub async fn check_ready(&self) -> Result<(), String> {
+        self.inner.store.ping().await.map_err(|e| e.to_string())
+    }
+
+    /// Adds this service's metrics to `registry`.
+    pub fn register_metrics(registry: &prometheus::Registry) -> prometheus::Result<()> {
+        metrics::register(registry)
+    }
+
+    /// Starts the sender and (with Redis) the event consumers; they stop
+    /// when `stop` is cancelled.
+    pub fn spawn_workers(&self, stop: CancellationToken) {
+        worker::spawn(self.clone(), stop.clone());
+        events::spawn_consumers(self, stop);
+    }
+
+    fn wake_sender(&self) {
+        self.inner.sender_wake.notify_one();
+    }
 }

@@ -1,0 +1,81 @@
+//! The notification service's settings; the defaults suit production.
+
+use std::time::Duration;
+
+use crate::error::NotificationError;
+
+#[derive(Debug, Clone)]
+pub struct NotificationConfig {
+    /// Redis stream of booking events (consumer group `notification.bookings`).
+    pub booking_stream_key: String,
+    /// Redis stream of payment events (consumer group `notification.payments`).
+    pub payment_stream_key: String,
+    /// How long a taken delivery keeps other workers off it; if its sender
+    /// dies, another sends it after this.
+    pub lease: Duration,
+    /// First retry delay of a failed send; doubles per attempt (with
+    /// jitter) up to `retry_max`.
+    pub retry_base: Duration,
+    pub retry_max: Duration,
+    /// Attempts before a delivery is given up as failed.
+    pub max_attempts: u32,
+    /// How often the worker looks for due deliveries written elsewhere.
+    pub worker_interval: Duration,
+    /// Deliveries taken per pass.
+    pub batch: i64,
+    /// Domain of invite `UID`s and `Message-ID`s; never change it, or
+    /// calendars stop matching updates to the events they hold.
+    pub id_domain: String,
+    /// The invite's `ORGANIZER` (the address mail is sent from).
+    pub organizer: String,
+    /// A payment event whose booking is still unknown after this is
+    /// dropped (its booking events are not coming).
+    pub payment_wait: Duration,
+    pub max_connections: u32,
+}
+
+impl Default for NotificationConfig {
+    fn default() -> Self {
+        Self {
+            booking_stream_key: "berth:events".to_owned(),
+            payment_stream_key: "berth:payments".to_owned(),
+            lease: Duration::from_secs(60),
+            retry_base: Duration::from_secs(2),
+            retry_max: Duration::from_secs(30 * 60),
+            // With the defaults: about two days of retrying.
+            max_attempts: 100,
+            worker_interval: Duration::from_secs(1),
+            batch: 20,
+            id_domain: "berth.dev".to_owned(),
+            organizer: "no-reply@berth.dev".to_owned(),
+            payment_wait: Duration::from_secs(600),
+            max_connections: 10,
+        }
+    }
+}
+
+impl NotificationConfig {
+    pub(crate) fn validate(&self) -> Result<(), NotificationError> {
+        let bad = |m: String| Err(NotificationError::Config(m));
+        for (name, value) in [
+            ("lease", self.lease),
+            ("retry_base", self.retry_base),
+            ("retry_max", self.retry_max),
+            ("worker_interval", self.worker_interval),
+        ] {
+            if value.is_zero() {
+                return bad(format!("{name} must be greater than 0"));
+            }
+        }
+        if self.max_attempts == 0 || self.batch <= 0 {
+            return bad("max_attempts and batch must be at least 1".into());
+        }
+        if self.booking_stream_key.is_empty() || self.payment_stream_key.is_empty() {
+            return bad("stream keys must not be empty".into());
+        }
+        if self.id_domain.is_empty() || self.id_domain.contains(['@', '>', ' ']) {
+            return bad(format!("id_domain {:?} is not a domain", self.id_domain));
+        }
+        Ok(())
+    }
+}

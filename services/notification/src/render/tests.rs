@@ -1,0 +1,130 @@
+#![allow(clippy::unwrap_used)]
+
+use chrono::TimeZone;
+use uuid::Uuid;
+
+use super::*;
+use crate::model::CustomerFacts;
+
+fn booking(start: DateTime<Utc>, version: i64) -> BookingSnapshot {
+    BookingSnapshot {
+        id: Uuid::nil(),
+        resource_id: Uuid::nil(),
+        appointment_type_id: Uuid::nil(),
+        start,
+        end: start + chrono::Duration::minutes(30),
+        status: "confirmed".into(),
+        price_minor: 2500,
+        currency: "EUR".into(),
+        customer: Some(CustomerFacts {
+            name: Some("Ada <script>".into()),
+            email: Some("ada@example.test".into()),
+        }),
+        version,
+    }
+}
+
+fn berlin() -> ResourceInfo {
+    ResourceInfo {
+        name: "Room 1".into(),
+        time_zone: "Europe/Berlin".into(),
+        owner_id: String::new(),
+    }
+}
+
+fn rendered(kind: Kind, b: &BookingSnapshot) -> Rendered {
+    let resource = berlin();
+    let facts = Facts {
+        booking: b,
+        resource: Some(&resource),
+        appointment_type: Some("Consultation"),
+        amount_minor: Some(b.price_minor),
+        currency: &b.currency,
+        stamp: b.start,
+    };
+    let who = Identity {
+        id_domain: "berth.test",
+        organizer: "no-reply@berth.test",
+    };
+    render(kind, &facts, &who).unwrap()
+}
+
+#[test]
+fn times_follow_the_zone_across_a_dst_change() {
+    // 09:00 UTC is 10:00 CET before Berlin's change (29 March 2026) and
+    // 11:00 CEST after it.
+    let before = rendered(
+        Kind::Confirmation,
+        &booking(Utc.with_ymd_and_hms(2026, 3, 28, 9, 0, 0).unwrap(), 1),
+    );
+    assert!(
+        before
+            .text
+            .contains("Saturday 28 March 2026, 10:00–10:30 (Europe/Berlin, CET)"),
+        "{}",
+        before.text
+    );
+    let after = rendered(
+        Kind::Confirmation,
+        &booking(Utc.with_ymd_and_hms(2026, 3, 30, 9, 0, 0).unwrap(), 1),
+    );
+    assert!(
+        after
+            .text
+            .contains("Monday 30 March 2026, 11:00–11:30 (Europe/Berlin, CEST)"),
+        "{}",
+        after.text
+    );
+    assert!(after.text.contains("Paid: 25.00 EUR"));
+}
+
+#[test]
+fn html_escapes_what_customers_typed() {
+    let r = rendered(
+        Kind::Confirmation,
+        &booking(Utc.with_ymd_and_hms(2026, 5, 4, 9, 0, 0).unwrap(), 1),
+    );
+    assert!(r.html.contains("Ada &lt;script&gt;"), "{}", r.html);
+    assert!(r.text.contains("Ada <script>"));
+}
+
+#[test]
+fn every_template_renders_and_invites_carry_uid_sequence_and_method() {
+    let b = booking(Utc.with_ymd_and_hms(2026, 5, 4, 9, 0, 0).unwrap(), 7);
+    for kind in [
+        Kind::Confirmation,
+        Kind::Reschedule,
+        Kind::Cancellation,
+        Kind::Refund,
+        Kind::PaymentFailed,
+    ] {
+        let r = rendered(kind, &b);
+        assert!(!r.text.is_empty() && r.html.contains("</html>"), "{kind:?}");
+        assert_eq!(r.invite.is_some(), kind.has_invite(), "{kind:?}");
+    }
+    let (method, ics) = rendered(Kind::Reschedule, &b).invite.unwrap();
+    assert_eq!(method, "REQUEST");
+    for line in [
+        "METHOD:REQUEST",
+        "UID:booking-00000000-0000-0000-0000-000000000000@berth.test",
+        "SEQUENCE:7",
+        "DTSTART:20260504T090000Z",
+        "DTEND:20260504T093000Z",
+        "STATUS:CONFIRMED",
+    ] {
+        assert!(ics.contains(line), "{line} missing:\n{ics}");
+    }
+    let (method, ics) = rendered(Kind::Cancellation, &b).invite.unwrap();
+    assert_eq!(method, "CANCEL");
+    assert!(
+        ics.contains("METHOD:CANCEL") && ics.contains("STATUS:CANCELLED"),
+        "{ics}"
+    );
+}
+
+#[test]
+fn money_knows_zero_decimal_currencies() {
+    assert_eq!(money(2500, "eur"), "25.00 EUR");
+    assert_eq!(money(5, "USD"), "0.05 USD");
+    assert_eq!(money(2500, "JPY"), "2500 JPY");
+}
