@@ -55,8 +55,13 @@ fn python() -> PathBuf {
 
 impl SmtpSink {
     pub fn start() -> Self {
+        Self::start_on(super::free_port())
+    }
+
+    /// On a given port: a test that first has senders fail against the
+    /// port (nothing listening) and then brings the server up.
+    pub fn start_on(port: u16) -> Self {
         let python = python();
-        let port = super::free_port();
         let maildir =
             std::env::temp_dir().join(format!("berth-maildir-{}", uuid::Uuid::new_v4().simple()));
         let child = Command::new(python)

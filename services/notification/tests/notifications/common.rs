@@ -1,0 +1,352 @@
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use berth_availability::Availability;
+use berth_booking::{Booking, BookingConfig};
+use berth_messaging::{MailSender, SmtpConfig, SmtpMailer, SmtpSecurity};
+use berth_notification::{NotificationConfig, Notifications, RouterFetch};
+use berth_runtime::auth::testing::TestIssuer;
+use serde_json::{Value, json};
+use sqlx::{Connection, PgConnection};
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+#[path = "../../../../tests/support/mod.rs"]
+mod support;
+use support::db::{TestDb, redis_url};
+pub use support::smtp::SmtpSink;
+
+pub const STAFF: &str = "staff-sam";
+pub const ALICE: &str = "customer-alice";
+pub const ZONE: &str = "Europe/Berlin";
+pub const ID_DOMAIN: &str = "berth.test";
+
+pub struct Env {
+    pub db: TestDb,
+    pub replicas: Vec<Notifications>,
+    pub base: String,
+    pub issuer: TestIssuer,
+    pub http: reqwest::Client,
+    pub stop: CancellationToken,
+    pub booking_stream: String,
+    pub resource: Uuid,
+    pub free_type: Uuid,
+}
+
+pub struct Options {
+    pub smtp_port: u16,
+    pub replicas: usize,
+    /// Also hand every booking event to every replica in process, on top
+    /// of the stream: the same event reaching two replicas at once.
+    pub in_process_too: bool,
+}
+
+impl Env {
+    pub async fn start(options: Options) -> Self {
+        let db = TestDb::create("notification").await;
+        let stop = CancellationToken::new();
+        let redis = redis_url().expect("REDIS_URL: run `eval \"$(scripts/stack env)\"`");
+        let suffix = Uuid::now_v7().simple().to_string();
+        let booking_stream = format!("test:events:{suffix}");
+        let availability = Availability::connect(&db.url, None).await.unwrap();
+        let booking = Booking::connect(
+            &db.url,
+            Some(&redis),
+            Arc::new(availability.clone()),
+            BookingConfig {
+                stream_key: booking_stream.clone(),
+                relay_interval: Duration::from_millis(100),
+                payments_enabled: false,
+                ..BookingConfig::default()
+            },
+        )
+        .await
+        .unwrap();
+        booking.spawn_workers(stop.clone());
+        let issuer = TestIssuer::new();
+        let verifier = issuer.verifier();
+        let mailer: Arc<dyn MailSender> = Arc::new(
+            SmtpMailer::new(&SmtpConfig {
+                host: "127.0.0.1".into(),
+                port: options.smtp_port,
+                security: SmtpSecurity::None,
+                username: None,
+                password: None,
+                from: "Berth <no-reply@berth.test>".into(),
+            })
+            .unwrap(),
+        );
+        let mut replicas = Vec::new();
+        for _ in 0..options.replicas {
+            let config = NotificationConfig {
+                booking_stream_key: booking_stream.clone(),
+                payment_stream_key: format!("test:payments:{suffix}"),
+                retry_base: Duration::from_millis(100),
+                retry_max: Duration::from_millis(400),
+                worker_interval: Duration::from_millis(100),
+                lease: Duration::from_secs(5),
+                id_domain: ID_DOMAIN.into(),
+                organizer: "no-reply@berth.test".into(),
+                ..NotificationConfig::default()
+            };
+            let fetch = Arc::new(RouterFetch::new(
+                availability.clone().rest_routes(&verifier),
+            ));
+            let replica =
+                Notifications::connect(&db.url, Some(&redis), mailer.clone(), fetch, config)
+                    .await
+                    .unwrap();
+            replica.spawn_workers(stop.clone());
+            if options.in_process_too {
+                forward(&booking, &replica, stop.clone());
+            }
+            replicas.push(replica);
+        }
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        let app = Router::new()
+            .merge(availability.clone().rest_routes(&verifier))
+            .merge(booking.rest_routes(&verifier))
+            .merge(replicas[0].rest_routes(&verifier));
+        let stop_serving = stop.clone();
+        tokio::spawn(async move {
+            axum::serve(listener, app)
+                .with_graceful_shutdown(async move { stop_serving.cancelled().await })
+                .await
+                .ok();
+        });
+        let mut env = Self {
+            db,
+            replicas,
+            base,
+            issuer,
+            http: reqwest::Client::new(),
+            stop,
+            booking_stream,
+            resource: Uuid::nil(),
+            free_type: Uuid::nil(),
+        };
+        env.seed().await;
+        env
+    }
+
+    pub async fn send(
+        &self,
+        who: &str,
+        roles: &[&str],
+        method: &str,
+        path: &str,
+        body: Option<Value>,
+    ) -> (u16, Value) {
+        let mut request = self
+            .http
+            .request(method.parse().unwrap(), format!("{}{path}", self.base))
+            .bearer_auth(self.issuer.token(who, roles))
+            .header("Idempotency-Key", Uuid::new_v4().to_string());
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        let response = request.send().await.unwrap();
+        let status = response.status().as_u16();
+        (status, response.json().await.unwrap_or(Value::Null))
+    }
+
+    async fn seed(&mut self) {
+        let (status, resource) = self
+            .send(
+                STAFF,
+                &["staff"],
+                "POST",
+                "/v1/resources",
+                Some(json!({"name": "Studio Mitte", "time_zone": ZONE})),
+            )
+            .await;
+        assert_eq!(status, 201, "{resource}");
+        let id = resource["id"].as_str().unwrap().to_owned();
+        let day = json!([{ "start": "00:00", "end": "23:59" }]);
+        let week: serde_json::Map<String, Value> = [
+            "monday",
+            "tuesday",
+            "wednesday",
+            "thursday",
+            "friday",
+            "saturday",
+            "sunday",
+        ]
+        .iter()
+        .map(|d| ((*d).to_owned(), day.clone()))
+        .collect();
+        let (status, body) = self
+            .send(
+                STAFF,
+                &["staff"],
+                "PUT",
+                &format!("/v1/resources/{id}/schedule"),
+                Some(Value::Object(week)),
+            )
+            .await;
+        assert!(status < 300, "{body}");
+        let (status, free) = self
+            .send(
+                STAFF,
+                &["staff"],
+                "POST",
+                &format!("/v1/resources/{id}/appointment-types"),
+                Some(json!({"name": "Consultation", "duration_minutes": 30, "currency": "EUR"})),
+            )
+            .await;
+        assert_eq!(status, 201, "{free}");
+        self.resource = id.parse().unwrap();
+        self.free_type = free["id"].as_str().unwrap().parse().unwrap();
+    }
+
+    /// A held booking for Alice at `start`, with her email if given.
+    pub async fn hold(&self, start: chrono::DateTime<chrono::Utc>, email: Option<&str>) -> Value {
+        let customer = match email {
+            Some(email) => json!({"name": "Alice", "email": email}),
+            None => json!({"name": "Alice"}),
+        };
+        let (status, booking) = self
+            .send(
+                ALICE,
+                &["customer"],
+                "POST",
+                "/v1/bookings",
+                Some(json!({
+                    "resource_id": self.resource,
+                    "appointment_type_id": self.free_type,
+                    "start": start.to_rfc3339(),
+                    "customer": customer
+                })),
+            )
+            .await;
+        assert_eq!(status, 201, "{booking}");
+        booking
+    }
+
+    /// A confirmed booking: held, then confirmed.
+    pub async fn book(&self, start: chrono::DateTime<chrono::Utc>, email: Option<&str>) -> Value {
+        let held = self.hold(start, email).await;
+        let id = held["id"].as_str().unwrap();
+        let (status, confirmed) = self
+            .send(
+                ALICE,
+                &["customer"],
+                "POST",
+                &format!("/v1/bookings/{id}/confirm"),
+                None,
+            )
+            .await;
+        assert_eq!(status, 200, "{confirmed}");
+        confirmed
+    }
+
+    pub async fn sql_count(&self, sql: &str) -> i64 {
+        let mut conn = PgConnection::connect(&self.db.url).await.unwrap();
+        let n: i64 = sqlx::query_scalar(sql).fetch_one(&mut conn).await.unwrap();
+        conn.close().await.ok();
+        n
+    }
+
+    /// Waits until `check` holds (polling), or fails with `what`.
+    pub async fn eventually<F, Fut>(&self, seconds: u64, what: &str, mut check: F)
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = bool>,
+    {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(seconds);
+        while !check().await {
+            assert!(tokio::time::Instant::now() < deadline, "timed out: {what}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    pub async fn finish(self) {
+        self.stop.cancel();
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        self.db.drop_now().await;
+    }
+}
+
+/// Hands booking events to `replica` in process, as `berth dev` does.
+fn forward(booking: &Booking, replica: &Notifications, stop: CancellationToken) {
+    let mut events = booking.subscribe_events();
+    let replica = replica.clone();
+    tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                _ = stop.cancelled() => return,
+                event = events.recv() => match event {
+                    Ok(event) => {
+                        let json = serde_json::to_string(&event).unwrap();
+                        let _ = replica.handle_booking_event(&json).await;
+                    }
+                    Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
+                    Err(_) => return,
+                },
+            }
+        }
+    });
+}
+
+/// A received message, parsed.
+pub struct Received {
+    pub subject: String,
+    pub message_id: String,
+    pub text: String,
+    pub html: String,
+    /// The `text/calendar` alternative: its `method` parameter and text.
+    pub calendar: Option<(String, String)>,
+}
+
+pub fn parse(raw: &str) -> Received {
+    use mail_parser::MimeHeaders;
+    let message = mail_parser::MessageParser::default()
+        .parse(raw.as_bytes())
+        .expect("a MIME message");
+    let calendar = message.parts.iter().find_map(|part| {
+        let ct = part.content_type()?;
+        (ct.ctype() == "text" && ct.subtype() == Some("calendar")).then(|| {
+            (
+                ct.attribute("method").unwrap_or_default().to_owned(),
+                part.text_contents().unwrap_or_default().to_owned(),
+            )
+        })
+    });
+    Received {
+        subject: message.subject().unwrap_or_default().to_owned(),
+        message_id: message.message_id().unwrap_or_default().to_owned(),
+        text: message
+            .body_text(0)
+            .map(|t| t.into_owned())
+            .unwrap_or_default(),
+        html: message
+            .body_html(0)
+            .map(|t| t.into_owned())
+            .unwrap_or_default(),
+        calendar,
+    }
+}
+
+/// An iCalendar property's value (first occurrence, unfolded).
+pub fn ics_value(ics: &str, name: &str) -> Option<String> {
+    let unfolded = ics.replace("\r\n ", "").replace("\n ", "");
+    unfolded.lines().find_map(|line| {
+        line.strip_prefix(&format!("{name}:"))
+            .map(|v| v.trim().to_owned())
+    })
+}
+
+/// Tomorrow plus `days`, at `hour`:00 UTC.
+pub fn at(days: i64, hour: u32) -> chrono::DateTime<chrono::Utc> {
+    (chrono::Utc::now() + chrono::TimeDelta::days(1 + days))
+        .date_naive()
+        .and_hms_opt(hour, 0, 0)
+        .unwrap()
+        .and_utc()
+}
+
+pub fn free_port() -> u16 {
+    support::free_port()
+}

@@ -1,0 +1,318 @@
+use std::time::Duration;
+
+use chrono::DateTime;
+use chrono_tz::Tz;
+use redis::AsyncCommands;
+use serde_json::{Value, json};
+
+use crate::common::*;
+
+fn options(smtp_port: u16) -> Options {
+    Options {
+        smtp_port,
+        replicas: 1,
+        in_process_too: false,
+    }
+}
+
+fn start_of(booking: &Value) -> DateTime<chrono::Utc> {
+    booking["start"].as_str().unwrap().parse().unwrap()
+}
+
+/// Waits for `n` messages, then a while longer to see no more arrive.
+async fn exactly(sink: &SmtpSink, n: usize) -> Vec<Received> {
+    sink.wait_for(n).await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let messages = sink.messages();
+    assert_eq!(messages.len(), n, "expected exactly {n} message(s)");
+    messages.iter().map(|m| parse(m)).collect()
+}
+
+#[tokio::test]
+async fn a_confirmation_is_one_email_with_both_parts_and_an_invite_in_the_resources_zone() {
+    let sink = SmtpSink::start();
+    let env = Env::start(options(sink.port)).await;
+    let booking = env.book(at(1, 9), Some("alice@example.test")).await;
+    let id = booking["id"].as_str().unwrap();
+    let mail = exactly(&sink, 1).await.remove(0);
+
+    // Shown in the resource's zone, labelled with it, whatever the season.
+    let local = start_of(&booking).with_timezone(&ZONE.parse::<Tz>().unwrap());
+    let shown = format!(
+        "{} ({ZONE}, {})",
+        local.format("%A %-d %B %Y, %H:%M"),
+        local.format("%Z")
+    );
+    assert!(
+        mail.subject
+            .starts_with("Confirmed: Consultation at Studio Mitte"),
+        "{}",
+        mail.subject
+    );
+    assert!(
+        mail.text.contains(
+            &shown
+                .replace(" (", "–")
+                .split('–')
+                .next()
+                .unwrap()
+                .to_owned()
+        ),
+        "{}",
+        mail.text
+    );
+    assert!(
+        mail.text
+            .contains(&format!("({ZONE}, {})", local.format("%Z"))),
+        "{}",
+        mail.text
+    );
+    assert!(
+        mail.text.contains(&local.format("%H:%M").to_string()),
+        "{}",
+        mail.text
+    );
+    assert!(
+        mail.html.contains("Studio Mitte")
+            && mail.html.contains(&local.format("%H:%M").to_string()),
+        "{}",
+        mail.html
+    );
+
+    let (method, ics) = mail.calendar.expect("a text/calendar part");
+    assert_eq!(method, "REQUEST");
+    assert_eq!(ics_value(&ics, "METHOD").as_deref(), Some("REQUEST"));
+    assert_eq!(
+        ics_value(&ics, "UID"),
+        Some(format!("booking-{id}@{ID_DOMAIN}"))
+    );
+    assert_eq!(
+        ics_value(&ics, "SEQUENCE"),
+        Some(booking["version"].to_string())
+    );
+    assert_eq!(
+        ics_value(&ics, "DTSTART"),
+        Some(start_of(&booking).format("%Y%m%dT%H%M%SZ").to_string())
+    );
+    assert!(
+        mail.message_id.ends_with(&format!("@{ID_DOMAIN}")),
+        "{}",
+        mail.message_id
+    );
+
+    // The delivery log shows it sent; customers may not read it.
+    let (status, log) = env
+        .send(
+            "admin-ann",
+            &["admin"],
+            "GET",
+            &format!("/v1/notifications/deliveries?booking_id={id}"),
+            None,
+        )
+        .await;
+    assert_eq!(status, 200, "{log}");
+    assert_eq!(log["items"].as_array().unwrap().len(), 1, "{log}");
+    assert_eq!(log["items"][0]["status"], "sent");
+    assert_eq!(log["items"][0]["recipient"], "alice@example.test");
+    let (status, staff_log) = env
+        .send(
+            STAFF,
+            &["staff"],
+            "GET",
+            &format!("/v1/notifications/deliveries?booking_id={id}"),
+            None,
+        )
+        .await;
+    assert_eq!(status, 200, "{staff_log}");
+    assert_eq!(staff_log["items"][0]["recipient"], "a***@example.test");
+    let (status, _) = env
+        .send(
+            ALICE,
+            &["customer"],
+            "GET",
+            "/v1/notifications/deliveries",
+            None,
+        )
+        .await;
+    assert_eq!(status, 403);
+    env.finish().await;
+}
+
+#[tokio::test]
+async fn the_same_event_delivered_twice_is_one_message() {
+    let sink = SmtpSink::start();
+    let env = Env::start(options(sink.port)).await;
+    env.book(at(2, 10), Some("alice@example.test")).await;
+    exactly(&sink, 1).await;
+
+    // Redis delivers the confirmation again (the relay appended it twice,
+    // or a consumer died before acknowledging it)...
+    let client = redis::Client::open(std::env::var("REDIS_URL").unwrap()).unwrap();
+    let mut redis = client.get_multiplexed_async_connection().await.unwrap();
+    let entries: redis::streams::StreamRangeReply =
+        redis.xrange_all(&env.booking_stream).await.unwrap();
+    let confirmed = entries
+        .ids
+        .iter()
+        .find(|e| e.get::<String>("type").as_deref() == Some("booking.confirmed"))
+        .expect("the confirmation on the stream");
+    let fields: Vec<(String, String)> = ["event_id", "type", "booking_id", "event"]
+        .iter()
+        .map(|f| ((*f).to_owned(), confirmed.get::<String>(f).unwrap()))
+        .collect();
+    let _: String = redis.xadd(&env.booking_stream, "*", &fields).await.unwrap();
+    // ...and it is handed over in process as well.
+    let json = confirmed.get::<String>("event").unwrap();
+    env.replicas[0].handle_booking_event(&json).await.unwrap();
+
+    exactly(&sink, 1).await;
+    assert_eq!(
+        env.sql_count("SELECT count(*) FROM notification.deliveries")
+            .await,
+        1
+    );
+    env.finish().await;
+}
+
+#[tokio::test]
+async fn two_replicas_send_each_confirmation_once() {
+    let sink = SmtpSink::start();
+    let env = Env::start(Options {
+        smtp_port: sink.port,
+        replicas: 2,
+        in_process_too: true,
+    })
+    .await;
+    let bookings = 6;
+    for i in 0..bookings {
+        env.book(at(3, 6 + i), Some(&format!("guest{i}@example.test")))
+            .await;
+    }
+    let mails = exactly(&sink, bookings as usize).await;
+    let mut ids: Vec<&str> = mails.iter().map(|m| m.message_id.as_str()).collect();
+    ids.sort_unstable();
+    ids.dedup();
+    assert_eq!(ids.len(), bookings as usize, "a message was sent twice");
+    env.finish().await;
+}
+
+#[tokio::test]
+async fn a_reschedule_raises_the_sequence_and_a_cancellation_cancels_the_same_event() {
+    let sink = SmtpSink::start();
+    let env = Env::start(options(sink.port)).await;
+    let booking = env.book(at(4, 9), Some("alice@example.test")).await;
+    let id = booking["id"].as_str().unwrap();
+    sink.wait_for(1).await;
+    let (status, moved) = env
+        .send(
+            ALICE,
+            &["customer"],
+            "POST",
+            &format!("/v1/bookings/{id}/reschedule"),
+            Some(json!({"start": at(4, 13).to_rfc3339()})),
+        )
+        .await;
+    assert_eq!(status, 200, "{moved}");
+    sink.wait_for(2).await;
+    let (status, cancelled) = env
+        .send(
+            ALICE,
+            &["customer"],
+            "POST",
+            &format!("/v1/bookings/{id}/cancel"),
+            None,
+        )
+        .await;
+    assert_eq!(status, 200, "{cancelled}");
+    let mails = exactly(&sink, 3).await;
+
+    let invites: Vec<(String, String)> = mails
+        .iter()
+        .map(|m| m.calendar.clone().expect("an invite"))
+        .collect();
+    let uid = format!("booking-{id}@{ID_DOMAIN}");
+    let sequence = |ics: &str| ics_value(ics, "SEQUENCE").unwrap().parse::<i64>().unwrap();
+    for (_, ics) in &invites {
+        assert_eq!(ics_value(ics, "UID").as_deref(), Some(uid.as_str()));
+    }
+    assert!(
+        mails[1].subject.starts_with("Moved:"),
+        "{}",
+        mails[1].subject
+    );
+    assert_eq!(invites[1].0, "REQUEST");
+    assert!(
+        sequence(&invites[1].1) > sequence(&invites[0].1),
+        "the update must outrank the invite"
+    );
+    assert_eq!(
+        ics_value(&invites[1].1, "DTSTART"),
+        Some(at(4, 13).format("%Y%m%dT%H%M%SZ").to_string())
+    );
+    assert!(
+        mails[2].subject.starts_with("Cancelled:"),
+        "{}",
+        mails[2].subject
+    );
+    assert_eq!(invites[2].0, "CANCEL");
+    assert_eq!(
+        ics_value(&invites[2].1, "METHOD").as_deref(),
+        Some("CANCEL")
+    );
+    assert!(sequence(&invites[2].1) > sequence(&invites[1].1));
+    env.finish().await;
+}
+
+#[tokio::test]
+async fn a_held_booking_cancelled_sends_nothing_and_no_address_means_no_mail() {
+    let sink = SmtpSink::start();
+    let env = Env::start(options(sink.port)).await;
+    let held = env.hold(at(5, 9), Some("alice@example.test")).await;
+    let id = held["id"].as_str().unwrap();
+    let (status, _) = env
+        .send(
+            ALICE,
+            &["customer"],
+            "POST",
+            &format!("/v1/bookings/{id}/cancel"),
+            None,
+        )
+        .await;
+    assert_eq!(status, 200);
+    env.book(at(5, 11), None).await;
+    // Something that does send, to know the events above were handled.
+    env.book(at(5, 13), Some("alice@example.test")).await;
+    let mails = exactly(&sink, 1).await;
+    assert!(
+        mails[0].subject.starts_with("Confirmed:"),
+        "{}",
+        mails[0].subject
+    );
+    env.finish().await;
+}
+
+#[tokio::test]
+async fn mail_planned_while_smtp_is_down_is_delivered_once_it_returns() {
+    let port = free_port();
+    let env = Env::start(options(port)).await;
+    env.book(at(6, 9), Some("alice@example.test")).await;
+    env.eventually(20, "the send fails and is retried", || async {
+        env.sql_count(
+            "SELECT count(*) FROM notification.deliveries WHERE status = 'pending' AND attempts >= 2",
+        )
+        .await
+            == 1
+    })
+    .await;
+    let sink = SmtpSink::start_on(port);
+    let mails = exactly(&sink, 1).await;
+    assert!(mails[0].subject.starts_with("Confirmed:"));
+    assert_eq!(
+        env.sql_count(
+            "SELECT count(*) FROM notification.deliveries WHERE status = 'sent' AND attempts >= 2"
+        )
+        .await,
+        1
+    );
+    env.finish().await;
+}

@@ -1,0 +1,8 @@
+//! The notification service against real things: PostgreSQL, Redis (the
+//! booking stream and consumer groups), the availability and booking
+//! services composed in process, and a real SMTP server (PyPI `aiosmtpd`)
+//! whose received messages are parsed as a mail client would.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+mod flows;
