@@ -233,9 +233,12 @@ fn invite(kind: Kind, facts: &Facts<'_>, who: &Identity<'_>, summary: &str) -> (
         .append_property(organizer.done())
         .append_property(attendee.done())
         .done();
-    let mut calendar = Calendar::new();
+    // `empty`: `new` brings its own PRODID, and a calendar has exactly one.
+    let mut calendar = Calendar::empty();
     calendar
+        .append_property(Property::new("VERSION", "2.0"))
         .append_property(Property::new("PRODID", "-//Berth//Notifications//EN"))
+        .append_property(Property::new("CALSCALE", "GREGORIAN"))
         .append_property(Property::new("METHOD", method))
         .push(event);
     (method.to_owned(), calendar.done().to_string())

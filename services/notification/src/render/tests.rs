@@ -114,6 +114,8 @@ fn every_template_renders_and_invites_carry_uid_sequence_and_method() {
     ] {
         assert!(ics.contains(line), "{line} missing:\n{ics}");
     }
+    assert_eq!(ics.matches("PRODID:").count(), 1, "{ics}");
+    assert!(ics.contains("VERSION:2.0"), "{ics}");
     let (method, ics) = rendered(Kind::Cancellation, &b).invite.unwrap();
     assert_eq!(method, "CANCEL");
     assert!(
