@@ -153,13 +153,11 @@ pub async fn start(component: Component, rt: &Runtime) -> Result<Started, StartE
             })
         }
         Component::User => {
-            let users = start_users(
-                rt,
-                database_url(config)?,
-                config.redis_url.as_deref(),
-                user_config(config),
-            )
-            .await?;
+            let mut user = user_config(config);
+            // One SMTP setting for every service that mails.
+            user.smtp = smtp_settings(config)?;
+            let users =
+                start_users(rt, database_url(config)?, config.redis_url.as_deref(), user).await?;
             Ok(Started {
                 rest: with_openapi(users.rest_routes(), berth_user::openapi()),
                 grpc: None,
@@ -203,10 +201,38 @@ pub async fn start(component: Component, rt: &Runtime) -> Result<Started, StartE
                 grpc: None,
             })
         }
-        Component::Notification => Ok(Started {
-            rest: berth_notification::rest_routes(),
-            grpc: None,
-        }),
+        Component::Notification => {
+            let (mailer, from) = smtp_mailer(config)?.ok_or(StartError::Setting {
+                setting: "service.smtp.host",
+                problem: "is required: the SMTP server notifications are sent through \
+                          (BERTH_SERVICE__SMTP__HOST, __PORT, __SECURITY, __FROM; \
+                          __USERNAME and __PASSWORD from a Secret)"
+                    .to_owned(),
+            })?;
+            let url = service_setting(config, "availability_url").ok_or(StartError::Setting {
+                setting: "service.availability_url",
+                problem:
+                    "is required: availability's REST base URL, e.g. http://availability:8080 \
+                          (BERTH_SERVICE__AVAILABILITY_URL), to name resources and their zones"
+                        .to_owned(),
+            })?;
+            let verifier = remote_verifier(config)?;
+            let notifications = start_notifications(
+                rt,
+                database_url(config)?,
+                mailer,
+                &from,
+                Arc::new(berth_notification::HttpFetch::new(url)),
+            )
+            .await?;
+            Ok(Started {
+                rest: with_openapi(
+                    notifications.rest_routes(&verifier),
+                    berth_notification::openapi(),
+                ),
+                grpc: None,
+            })
+        }
     }
 }
 
@@ -220,6 +246,7 @@ pub fn openapi() -> OpenApi {
             berth_availability::openapi(),
             berth_booking::openapi(),
             berth_payment::openapi(),
+            berth_notification::openapi(),
         ],
     )
 }
@@ -342,6 +369,75 @@ pub fn stripe_config(config: &RuntimeConfig) -> Result<PaymentConfig, StartError
     Ok(payments)
 }
 
+/// `service.smtp.*`, read once for the user and notification services.
+fn smtp_settings(
+    config: &RuntimeConfig,
+) -> Result<Option<berth_notification::messaging::SmtpConfig>, StartError> {
+    berth_notification::messaging::smtp_from_settings(&config.service).map_err(|problem| {
+        StartError::Setting {
+            setting: "service.smtp",
+            problem,
+        }
+    })
+}
+
+/// A mail sender shared by services.
+pub type Mailer = Arc<dyn berth_notification::messaging::MailSender>;
+
+/// The SMTP sender of `service.smtp.*` and its `From:`; `None` when no
+/// host is set.
+pub fn smtp_mailer(config: &RuntimeConfig) -> Result<Option<(Mailer, String)>, StartError> {
+    smtp_settings(config)?
+        .map(|smtp| {
+            berth_notification::messaging::SmtpMailer::new(&smtp)
+                .map(|m| {
+                    let mailer: Mailer = Arc::new(m);
+                    (mailer, smtp.from.clone())
+                })
+                .map_err(|problem| StartError::Setting {
+                    setting: "service.smtp",
+                    problem,
+                })
+        })
+        .transpose()
+}
+
+/// The notification service with its metrics, readiness check and
+/// workers, as both `berth serve notification` and `berth dev` run it.
+pub async fn start_notifications(
+    rt: &Runtime,
+    database_url: &str,
+    mailer: Mailer,
+    from: &str,
+    availability: Arc<dyn berth_notification::Fetch>,
+) -> Result<berth_notification::Notifications, StartError> {
+    // `Berth <no-reply@example.com>` → the invite's organizer address.
+    let organizer = from
+        .rsplit_once('<')
+        .map_or(from, |(_, address)| address.trim_end_matches('>'))
+        .trim()
+        .to_owned();
+    berth_notification::Notifications::register_metrics(rt.metrics.registry())
+        .map_err(|e| StartError::service("notification", e))?;
+    let notifications = berth_notification::Notifications::connect(
+        database_url,
+        rt.config.redis_url.as_deref(),
+        mailer,
+        availability,
+        berth_notification::NotificationConfig {
+            organizer,
+            ..berth_notification::NotificationConfig::default()
+        },
+    )
+    .await
+    .map_err(|e| StartError::service("notification", e))?;
+    ready_check(rt, "notification", &notifications, |n| async move {
+        n.check_ready().await
+    });
+    notifications.spawn_workers(rt.stop_token());
+    Ok(notifications)
+}
+
 /// The payment service with its metrics, readiness check and workers, as
 /// both `berth serve payment` and `berth dev` run it.
 pub async fn start_payments(
@@ -454,6 +550,9 @@ pub async fn migrate() -> Result<(), StartError> {
     berth_payment::migrate(url)
         .await
         .map_err(|e| StartError::service("payment", e))?;
+    berth_notification::migrate(url)
+        .await
+        .map_err(|e| StartError::service("notification", e))?;
     tracing::info!("migrations applied");
     Ok(())
 }
@@ -541,6 +640,7 @@ mod tests {
             berth_availability::openapi(),
             berth_booking::openapi(),
             berth_payment::openapi(),
+            berth_notification::openapi(),
         ]
         .iter()
         .flat_map(berth_runtime::openapi::operations)

@@ -76,13 +76,15 @@ pub async fn run(addr: SocketAddr, data_dir: Option<PathBuf>) -> Result<(), Star
     )
     .await?;
     forward_booking_events(&booking, &payments, rt.stop_token());
+    let (notifications, mail_to) = dev_notifications(&rt, &dir, &availability, &verifier).await?;
+    forward_to_notifications(&booking, &payments, &notifications, rt.stop_token());
 
     let app = Router::new()
         .merge(availability.rest_routes(&verifier))
         .merge(booking.rest_routes(&verifier))
         .merge(users.rest_routes())
         .merge(payments.rest_routes(&verifier))
-        .merge(berth_notification::rest_routes());
+        .merge(notifications.rest_routes(&verifier));
     let app = rt.finish_app(crate::components::with_openapi(
         app,
         crate::components::openapi(),
@@ -92,6 +94,7 @@ pub async fn run(addr: SocketAddr, data_dir: Option<PathBuf>) -> Result<(), Star
     let listener = Runtime::bind(addr).await?;
     tracing::info!(%addr, data = %dir.display(), "berth dev: all services in one process");
     print_banner(addr, &dir, &demo, emulator.as_ref());
+    println!("  notifications: {mail_to}\n");
     let served = crate::run_until_stopped(&rt, listener, app).await;
     if let Some(emulator) = emulator {
         emulator.stop().await;
@@ -182,6 +185,101 @@ fn forward_booking_events(
                     );
                 }
                 Err(RecvError::Closed) => return,
+            }
+        }
+    });
+}
+
+/// Notifications in process: mail through `service.smtp.*` when set,
+/// otherwise into `<data dir>/mailbox` as `.eml` files. Returns the service
+/// and where its mail goes (for the banner).
+async fn dev_notifications(
+    rt: &Runtime,
+    dir: &std::path::Path,
+    availability: &berth_availability::Availability,
+    verifier: &berth_runtime::auth::Verifier,
+) -> Result<(berth_notification::Notifications, String), StartError> {
+    use berth_notification::messaging::{MailSender, MailboxMailer};
+    let (mailer, from, mail_to) = match crate::components::smtp_mailer(&rt.config)? {
+        Some((mailer, from)) => (
+            mailer,
+            from,
+            "mail goes out through service.smtp".to_owned(),
+        ),
+        None => {
+            let from = "Berth <no-reply@berth.dev>".to_owned();
+            let mailbox = dir.join("mailbox");
+            let mailer: Arc<dyn MailSender> =
+                Arc::new(MailboxMailer::new(&mailbox, &from).map_err(|problem| {
+                    StartError::Setting {
+                        setting: "--data-dir",
+                        problem,
+                    }
+                })?);
+            let mail_to = format!(
+                "no SMTP configured: every message is an .eml file in {} (open it in a mail client; its invite in a calendar)",
+                mailbox.display()
+            );
+            (mailer, from, mail_to)
+        }
+    };
+    // Resource names and zones from availability's own router, in process.
+    let fetch = Arc::new(berth_notification::RouterFetch::new(
+        availability.rest_routes(verifier),
+    ));
+    let notifications = crate::components::start_notifications(
+        rt,
+        &sqlite_url(dir, "notification"),
+        mailer,
+        &from,
+        fetch,
+    )
+    .await?;
+    tracing::info!(%mail_to, "notifications in process");
+    Ok((notifications, mail_to))
+}
+
+/// No Redis streams here: booking and payment events reach notifications
+/// through the services' in-process channels, encoded as the outboxes
+/// write them to the streams.
+fn forward_to_notifications(
+    booking: &Booking,
+    payments: &berth_payment::Payments,
+    notifications: &berth_notification::Notifications,
+    stop: CancellationToken,
+) {
+    let mut bookings = booking.subscribe_events();
+    let mut paid = payments.subscribe_events();
+    let notifications = notifications.clone();
+    tokio::spawn(async move {
+        loop {
+            let (json, what) = tokio::select! {
+                _ = stop.cancelled() => return,
+                event = bookings.recv() => match event {
+                    Ok(event) => (serde_json::to_string(&event), "booking"),
+                    Err(RecvError::Lagged(missed)) => {
+                        tracing::warn!(missed, "booking events missed by notifications");
+                        continue;
+                    }
+                    Err(RecvError::Closed) => return,
+                },
+                event = paid.recv() => match event {
+                    Ok(event) => (serde_json::to_string(&event), "payment"),
+                    Err(RecvError::Lagged(missed)) => {
+                        tracing::warn!(missed, "payment events missed by notifications");
+                        continue;
+                    }
+                    Err(RecvError::Closed) => return,
+                },
+            };
+            let Ok(json) = json else { continue };
+            let handled = if what == "booking" {
+                notifications.handle_booking_event(&json).await
+            } else {
+                notifications.handle_payment_event(&json).await
+            };
+            if let Err(error) = handled {
+                tracing::warn!(%error, what, "an event did not reach notifications");
             }
         }
     });

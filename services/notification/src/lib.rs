@@ -39,6 +39,8 @@ use berth_runtime::auth::Verifier;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
+/// The senders this service takes (shared with the user service).
+pub use berth_messaging as messaging;
 pub use config::NotificationConfig;
 pub use directory::{Fetch, HttpFetch, ResourceInfo, RouterFetch};
 pub use error::NotificationError;
