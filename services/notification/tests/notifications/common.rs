@@ -40,6 +40,26 @@ pub struct Options {
     /// Also hand every booking event to every replica in process, on top
     /// of the stream: the same event reaching two replicas at once.
     pub in_process_too: bool,
+    /// An address the mail server refuses for good (as a 550 would).
+    pub refuse: Option<&'static str>,
+}
+
+/// The SMTP sender, refusing one address permanently.
+struct Refusing {
+    inner: Arc<dyn MailSender>,
+    address: &'static str,
+}
+
+#[async_trait::async_trait]
+impl MailSender for Refusing {
+    async fn send(&self, mail: berth_messaging::Mail) -> Result<(), berth_messaging::SendError> {
+        if mail.to == self.address {
+            return Err(berth_messaging::SendError::Permanent(
+                "550 no such mailbox".into(),
+            ));
+        }
+        self.inner.send(mail).await
+    }
 }
 
 impl Env {
@@ -77,6 +97,13 @@ impl Env {
             })
             .unwrap(),
         );
+        let mailer: Arc<dyn MailSender> = match options.refuse {
+            Some(address) => Arc::new(Refusing {
+                inner: mailer,
+                address,
+            }),
+            None => mailer,
+        };
         let mut replicas = Vec::new();
         for _ in 0..options.replicas {
             let config = NotificationConfig {

@@ -12,6 +12,7 @@ fn options(smtp_port: u16) -> Options {
         smtp_port,
         replicas: 1,
         in_process_too: false,
+        refuse: None,
     }
 }
 
@@ -181,6 +182,7 @@ async fn two_replicas_send_each_confirmation_once() {
         smtp_port: sink.port,
         replicas: 2,
         in_process_too: true,
+        refuse: None,
     })
     .await;
     let bookings = 6;
@@ -313,6 +315,77 @@ async fn mail_planned_while_smtp_is_down_is_delivered_once_it_returns() {
         )
         .await,
         1
+    );
+    env.finish().await;
+}
+
+#[tokio::test]
+async fn a_refused_address_is_recorded_failed_and_not_retried() {
+    let sink = SmtpSink::start();
+    let env = Env::start(Options {
+        refuse: Some("gone@example.test"),
+        ..options(sink.port)
+    })
+    .await;
+    let booking = env.book(at(7, 9), Some("gone@example.test")).await;
+    let id = booking["id"].as_str().unwrap();
+    let failed = format!(
+        "SELECT count(*) FROM notification.deliveries WHERE booking_id = '{id}' \
+         AND status = 'failed' AND attempts = 1 AND due_us IS NULL AND last_error LIKE '550%'"
+    );
+    env.eventually(20, "the refusal is recorded", || async {
+        env.sql_count(&failed).await == 1
+    })
+    .await;
+    // Well past several retry delays: still one attempt.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(env.sql_count(&failed).await, 1);
+    assert!(sink.messages().is_empty());
+    env.finish().await;
+}
+
+#[tokio::test]
+async fn a_refund_sends_one_receipt_to_the_bookings_customer() {
+    let sink = SmtpSink::start();
+    let env = Env::start(options(sink.port)).await;
+    let booking = env.book(at(8, 9), Some("alice@example.test")).await;
+    sink.wait_for(1).await;
+    // As payment's outbox writes it (services/payment/src/model.rs).
+    let refund = json!({
+        "id": uuid::Uuid::now_v7(),
+        "type": "payment.refunded",
+        "payment_id": uuid::Uuid::now_v7(),
+        "booking_id": booking["id"],
+        "amount_minor": 4500,
+        "currency": "EUR",
+        "refunded_minor": 2250,
+        "occurred_at": chrono::Utc::now(),
+    })
+    .to_string();
+    let replica = &env.replicas[0];
+    replica.handle_payment_event(&refund).await.unwrap();
+    replica.handle_payment_event(&refund).await.unwrap();
+    let mails = exactly(&sink, 2).await;
+    assert!(
+        mails[1].subject.starts_with("Refund for Consultation"),
+        "{}",
+        mails[1].subject
+    );
+    assert!(
+        mails[1].text.contains("refunded 22.50 EUR"),
+        "{}",
+        mails[1].text
+    );
+    assert!(mails[1].calendar.is_none());
+    // A refund of a booking never heard of waits for its events.
+    let mut unknown: Value = serde_json::from_str(&refund).unwrap();
+    unknown["id"] = json!(uuid::Uuid::now_v7());
+    unknown["booking_id"] = json!(uuid::Uuid::now_v7());
+    assert!(
+        replica
+            .handle_payment_event(&unknown.to_string())
+            .await
+            .is_err()
     );
     env.finish().await;
 }
