@@ -202,13 +202,19 @@ pub async fn start(component: Component, rt: &Runtime) -> Result<Started, StartE
             })
         }
         Component::Notification => {
-            let (mailer, from) = smtp_mailer(config)?.ok_or(StartError::Setting {
-                setting: "service.smtp.host",
-                problem: "is required: the SMTP server notifications are sent through \
-                          (BERTH_SERVICE__SMTP__HOST, __PORT, __SECURITY, __FROM; \
-                          __USERNAME and __PASSWORD from a Secret)"
-                    .to_owned(),
-            })?;
+            let Some((mailer, from)) = smtp_mailer(config)? else {
+                // As payments with provider `none`: up and ready, sending
+                // nothing, so a platform without mail still rolls out.
+                tracing::warn!(
+                    "notifications are off: no service.smtp.host (BERTH_SERVICE__SMTP__HOST, \
+                     __PORT, __SECURITY, __FROM; __USERNAME and __PASSWORD from a Secret); \
+                     serving only the operational endpoints"
+                );
+                return Ok(Started {
+                    rest: axum::Router::new(),
+                    grpc: None,
+                });
+            };
             let url = service_setting(config, "availability_url").ok_or(StartError::Setting {
                 setting: "service.availability_url",
                 problem:
