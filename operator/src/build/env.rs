@@ -106,6 +106,16 @@ pub(super) fn component_env(ctx: &Ctx<'_>, c: Component, overrides: &[EnvVar]) -
                 provider_name,
             ));
         }
+        Component::Notification => {
+            // Resource names and zones for messages: availability's public API.
+            env.push(plain_env(
+                "BERTH_SERVICE__AVAILABILITY_URL",
+                &format!(
+                    "http://{}:{HTTP_PORT}",
+                    ctx.svc_host(Component::Availability)
+                ),
+            ));
+        }
         Component::Payment => {
             env.push(plain_env(
                 "BERTH_SERVICE__PAYMENTS__PROVIDER",
@@ -135,7 +145,7 @@ pub(super) fn component_env(ctx: &Ctx<'_>, c: Component, overrides: &[EnvVar]) -
                 ));
             }
         }
-        Component::Availability | Component::Notification => {}
+        Component::Availability => {}
     }
     // Overrides replace same-named variables in place (duplicates would be
     // rejected by server-side apply: `name` is the list's merge key).

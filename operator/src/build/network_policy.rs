@@ -46,6 +46,13 @@ pub(super) fn component_network_policy(ctx: &Ctx<'_>, c: Component) -> Child {
             "ports": [{"protocol": "TCP", "port": GRPC_PORT}],
         }));
     }
+    if c == Component::Availability {
+        // Notifications read resource names and zones from the public API.
+        ingress.push(json!({
+            "from": [{"podSelector": {"matchLabels": ctx.selector(Component::Notification.as_str())}}],
+            "ports": [{"protocol": "TCP", "port": HTTP_PORT}],
+        }));
+    }
     // Payment settles bookings over gRPC, and only when it takes payments.
     let settles = ctx.payment_provider() == PaymentProvider::Stripe;
     if c == Component::Booking && settles {
@@ -78,6 +85,12 @@ pub(super) fn component_network_policy(ctx: &Ctx<'_>, c: Component) -> Child {
             "ports": [{"protocol": "TCP", "port": GRPC_PORT}],
         }));
     }
+    if c == Component::Notification {
+        egress.push(json!({
+            "to": [{"podSelector": {"matchLabels": ctx.selector(Component::Availability.as_str())}}],
+            "ports": [{"protocol": "TCP", "port": HTTP_PORT}],
+        }));
+    }
     if c == Component::Payment && settles {
         egress.push(json!({
             "to": [{"podSelector": {"matchLabels": ctx.selector(Component::Booking.as_str())}}],
@@ -90,6 +103,14 @@ pub(super) fn component_network_policy(ctx: &Ctx<'_>, c: Component) -> Child {
     ) {
         // Stripe, OIDC providers and mail/SMS APIs are reached over HTTPS.
         egress.push(json!({"ports": [{"protocol": "TCP", "port": 443}]}));
+    }
+    if matches!(c, Component::User | Component::Notification) {
+        // SMTP submission: STARTTLS (587), implicit TLS (465), relay (25).
+        egress.push(json!({"ports": [
+            {"protocol": "TCP", "port": 587},
+            {"protocol": "TCP", "port": 465},
+            {"protocol": "TCP", "port": 25},
+        ]}));
     }
     ctx.child(
         Kind::NetworkPolicy,
