@@ -8,6 +8,8 @@
 //!   `METHOD:CANCEL`: only to a customer holding an invite.
 //! - `booking.payment_failed` → "not booked".
 //! - `payment.refunded` → refund receipt.
+//! - `booking.customer_anonymised` → the customer's unsent messages about
+//!   the booking are stopped, and their data is removed from its log.
 //! - Other types (`booking.created`, `.expired`, `.reinstated`,
 //!   `payment.authorised`, `payment.failed`) only update what is known.
 //!
@@ -62,18 +64,28 @@ impl Notifications {
             }
             _ => None,
         };
+        let erase = event.event_type == booking_event::CUSTOMER_ANONYMISED;
         let recorded = store
-            .record(BOOKINGS, event.id, Some(booking), now(), |invite_held| {
-                let Some((kind, to, rendered)) = message else {
-                    return Vec::new();
-                };
-                // An update or a cancellation only means something to a
-                // calendar holding the event.
-                if matches!(kind, Kind::Reschedule | Kind::Cancellation) && invite_held.is_none() {
-                    return Vec::new();
-                }
-                vec![email(booking.id, kind, to, Some(booking.version), rendered)]
-            })
+            .record(
+                BOOKINGS,
+                event.id,
+                Some(booking),
+                erase,
+                now(),
+                |invite_held| {
+                    let Some((kind, to, rendered)) = message else {
+                        return Vec::new();
+                    };
+                    // An update or a cancellation only means something to a
+                    // calendar holding the event.
+                    if matches!(kind, Kind::Reschedule | Kind::Cancellation)
+                        && invite_held.is_none()
+                    {
+                        return Vec::new();
+                    }
+                    vec![email(booking.id, kind, to, Some(booking.version), rendered)]
+                },
+            )
             .await?;
         self.log_recorded(&event.event_type, event.id, booking.id, recorded);
         Ok(())
@@ -105,7 +117,7 @@ impl Notifications {
             }
             tracing::warn!(event = %event.id, booking = %event.booking_id, "a refund's booking never became known; no receipt");
             store
-                .record(PAYMENTS, event.id, None, now(), |_| Vec::new())
+                .record(PAYMENTS, event.id, None, false, now(), |_| Vec::new())
                 .await?;
             return Ok(());
         };
@@ -125,7 +137,7 @@ impl Notifications {
             None => None,
         };
         let recorded = store
-            .record(PAYMENTS, event.id, None, now(), |_| {
+            .record(PAYMENTS, event.id, None, false, now(), |_| {
                 message
                     .map(|(to, rendered)| vec![email(booking.id, Kind::Refund, to, None, rendered)])
                     .unwrap_or_default()

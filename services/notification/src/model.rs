@@ -12,6 +12,8 @@ pub mod booking_event {
     pub const RESCHEDULED: &str = "booking.rescheduled";
     pub const CANCELLED: &str = "booking.cancelled";
     pub const PAYMENT_FAILED: &str = "booking.payment_failed";
+    /// The customer's account was deleted: their data is erased.
+    pub const CUSTOMER_ANONYMISED: &str = "booking.customer_anonymised";
 }
 
 /// Payment event types (`services/payment/src/saga/driver.rs`).

@@ -207,11 +207,14 @@ impl Store {
     /// version first; if a newer one is known, nothing is created
     /// (`Stale`). `deliveries` is asked for the messages once the booking's
     /// row is locked, given the invite sequence the customer holds.
+    /// `erase`: the customer's personal data is gone (account deleted):
+    /// their messages about the booking are stopped and emptied too.
     pub(crate) async fn record<F>(
         &self,
         consumer: &str,
         event_id: Uuid,
         booking: Option<&BookingSnapshot>,
+        erase: bool,
         now: DateTime<Utc>,
         deliveries: F,
     ) -> Result<Recorded>
@@ -242,6 +245,9 @@ impl Store {
                     return Ok(Recorded::Stale);
                 }
             }
+        }
+        if erase && let Some(booking) = booking {
+            erase_customer(&mut tx, booking.id, now).await?;
         }
         let deliveries = deliveries(invite_sequence);
         for d in &deliveries {
@@ -443,6 +449,29 @@ impl Store {
             .map(delivery)
             .collect::<std::result::Result<_, _>>()?)
     }
+}
+
+/// Stops the booking's unsent messages and removes the customer's data
+/// from every message about it (the log keeps kind, status and times).
+async fn erase_customer(
+    tx: &mut Transaction<'_, Any>,
+    booking_id: Uuid,
+    now: DateTime<Utc>,
+) -> Result<()> {
+    for sql in [
+        "UPDATE deliveries SET status = 'superseded', due_us = NULL, updated_us = $1 \
+         WHERE booking_id = $2 AND status = 'pending'",
+        "UPDATE deliveries SET recipient = 'erased:' || id, subject = '(erased)', body = '', \
+         html = NULL, invite_method = NULL, ics = NULL, last_error = NULL, updated_us = $1 \
+         WHERE booking_id = $2",
+    ] {
+        sqlx::query(sql)
+            .bind(micros(now))
+            .bind(booking_id.to_string())
+            .execute(&mut **tx)
+            .await?;
+    }
+    Ok(())
 }
 
 async fn insert_delivery(

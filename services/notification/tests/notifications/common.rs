@@ -24,6 +24,7 @@ pub const ID_DOMAIN: &str = "berth.test";
 
 pub struct Env {
     pub db: TestDb,
+    pub booking: Booking,
     pub replicas: Vec<Notifications>,
     pub base: String,
     pub issuer: TestIssuer,
@@ -145,6 +146,7 @@ impl Env {
         });
         let mut env = Self {
             db,
+            booking,
             replicas,
             base,
             issuer,

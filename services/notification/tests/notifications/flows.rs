@@ -389,3 +389,38 @@ async fn a_refund_sends_one_receipt_to_the_bookings_customer() {
     );
     env.finish().await;
 }
+
+#[tokio::test]
+async fn a_deleted_account_stops_unsent_mail_and_leaves_no_address_in_the_log() {
+    let port = free_port();
+    let env = Env::start(options(port)).await;
+    let booking = env.book(at(9, 9), Some("alice@example.test")).await;
+    let id = booking["id"].as_str().unwrap();
+    env.eventually(20, "the confirmation waits for SMTP", || async {
+        env.sql_count("SELECT count(*) FROM notification.deliveries WHERE status = 'pending' AND attempts >= 1")
+            .await
+            == 1
+    })
+    .await;
+    // The account is deleted (booking anonymises it: booking.customer_anonymised).
+    assert_eq!(env.booking.anonymise_customer(ALICE).await.unwrap(), 1);
+    let erased = format!(
+        "SELECT count(*) FROM notification.deliveries WHERE booking_id = '{id}' \
+         AND status = 'superseded' AND recipient NOT LIKE '%@%' AND body = ''"
+    );
+    env.eventually(20, "the unsent mail is stopped and emptied", || async {
+        env.sql_count(&erased).await == 1
+    })
+    .await;
+    assert_eq!(
+        env.sql_count(
+            "SELECT count(*) FROM notification.bookings WHERE customer_email IS NOT NULL"
+        )
+        .await,
+        0
+    );
+    let sink = SmtpSink::start_on(port);
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert!(sink.messages().is_empty(), "mail went to a deleted account");
+    env.finish().await;
+}
