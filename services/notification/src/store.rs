@@ -506,3 +506,6 @@ async fn insert_delivery(
     .await?;
     Ok(())
 }
+
+#[cfg(test)]
+mod tests;
