@@ -228,7 +228,11 @@ pub async fn start(component: Component, rt: &Runtime) -> Result<Started, StartE
                 database_url(config)?,
                 mailer,
                 &from,
-                Arc::new(berth_notification::HttpFetch::new(url)),
+                Arc::new(berth_notification::HttpFetch::new(
+                    url,
+                    rt.dependencies
+                        .get(berth_notification::AVAILABILITY_DEPENDENCY),
+                )),
             )
             .await?;
             Ok(Started {

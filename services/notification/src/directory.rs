@@ -39,17 +39,19 @@ pub trait Fetch: Send + Sync + 'static {
     async fn get(&self, path: &str) -> Result<Option<Vec<u8>>, String>;
 }
 
-/// Availability over HTTP (`service.availability_url`).
+/// Availability over HTTP (`service.availability_url`), through the
+/// runtime's client: timeout, retries of these safe GETs, and a circuit
+/// breaker, all from the dependency's settings.
 pub struct HttpFetch {
     base: String,
-    client: reqwest::Client,
+    client: berth_runtime::client::HttpClient,
 }
 
 impl HttpFetch {
-    pub fn new(base: &str) -> Self {
+    pub fn new(base: &str, dependency: Arc<berth_runtime::resilience::Dependency>) -> Self {
         Self {
             base: base.trim_end_matches('/').to_owned(),
-            client: reqwest::Client::new(),
+            client: berth_runtime::client::http_client(dependency),
         }
     }
 }
@@ -57,17 +59,22 @@ impl HttpFetch {
 #[async_trait]
 impl Fetch for HttpFetch {
     async fn get(&self, path: &str) -> Result<Option<Vec<u8>>, String> {
+        let request = http::Request::get(format!("{}{path}", self.base))
+            .body(http_body_util::Full::new(bytes::Bytes::new()))
+            .map_err(|e| e.to_string())?;
         let response = self
             .client
-            .get(format!("{}{path}", self.base))
-            .timeout(TIMEOUT)
-            .send()
+            .clone()
+            .oneshot(request)
             .await
-            .map_err(|e| format!("availability unreachable: {}", e.without_url()))?;
-        answer(
-            response.status(),
-            response.bytes().await.map_err(|e| e.to_string())?.to_vec(),
-        )
+            .map_err(|e| format!("availability unreachable: {e}"))?;
+        let status = response.status();
+        let body = tokio::time::timeout(TIMEOUT, response.into_body().collect())
+            .await
+            .map_err(|_| "availability's answer took too long".to_owned())?
+            .map_err(|e| e.to_string())?
+            .to_bytes();
+        answer(status, body.to_vec())
     }
 }
 

@@ -52,6 +52,8 @@ use store::Store;
 
 /// Name used in logs, metrics and `berth serve <name>`.
 pub const NAME: &str = "notification";
+/// The resilience settings' name for lookups in availability (`[dependencies.availability]`).
+pub const AVAILABILITY_DEPENDENCY: &str = "availability";
 
 /// Applies the notification service's migrations to `database_url` (`berth migrate`).
 pub async fn migrate(database_url: &str) -> Result<(), NotificationError> {

@@ -105,8 +105,15 @@ impl Env {
             }),
             None => mailer,
         };
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        let dependencies = berth_runtime::resilience::Dependencies::new(
+            &prometheus::Registry::new(),
+            Default::default(),
+        )
+        .unwrap();
         let mut replicas = Vec::new();
-        for _ in 0..options.replicas {
+        for replica in 0..options.replicas {
             let config = NotificationConfig {
                 booking_stream_key: booking_stream.clone(),
                 payment_stream_key: format!("test:payments:{suffix}"),
@@ -118,9 +125,18 @@ impl Env {
                 organizer: "no-reply@berth.test".into(),
                 ..NotificationConfig::default()
             };
-            let fetch = Arc::new(RouterFetch::new(
-                availability.clone().rest_routes(&verifier),
-            ));
+            // The first replica looks resources up in process (as `berth
+            // dev`), the others over HTTP (as `berth serve`).
+            let fetch: Arc<dyn berth_notification::Fetch> = if replica == 0 {
+                Arc::new(RouterFetch::new(
+                    availability.clone().rest_routes(&verifier),
+                ))
+            } else {
+                Arc::new(berth_notification::HttpFetch::new(
+                    &base,
+                    dependencies.get(berth_notification::AVAILABILITY_DEPENDENCY),
+                ))
+            };
             let replica =
                 Notifications::connect(&db.url, Some(&redis), mailer.clone(), fetch, config)
                     .await
@@ -131,8 +147,6 @@ impl Env {
             }
             replicas.push(replica);
         }
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let base = format!("http://{}", listener.local_addr().unwrap());
         let app = Router::new()
             .merge(availability.clone().rest_routes(&verifier))
             .merge(booking.rest_routes(&verifier))

@@ -136,6 +136,30 @@ async fn a_confirmation_is_one_email_with_both_parts_and_an_invite_in_the_resour
         )
         .await;
     assert_eq!(status, 403);
+
+    // `berth serve`'s lookup: availability's public API over HTTP.
+    use berth_notification::Fetch;
+    let dependencies = berth_runtime::resilience::Dependencies::new(
+        &prometheus::Registry::new(),
+        Default::default(),
+    )
+    .unwrap();
+    let http = berth_notification::HttpFetch::new(
+        &env.base,
+        dependencies.get(berth_notification::AVAILABILITY_DEPENDENCY),
+    );
+    let found = http
+        .get(&format!("/v1/resources/{}", env.resource))
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(String::from_utf8(found).unwrap().contains(ZONE));
+    assert!(
+        http.get(&format!("/v1/resources/{}", uuid::Uuid::now_v7()))
+            .await
+            .unwrap()
+            .is_none()
+    );
     env.finish().await;
 }
 
