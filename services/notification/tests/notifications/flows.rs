@@ -321,6 +321,8 @@ async fn a_held_booking_cancelled_sends_nothing_and_no_address_means_no_mail() {
 async fn mail_planned_while_smtp_is_down_is_delivered_once_it_returns() {
     let port = free_port();
     let env = Env::start(options(port)).await;
+    let registry = prometheus::Registry::new();
+    berth_notification::Notifications::register_metrics(&registry).unwrap();
     env.book(at(6, 9), Some("alice@example.test")).await;
     env.eventually(20, "the send fails and is retried", || async {
         env.sql_count(
@@ -340,6 +342,25 @@ async fn mail_planned_while_smtp_is_down_is_delivered_once_it_returns() {
         .await,
         1
     );
+    // Counted per channel and outcome (other tests in this process add to them).
+    let count = |outcome: &str| {
+        registry
+            .gather()
+            .iter()
+            .filter(|f| f.name() == "berth_notification_deliveries_total")
+            .flat_map(|f| f.get_metric().to_vec())
+            .filter(|m| {
+                m.get_label()
+                    .iter()
+                    .any(|l| l.name() == "channel" && l.value() == "email")
+                    && m.get_label()
+                        .iter()
+                        .any(|l| l.name() == "outcome" && l.value() == outcome)
+            })
+            .map(|m| m.get_counter().value())
+            .sum::<f64>()
+    };
+    assert!(count("retried") >= 2.0 && count("sent") >= 1.0);
     env.finish().await;
 }
 
