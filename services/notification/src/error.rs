@@ -2,7 +2,6 @@
 
 use axum::response::{IntoResponse, Response};
 use berth_runtime::Problem;
-use http::StatusCode;
 
 #[derive(Debug, thiserror::Error)]
 pub enum NotificationError {
@@ -30,9 +29,7 @@ impl From<NotificationError> for Problem {
     fn from(error: NotificationError) -> Self {
         use NotificationError as E;
         match error {
-            E::Forbidden(detail) => {
-                Problem::new(StatusCode::FORBIDDEN, "forbidden", "Forbidden").with_detail(detail)
-            }
+            E::Forbidden(detail) => Problem::forbidden(detail),
             E::Database(ref db) if berth_runtime::postgres::is_unavailable(db) => {
                 tracing::warn!(%error, "database unavailable");
                 Problem::unavailable("the notification database is unavailable; retry later")

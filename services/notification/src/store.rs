@@ -9,8 +9,8 @@
 //! outcome only while the lease is still theirs.
 
 use chrono::{DateTime, Utc};
-use sqlx::any::{AnyPoolOptions, AnyRow};
-use sqlx::{Any, AnyPool, Connection, Executor, Row, Transaction};
+use sqlx::any::AnyRow;
+use sqlx::{Any, AnyPool, Row, Transaction};
 use uuid::Uuid;
 
 use crate::error::NotificationError;
@@ -142,36 +142,17 @@ pub(crate) enum Outcome {
 
 impl Store {
     pub(crate) async fn connect(url: &str, max_connections: u32) -> Result<Self> {
-        sqlx::any::install_default_drivers();
-        let postgres = url.starts_with("postgres://") || url.starts_with("postgresql://");
-        if !postgres && !url.starts_with("sqlite:") {
-            return Err(NotificationError::Config(
-                "database URL must start with postgres:// or sqlite:".into(),
-            ));
-        }
-        if postgres {
-            // The schema must exist before pooled connections pin their
-            // search_path to it.
-            let mut conn = sqlx::AnyConnection::connect(url).await?;
-            conn.execute(format!("CREATE SCHEMA IF NOT EXISTS {SCHEMA}").as_str())
-                .await?;
-            conn.close().await?;
-        }
-        // SQLite has one writer: one connection, so writers queue in order.
-        let mut options =
-            AnyPoolOptions::new().max_connections(if postgres { max_connections } else { 1 });
-        if postgres {
-            options = options.after_connect(|conn, _meta| {
-                Box::pin(async move {
-                    conn.execute(format!("SET search_path TO {SCHEMA}").as_str())
-                        .await?;
-                    Ok(())
-                })
-            });
-        }
-        let pool = options.connect(url).await?;
-        MIGRATIONS.run(&pool).await?;
-        Ok(Self { pool, postgres })
+        let db = berth_runtime::any_db::open(url, SCHEMA, max_connections)
+            .await
+            .map_err(|e| match e {
+                berth_runtime::any_db::AnyDbError::Url => NotificationError::Config(e.to_string()),
+                berth_runtime::any_db::AnyDbError::Database(db) => db.into(),
+            })?;
+        MIGRATIONS.run(&db.pool).await?;
+        Ok(Self {
+            pool: db.pool,
+            postgres: db.postgres,
+        })
     }
 
     pub(crate) async fn ping(&self) -> Result<()> {
