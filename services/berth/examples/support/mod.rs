@@ -31,21 +31,57 @@ pub fn free_port() -> u16 {
         .port()
 }
 
-pub fn spawn(args: &[&str], env: &[(&str, String)]) -> Process {
+/// `berth <args>` with `env` (over `BERTH_LOG=warn`, no config file).
+fn berth_command(args: &[&str], env: &[(&str, String)]) -> Command {
     let mut command = Command::new(berth_binary());
     command
         .args(args)
         .env("BERTH_LOG", "warn")
-        .env_remove("BERTH_CONFIG")
-        .stdout(Stdio::null());
+        .env_remove("BERTH_CONFIG");
     for (key, value) in env {
         command.env(key, value);
     }
+    command
+}
+
+fn start(mut command: Command) -> Process {
     Process(
         command.spawn().expect(
             "berth binary: build it with `cargo build --release -p berth --bins --examples`",
         ),
     )
+}
+
+pub fn spawn(args: &[&str], env: &[(&str, String)]) -> Process {
+    let mut command = berth_command(args, env);
+    command.stdout(Stdio::null());
+    start(command)
+}
+
+/// Like [`spawn`], with the process's output appended to `log` (kept
+/// across restarts, to read when something went wrong).
+pub fn spawn_logged(args: &[&str], env: &[(&str, String)], log: &std::path::Path) -> Process {
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log)
+        .unwrap();
+    let mut command = berth_command(args, env);
+    command.stdout(file.try_clone().unwrap()).stderr(file);
+    start(command)
+}
+
+/// Peak resident memory of a running process (`VmHWM`, Linux), in KiB.
+pub fn peak_rss_kib(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))?
+        .trim()
+        .trim_end_matches("kB")
+        .trim()
+        .parse()
+        .ok()
 }
 
 pub async fn wait_ready(base: &str) {
@@ -130,7 +166,9 @@ pub async fn create_resource(
 #[path = "../../../../tests/support/db.rs"]
 pub mod db;
 
+pub mod paid;
 pub mod placement;
+pub mod redis_db;
 
 /// Access tokens for the services under test: a real EdDSA issuer whose
 /// JWKS is served over HTTP, so `berth serve` verifies exactly as in
@@ -341,12 +379,21 @@ pub mod load {
         pub location: Option<String>,
     }
 
-    struct Client {
+    /// One kept-alive HTTP/1.1 connection, opened on first use and again
+    /// whenever the server closed it.
+    pub struct Client {
         addr: String,
         sender: Option<SendRequest<Full<Bytes>>>,
     }
 
     impl Client {
+        pub fn new(addr: &str) -> Self {
+            Self {
+                addr: addr.to_owned(),
+                sender: None,
+            }
+        }
+
         async fn sender(&mut self) -> &mut SendRequest<Full<Bytes>> {
             let fresh = match &self.sender {
                 Some(sender) => sender.is_closed(),
@@ -365,7 +412,7 @@ pub mod load {
             self.sender.as_mut().unwrap()
         }
 
-        async fn send(&mut self, request: Request<Full<Bytes>>) -> Response<Bytes> {
+        pub async fn send(&mut self, request: Request<Full<Bytes>>) -> Response<Bytes> {
             let sender = self.sender().await;
             sender.ready().await.unwrap();
             let response = sender.send_request(request).await.unwrap();
