@@ -443,3 +443,6 @@ pub(super) async fn insert_webhooks(
     }
     Ok(inserted)
 }
+
+#[cfg(test)]
+mod tests;
