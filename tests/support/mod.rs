@@ -1,6 +1,7 @@
 //! Test helpers shared by service integration tests: a throw-away
 //! PostgreSQL database, a real SMTP sink (PyPI `aiosmtpd`), a real OpenID
-//! Connect provider (npm `oauth2-mock-server`) and a Twilio-shaped SMS sink.
+//! Connect provider (npm `oauth2-mock-server`), a Twilio-shaped SMS sink and
+//! a webhook receiver verifying with PyPI `standardwebhooks`.
 //!
 //! Include from an integration test with
 //! `#[path = "../../../tests/support/mod.rs"] mod support;`.
@@ -8,8 +9,10 @@
 
 pub mod db;
 pub mod oidc;
+pub mod python;
 pub mod sms;
 pub mod smtp;
+pub mod webhooks;
 
 use std::path::PathBuf;
 

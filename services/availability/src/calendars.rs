@@ -13,13 +13,13 @@ use uuid::Uuid;
 
 use crate::Availability;
 use crate::access;
-use crate::egress::{self, Refused};
 use crate::error::AvailabilityError;
 use crate::ics;
 use crate::ledger::now;
 use crate::model::{Calendar, NewCalendar};
 use crate::rules::zone;
 use crate::store::CalendarRow;
+use berth_runtime::egress::{self, Refused};
 
 /// Largest feed accepted.
 pub const MAX_FEED_BYTES: usize = 4 * 1024 * 1024;
@@ -43,7 +43,7 @@ impl FetchError {
 
     fn message(self) -> String {
         match self {
-            FetchError::Refused(refused) => refused.to_string(),
+            FetchError::Refused(refused) => refusal_message(&refused),
             FetchError::Failed(message) => message,
         }
     }
@@ -58,10 +58,18 @@ impl FetchError {
     }
 }
 
+/// "calendar URL points to a private or local address".
+fn refusal_message(refused: &Refused) -> String {
+    match refused {
+        Refused::Private => format!("calendar {refused}"),
+        Refused::Scheme(_) => refused.to_string(),
+    }
+}
+
 fn refused_error(refused: Refused) -> AvailabilityError {
     match refused {
-        Refused::Private => AvailabilityError::BadRequest(refused.to_string()),
-        Refused::Scheme(_) => AvailabilityError::invalid("url", refused.to_string()),
+        Refused::Private => AvailabilityError::BadRequest(refusal_message(&refused)),
+        Refused::Scheme(_) => AvailabilityError::invalid("url", refusal_message(&refused)),
     }
 }
 

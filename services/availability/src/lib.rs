@@ -16,7 +16,6 @@ mod access;
 mod calendars;
 mod catalog;
 mod currency;
-mod egress;
 mod error;
 pub mod grpc;
 mod ics;
@@ -49,7 +48,7 @@ pub use rest::openapi;
 #[doc(hidden)]
 pub use store::resource_page_sql;
 
-use egress::Egress;
+use berth_runtime::egress::{Egress, EgressOptions};
 use locks::Locks;
 use store::Store;
 
@@ -97,8 +96,11 @@ impl Availability {
         let locks = Locks::new(redis_url)
             .map_err(|e| AvailabilityError::Config(format!("redis URL: {e}")))?;
         let store = Store::connect(database_url).await?;
-        let egress =
-            Egress::new().map_err(|e| AvailabilityError::Config(format!("HTTP client: {e}")))?;
+        let egress = Egress::new(&EgressOptions {
+            user_agent: concat!("berth-availability/", env!("CARGO_PKG_VERSION")).to_owned(),
+            ..EgressOptions::default()
+        })
+        .map_err(|e| AvailabilityError::Config(format!("HTTP client: {e}")))?;
         let grouped = matches!(store, Store::Postgres(_));
         let plain = Self {
             inner: Arc::new(Inner {

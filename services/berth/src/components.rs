@@ -223,6 +223,12 @@ pub async fn start(component: Component, rt: &Runtime) -> Result<Started, StartE
                         .to_owned(),
             })?;
             let verifier = remote_verifier(config)?;
+            // Off unless asked for: webhooks to internal addresses are an SSRF risk.
+            let private_webhooks = config
+                .service
+                .get("allow_private_webhook_urls")
+                .and_then(|v| v.as_bool())
+                .unwrap_or(false);
             let notifications = start_notifications(
                 rt,
                 database_url(config)?,
@@ -233,6 +239,7 @@ pub async fn start(component: Component, rt: &Runtime) -> Result<Started, StartE
                     rt.dependencies
                         .get(berth_notification::AVAILABILITY_DEPENDENCY),
                 )),
+                private_webhooks,
             )
             .await?;
             Ok(Started {
@@ -420,6 +427,7 @@ pub async fn start_notifications(
     mailer: Mailer,
     from: &str,
     availability: Arc<dyn berth_notification::Fetch>,
+    private_webhook_urls: bool,
 ) -> Result<berth_notification::Notifications, StartError> {
     // `Berth <no-reply@example.com>` → the invite's organizer address.
     let organizer = from
@@ -436,6 +444,10 @@ pub async fn start_notifications(
         availability,
         berth_notification::NotificationConfig {
             organizer,
+            webhooks: berth_notification::WebhookConfig {
+                allow_private_urls: private_webhook_urls,
+                ..berth_notification::WebhookConfig::default()
+            },
             ..berth_notification::NotificationConfig::default()
         },
     )

@@ -3,6 +3,7 @@
 use std::time::Duration;
 
 use crate::error::NotificationError;
+use crate::webhooks::WebhookConfig;
 
 #[derive(Debug, Clone)]
 pub struct NotificationConfig {
@@ -32,6 +33,9 @@ pub struct NotificationConfig {
     /// dropped (its booking events are not coming).
     pub payment_wait: Duration,
     pub max_connections: u32,
+    /// Outbound webhooks: retry schedule, timeout, secret rotation grace,
+    /// and whether private destinations are allowed.
+    pub webhooks: WebhookConfig,
 }
 
 impl Default for NotificationConfig {
@@ -50,6 +54,7 @@ impl Default for NotificationConfig {
             organizer: "no-reply@berth.dev".to_owned(),
             payment_wait: Duration::from_secs(600),
             max_connections: 10,
+            webhooks: WebhookConfig::default(),
         }
     }
 }
@@ -76,6 +81,8 @@ impl NotificationConfig {
         if self.id_domain.is_empty() || self.id_domain.contains(['@', '>', ' ']) {
             return bad(format!("id_domain {:?} is not a domain", self.id_domain));
         }
-        Ok(())
+        self.webhooks
+            .validate(self.lease)
+            .map_err(NotificationError::Config)
     }
 }

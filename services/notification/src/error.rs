@@ -7,6 +7,20 @@ use berth_runtime::Problem;
 pub enum NotificationError {
     #[error("{0}")]
     Forbidden(String),
+    #[error("{0} not found")]
+    NotFound(String),
+    /// A well-formed request whose content breaks a rule (422), naming the field.
+    #[error("{field}: {message}")]
+    Invalid {
+        field: &'static str,
+        message: String,
+    },
+    /// A request that cannot be served as asked (400), e.g. a private URL.
+    #[error("{0}")]
+    BadRequest(String),
+    /// Only a dead-lettered webhook can be replayed (409).
+    #[error("{0}")]
+    NotReplayable(String),
     /// Another replica is writing the same thing; retried.
     #[error("{0}")]
     Conflict(String),
@@ -30,6 +44,12 @@ impl From<NotificationError> for Problem {
         use NotificationError as E;
         match error {
             E::Forbidden(detail) => Problem::forbidden(detail),
+            E::NotFound(what) => Problem::not_found(format!("{what} not found")),
+            E::Invalid { field, message } => {
+                Problem::validation(format!("{field}: {message}")).with_extension("field", field)
+            }
+            E::BadRequest(detail) => Problem::bad_request(detail),
+            E::NotReplayable(detail) => Problem::conflict("not-dead-lettered", detail),
             E::Database(ref db) if berth_runtime::postgres::is_unavailable(db) => {
                 tracing::warn!(%error, "database unavailable");
                 Problem::unavailable("the notification database is unavailable; retry later")
@@ -41,6 +61,15 @@ impl From<NotificationError> for Problem {
             | E::Migrate(_)
             | E::Redis(_)
             | E::Config(_) => Problem::internal(&error),
+        }
+    }
+}
+
+impl NotificationError {
+    pub(crate) fn invalid(field: &'static str, message: impl Into<String>) -> Self {
+        Self::Invalid {
+            field,
+            message: message.into(),
         }
     }
 }

@@ -13,8 +13,10 @@
 //! - Other types (`booking.created`, `.expired`, `.reinstated`,
 //!   `payment.authorised`, `payment.failed`) only update what is known.
 //!
-//! Email goes only where the booking carries an address. A late event (a
-//! lower booking version than one already seen) sends nothing.
+//! Email goes only where the booking carries an address. Every event type
+//! in [`webhooks::EVENT_TYPES`] also becomes one webhook per subscribed
+//! endpoint that may see the booking, in the same transaction. A late
+//! event (a lower booking version than one already seen) sends nothing.
 
 use uuid::Uuid;
 
@@ -25,6 +27,7 @@ use crate::model::{
 };
 use crate::render::{Facts, Identity, Rendered, render};
 use crate::store::{NewDelivery, Recorded};
+use crate::webhooks;
 
 /// `processed_events` names (also the Redis consumer groups).
 pub const BOOKINGS: &str = "notification.bookings";
@@ -65,8 +68,23 @@ impl Notifications {
             _ => None,
         };
         let erase = event.event_type == booking_event::CUSTOMER_ANONYMISED;
+        let hooks = self
+            .plan_webhooks(
+                &event.event_type,
+                Some(booking.id),
+                Some(booking.resource_id),
+                || {
+                    webhooks::booking_payload(
+                        event.id,
+                        &event.event_type,
+                        event.occurred_at,
+                        booking,
+                    )
+                },
+            )
+            .await?;
         let recorded = store
-            .record(
+            .record_with(
                 BOOKINGS,
                 event.id,
                 Some(booking),
@@ -85,6 +103,7 @@ impl Notifications {
                     }
                     vec![email(booking.id, kind, to, Some(booking.version), rendered)]
                 },
+                &hooks,
             )
             .await?;
         self.log_recorded(&event.event_type, event.id, booking.id, recorded);
@@ -116,9 +135,24 @@ impl Notifications {
                 )));
             }
             tracing::warn!(event = %event.id, booking = %event.booking_id, "a refund's booking never became known; no receipt");
-            store
-                .record(PAYMENTS, event.id, None, false, now(), |_| Vec::new())
+            // Platform endpoints still hear of it; owners' cannot be told.
+            let hooks = self
+                .plan_webhooks(&event.event_type, Some(event.booking_id), None, || {
+                    webhooks::payment_payload(&event)
+                })
                 .await?;
+            let recorded = store
+                .record_with(
+                    PAYMENTS,
+                    event.id,
+                    None,
+                    false,
+                    now(),
+                    |_| Vec::new(),
+                    &hooks,
+                )
+                .await?;
+            self.log_recorded(&event.event_type, event.id, event.booking_id, recorded);
             return Ok(());
         };
         let booking = &known.booking;
@@ -136,12 +170,30 @@ impl Notifications {
             )),
             None => None,
         };
+        let hooks = self
+            .plan_webhooks(
+                &event.event_type,
+                Some(booking.id),
+                Some(booking.resource_id),
+                || webhooks::payment_payload(&event),
+            )
+            .await?;
         let recorded = store
-            .record(PAYMENTS, event.id, None, false, now(), |_| {
-                message
-                    .map(|(to, rendered)| vec![email(booking.id, Kind::Refund, to, None, rendered)])
-                    .unwrap_or_default()
-            })
+            .record_with(
+                PAYMENTS,
+                event.id,
+                None,
+                false,
+                now(),
+                |_| {
+                    message
+                        .map(|(to, rendered)| {
+                            vec![email(booking.id, Kind::Refund, to, None, rendered)]
+                        })
+                        .unwrap_or_default()
+                },
+                &hooks,
+            )
             .await?;
         self.log_recorded(&event.event_type, event.id, booking.id, recorded);
         Ok(())

@@ -13,6 +13,9 @@
 //!   booking's and whose `SEQUENCE` is its version (`render`); what the
 //!   booking events lack (resource name, zone) comes from availability's
 //!   public API (`directory`).
+//! - Webhooks to endpoints platforms register, signed as Standard Webhooks
+//!   specifies, retried for about three days, then dead-lettered and
+//!   replayable; destinations pass the runtime's egress guard (`webhooks`).
 //!
 //! Templates are minijinja rather than askama: they are data (loaded by
 //! name, and to be overridable per platform without rebuilding), and
@@ -29,6 +32,7 @@ mod model;
 mod render;
 mod rest;
 mod store;
+mod webhooks;
 mod worker;
 
 use std::sync::Arc;
@@ -36,6 +40,7 @@ use std::sync::Arc;
 use axum::Router;
 use berth_messaging::MailSender;
 use berth_runtime::auth::Verifier;
+use berth_runtime::egress::{Egress, EgressOptions};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
@@ -46,6 +51,7 @@ pub use directory::{Fetch, HttpFetch, ResourceInfo, RouterFetch};
 pub use error::NotificationError;
 pub use intake::{BOOKINGS as BOOKINGS_GROUP, PAYMENTS as PAYMENTS_GROUP};
 pub use rest::openapi;
+pub use webhooks::{EVENT_TYPES as WEBHOOK_EVENT_TYPES, WebhookConfig};
 
 use directory::Directory;
 use store::Store;
@@ -74,6 +80,10 @@ struct Inner {
     redis: Option<redis::Client>,
     /// Poked after deliveries are recorded, so the sender starts at once.
     sender_wake: Notify,
+    webhook_wake: Notify,
+    /// Webhook requests: through the SSRF guard unless
+    /// `webhooks.allow_private_urls`; redirects not followed.
+    egress: Egress,
 }
 
 impl Notifications {
@@ -90,6 +100,14 @@ impl Notifications {
         config.validate()?;
         let redis = redis_url.map(redis::Client::open).transpose()?;
         let store = Store::connect(database_url, config.max_connections).await?;
+        let egress = Egress::new(&EgressOptions {
+            user_agent: concat!("berth-webhooks/", env!("CARGO_PKG_VERSION")).to_owned(),
+            timeout: config.webhooks.timeout,
+            connect_timeout: config.webhooks.timeout,
+            max_redirects: 0,
+        })
+        .map_err(|e| NotificationError::Config(format!("webhook HTTP client: {e}")))?
+        .allowing_private(config.webhooks.allow_private_urls);
         Ok(Self {
             inner: Arc::new(Inner {
                 store,
@@ -98,11 +116,14 @@ impl Notifications {
                 mailer,
                 redis,
                 sender_wake: Notify::new(),
+                webhook_wake: Notify::new(),
+                egress,
             }),
         })
     }
 
-    /// `/v1/notifications/…`, behind `verifier`.
+    /// `/v1/notifications/…`, `/v1/webhook-endpoints/…` and
+    /// `/v1/webhook-deliveries/…`, behind `verifier`.
     pub fn rest_routes(&self, verifier: &Verifier) -> Router {
         rest::routes(self.clone(), verifier)
     }
@@ -122,10 +143,12 @@ impl Notifications {
     /// when `stop` is cancelled.
     pub fn spawn_workers(&self, stop: CancellationToken) {
         worker::spawn(self.clone(), stop.clone());
+        webhooks::sender::spawn(self.clone(), stop.clone());
         events::spawn_consumers(self, stop);
     }
 
     fn wake_sender(&self) {
         self.inner.sender_wake.notify_one();
+        self.inner.webhook_wake.notify_one();
     }
 }

@@ -7,6 +7,9 @@ use uuid::Uuid;
 
 /// Booking event types (`services/booking/src/model.rs`, `event_type`).
 pub mod booking_event {
+    pub const CREATED: &str = "booking.created";
+    pub const EXPIRED: &str = "booking.expired";
+    pub const REINSTATED: &str = "booking.reinstated";
     pub const CONFIRMED: &str = "booking.confirmed";
     pub const PAID: &str = "booking.paid";
     pub const RESCHEDULED: &str = "booking.rescheduled";

@@ -1,5 +1,5 @@
 //! REST: the delivery log, for staff (of a booking on a resource they
-//! manage) and admins.
+//! manage) and admins; webhook endpoints and deliveries (`webhooks::rest`).
 
 use axum::Router;
 use axum::extract::State;
@@ -22,7 +22,9 @@ const STAFF: &str = "staff";
 const MAX_PAGE: i64 = 200;
 
 fn api() -> OpenApiRouter<Notifications> {
-    OpenApiRouter::new().routes(routes!(deliveries))
+    OpenApiRouter::new()
+        .routes(routes!(deliveries))
+        .merge(crate::webhooks::rest::api())
 }
 
 /// The notification API's OpenAPI document.
@@ -193,8 +195,20 @@ mod tests {
 
     #[test]
     fn openapi_document_is_complete() {
-        let defects =
-            berth_runtime::openapi::defects(&openapi(), &["GET /v1/notifications/deliveries"]);
+        let defects = berth_runtime::openapi::defects(
+            &openapi(),
+            &[
+                "GET /v1/notifications/deliveries",
+                "POST /v1/webhook-endpoints",
+                "GET /v1/webhook-endpoints",
+                "GET /v1/webhook-endpoints/{id}",
+                "PATCH /v1/webhook-endpoints/{id}",
+                "DELETE /v1/webhook-endpoints/{id}",
+                "POST /v1/webhook-endpoints/{id}/rotate-secret",
+                "GET /v1/webhook-deliveries",
+                "POST /v1/webhook-deliveries/{id}/replay",
+            ],
+        );
         assert!(defects.is_empty(), "{defects:#?}");
     }
 }

@@ -15,6 +15,10 @@ use uuid::Uuid;
 
 use crate::error::NotificationError;
 use crate::model::{BookingSnapshot, CustomerFacts, Delivery};
+use crate::webhooks::NewWebhook;
+
+mod webhooks;
+pub(crate) use webhooks::{EndpointChange, WebhookFilter, WebhookOutcome};
 
 static MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
 
@@ -190,6 +194,7 @@ impl Store {
     /// row is locked, given the invite sequence the customer holds.
     /// `erase`: the customer's personal data is gone (account deleted):
     /// their messages about the booking are stopped and emptied too.
+    #[cfg(test)]
     pub(crate) async fn record<F>(
         &self,
         consumer: &str,
@@ -198,6 +203,26 @@ impl Store {
         erase: bool,
         now: DateTime<Utc>,
         deliveries: F,
+    ) -> Result<Recorded>
+    where
+        F: FnOnce(Option<i64>) -> Vec<NewDelivery>,
+    {
+        self.record_with(consumer, event_id, booking, erase, now, deliveries, &[])
+            .await
+    }
+
+    /// [`Store::record`], also creating `webhooks` (one per event and
+    /// endpoint) in the same transaction.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) async fn record_with<F>(
+        &self,
+        consumer: &str,
+        event_id: Uuid,
+        booking: Option<&BookingSnapshot>,
+        erase: bool,
+        now: DateTime<Utc>,
+        deliveries: F,
+        webhooks: &[NewWebhook],
     ) -> Result<Recorded>
     where
         F: FnOnce(Option<i64>) -> Vec<NewDelivery>,
@@ -257,8 +282,9 @@ impl Store {
                     .await?;
             }
         }
+        let hooks = webhooks::insert_webhooks(&mut tx, event_id, webhooks, now).await?;
         tx.commit().await?;
-        Ok(Recorded::New(deliveries.len()))
+        Ok(Recorded::New(deliveries.len() + hooks))
     }
 
     /// Moves what is known of the booking to `booking`'s version, under the

@@ -1,13 +1,14 @@
 //! Shared service runtime, written once and used by every Berth service:
 //! configuration, ECS logs with trace ids, Prometheus metrics, health,
 //! graceful shutdown, outbound resilience, problem+json errors, gRPC plumbing,
-//! PostgreSQL pool settings, Redis stream appends.
+//! PostgreSQL pool settings, Redis stream appends, the egress (SSRF) guard.
 
 pub mod any_db;
 pub mod auth;
 pub mod batch;
 pub mod client;
 pub mod config;
+pub mod egress;
 pub mod grpc;
 pub mod health;
 pub mod metrics;

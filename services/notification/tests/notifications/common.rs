@@ -5,7 +5,7 @@ use axum::Router;
 use berth_availability::Availability;
 use berth_booking::{Booking, BookingConfig};
 use berth_messaging::{MailSender, SmtpConfig, SmtpMailer, SmtpSecurity};
-use berth_notification::{NotificationConfig, Notifications, RouterFetch};
+use berth_notification::{NotificationConfig, Notifications, RouterFetch, WebhookConfig};
 use berth_runtime::auth::testing::TestIssuer;
 use serde_json::{Value, json};
 use sqlx::{Connection, PgConnection};
@@ -16,6 +16,7 @@ use uuid::Uuid;
 mod support;
 use support::db::{TestDb, redis_url};
 pub use support::smtp::SmtpSink;
+pub use support::webhooks::WebhookReceiver;
 
 pub const STAFF: &str = "staff-sam";
 pub const ALICE: &str = "customer-alice";
@@ -63,8 +64,23 @@ impl MailSender for Refusing {
     }
 }
 
+/// Webhooks for tests: a receiver on loopback is allowed (the guard is
+/// tested with it on), retries within a second, a short timeout.
+pub fn test_webhooks() -> WebhookConfig {
+    WebhookConfig {
+        retry_schedule: vec![Duration::from_millis(200), Duration::from_millis(400)],
+        timeout: Duration::from_secs(2),
+        allow_private_urls: true,
+        ..WebhookConfig::default()
+    }
+}
+
 impl Env {
     pub async fn start(options: Options) -> Self {
+        Self::start_with(options, test_webhooks()).await
+    }
+
+    pub async fn start_with(options: Options, webhooks: WebhookConfig) -> Self {
         let db = TestDb::create("notification").await;
         let stop = CancellationToken::new();
         let redis = redis_url().expect("REDIS_URL: run `eval \"$(scripts/stack env)\"`");
@@ -123,6 +139,7 @@ impl Env {
                 lease: Duration::from_secs(5),
                 id_domain: ID_DOMAIN.into(),
                 organizer: "no-reply@berth.test".into(),
+                webhooks: webhooks.clone(),
                 ..NotificationConfig::default()
             };
             // The first replica looks resources up in process (as `berth

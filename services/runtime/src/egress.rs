@@ -1,14 +1,20 @@
-//! Outbound fetches of user-supplied calendar URLs, guarded against
-//! server-side request forgery: a user must not make the service read
-//! loopback, private networks or cloud metadata (169.254.169.254).
+//! The one egress guard: outbound requests to user-supplied URLs
+//! (availability's calendar feeds, notification's webhooks), guarded
+//! against server-side request forgery: a user must not make a service
+//! reach loopback, private networks or cloud metadata (169.254.169.254).
 //!
 //! The check runs where the connection is made, so DNS rebinding cannot
 //! slip past a check done earlier: host names resolve through
-//! [`PublicOnly`], which refuses a name if any address is not public; IP
-//! literals (which never reach a resolver) are checked before each request
-//! and on every redirect hop. Proxies are ignored while guarding: a proxy
-//! would connect on our behalf, unchecked. URLs are also checked when a
-//! calendar is created, so the user hears about it at once.
+//! [`PublicOnly`], which refuses a name if any address is not public, and
+//! the client connects to exactly the addresses it checked; IP literals
+//! (which never reach a resolver) are checked before each request and on
+//! every redirect hop. Proxies are ignored while guarding: a proxy would
+//! connect on our behalf, unchecked. Services also check a URL when it is
+//! registered ([`check_destination`]), so the user hears about it at once.
+//!
+//! Loopback and private destinations are allowed only when a service is
+//! explicitly told so ([`Egress::allowing_private`]): `berth dev` and
+//! tests that serve locally, never a deployment reachable by users.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::Arc;
@@ -17,22 +23,42 @@ use std::time::Duration;
 use reqwest::dns::{Addrs, Name, Resolve, Resolving};
 use reqwest::{Client, Url, redirect};
 
-/// A feed that does not answer in this time is treated as failed.
-const FETCH_TIMEOUT: Duration = Duration::from_secs(10);
-const MAX_REDIRECTS: usize = 5;
+/// How the clients behave besides the guard.
+#[derive(Debug, Clone)]
+pub struct EgressOptions {
+    /// `User-Agent` of every request.
+    pub user_agent: String,
+    /// A request that does not complete in this time fails (a request may
+    /// set a shorter one).
+    pub timeout: Duration,
+    pub connect_timeout: Duration,
+    /// Redirect hops followed (each checked); 0: none are followed.
+    pub max_redirects: usize,
+}
+
+impl Default for EgressOptions {
+    fn default() -> Self {
+        Self {
+            user_agent: concat!("berth/", env!("CARGO_PKG_VERSION")).to_owned(),
+            timeout: Duration::from_secs(10),
+            connect_timeout: Duration::from_secs(5),
+            max_redirects: 5,
+        }
+    }
+}
 
 /// Why a destination is refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub(crate) enum Refused {
+pub enum Refused {
     #[error("scheme {0:?} is not supported; use http or https")]
     Scheme(String),
-    #[error("calendar URL points to a private or local address")]
+    #[error("URL points to a private or local address")]
     Private,
 }
 
 /// Whether `ip` is an ordinary Internet address (not loopback, private,
 /// link-local, CGNAT, multicast, reserved, or an IPv4-mapped one of those).
-pub(crate) fn is_public(ip: IpAddr) -> bool {
+pub fn is_public(ip: IpAddr) -> bool {
     match ip {
         IpAddr::V4(v4) => is_public_v4(v4),
         IpAddr::V6(v6) => is_public_v6(v6),
@@ -70,7 +96,7 @@ fn is_public_v6(ip: Ipv6Addr) -> bool {
 
 /// Scheme and, for IP-literal hosts, the address. Host names are checked
 /// when they resolve.
-pub(crate) fn check_url(url: &Url, allow_private: bool) -> Result<(), Refused> {
+pub fn check_url(url: &Url, allow_private: bool) -> Result<(), Refused> {
     if !matches!(url.scheme(), "http" | "https") {
         return Err(Refused::Scheme(url.scheme().to_owned()));
     }
@@ -106,7 +132,7 @@ fn host(url: &Url) -> Option<Host<'_>> {
 
 /// [`check_url`] plus resolving a host name now, for immediate feedback.
 /// A name that does not resolve passes here; the fetch then reports it.
-pub(crate) async fn check_destination(url: &Url, allow_private: bool) -> Result<(), Refused> {
+pub async fn check_destination(url: &Url, allow_private: bool) -> Result<(), Refused> {
     check_url(url, allow_private)?;
     match host(url) {
         Some(Host::Name(name)) if !allow_private => match resolve(name).await {
@@ -154,23 +180,32 @@ impl Resolve for PublicOnly {
 
 type Check = Arc<dyn Fn(&Url) -> Result<(), Refused> + Send + Sync>;
 
-/// The feed client: redirects are followed only to destinations `check`
+/// A client whose redirects are followed only to destinations `check`
 /// accepts; with `public_dns_only`, names resolve through [`PublicOnly`].
-fn client_with(check: Check, public_dns_only: bool) -> Result<Client, reqwest::Error> {
-    let policy = redirect::Policy::custom(move |attempt| {
-        if attempt.previous().len() >= MAX_REDIRECTS {
-            return attempt.error("too many redirects");
-        }
-        match check(attempt.url()) {
-            Ok(()) => attempt.follow(),
-            Err(refused) => attempt.error(refused),
-        }
-    });
+fn client_with(
+    check: Check,
+    public_dns_only: bool,
+    options: &EgressOptions,
+) -> Result<Client, reqwest::Error> {
+    let max_redirects = options.max_redirects;
+    let policy = if max_redirects == 0 {
+        redirect::Policy::none()
+    } else {
+        redirect::Policy::custom(move |attempt| {
+            if attempt.previous().len() >= max_redirects {
+                return attempt.error("too many redirects");
+            }
+            match check(attempt.url()) {
+                Ok(()) => attempt.follow(),
+                Err(refused) => attempt.error(refused),
+            }
+        })
+    };
     let mut builder = Client::builder()
-        .timeout(FETCH_TIMEOUT)
-        .connect_timeout(Duration::from_secs(5))
+        .timeout(options.timeout)
+        .connect_timeout(options.connect_timeout)
         .redirect(policy)
-        .user_agent(concat!("berth-availability/", env!("CARGO_PKG_VERSION")));
+        .user_agent(options.user_agent.as_str());
     if public_dns_only {
         builder = builder.dns_resolver(Arc::new(PublicOnly)).no_proxy();
     }
@@ -180,7 +215,7 @@ fn client_with(check: Check, public_dns_only: bool) -> Result<Client, reqwest::E
 /// The client and the policy it enforces. Both clients are built up front
 /// so switching the policy cannot fail.
 #[derive(Clone)]
-pub(crate) struct Egress {
+pub struct Egress {
     allow_private: bool,
     guarded: Client,
     open: Client,
@@ -188,28 +223,31 @@ pub(crate) struct Egress {
 
 impl Egress {
     /// Guarded (private addresses refused).
-    pub(crate) fn new() -> Result<Self, reqwest::Error> {
+    pub fn new(options: &EgressOptions) -> Result<Self, reqwest::Error> {
         Ok(Self {
             allow_private: false,
-            guarded: client_with(Arc::new(|u: &Url| check_url(u, false)), true)?,
-            open: client_with(Arc::new(|u: &Url| check_url(u, true)), false)?,
+            guarded: client_with(Arc::new(|u: &Url| check_url(u, false)), true, options)?,
+            open: client_with(Arc::new(|u: &Url| check_url(u, true)), false, options)?,
         })
     }
 
-    pub(crate) fn allowing_private(self, allow: bool) -> Self {
+    /// With `allow`, loopback, private and link-local destinations are
+    /// reached too: only for `berth dev` and tests serving locally.
+    #[must_use]
+    pub fn allowing_private(self, allow: bool) -> Self {
         Self {
             allow_private: allow,
             ..self
         }
     }
 
-    pub(crate) fn allow_private(&self) -> bool {
+    pub fn allow_private(&self) -> bool {
         self.allow_private
     }
 
     /// Checks `url` (again: redirects and resolution are checked by the
     /// client itself) and returns the client to fetch it with.
-    pub(crate) fn client_for(&self, url: &Url) -> Result<&Client, Refused> {
+    pub fn client_for(&self, url: &Url) -> Result<&Client, Refused> {
         check_url(url, self.allow_private)?;
         Ok(if self.allow_private {
             &self.open
@@ -220,7 +258,7 @@ impl Egress {
 }
 
 /// The refusal behind a failed request, if a guard caused it.
-pub(crate) fn refusal(error: &reqwest::Error) -> Option<Refused> {
+pub fn refusal(error: &reqwest::Error) -> Option<Refused> {
     let mut source: Option<&(dyn std::error::Error + 'static)> = Some(error);
     while let Some(e) = source {
         if let Some(refused) = e.downcast_ref::<Refused>() {

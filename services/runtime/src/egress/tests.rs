@@ -140,7 +140,7 @@ async fn redirects_to_private_addresses_are_refused() {
             check_url(u, false)
         }
     });
-    let client = client_with(check, true).unwrap();
+    let client = client_with(check, true, &EgressOptions::default()).unwrap();
     let hop = |to: String| format!("http://{first}/hop?to={to}");
 
     let ok = client.get(hop(format!("http://{first}/feed"))).send().await;
