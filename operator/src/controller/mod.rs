@@ -166,7 +166,9 @@ async fn reconcile_inner(p: &BookingPlatform, ctx: &Context) -> Result<Action, E
         });
     }
     // Conflicts alone do not block: the winning ServiceSpec is applied.
-    let blocking = problems.iter().any(|p| p.reason != "ServiceSpecConflict");
+    let blocking = problems
+        .iter()
+        .any(|p| !status::NON_BLOCKING.contains(&p.reason.as_str()));
 
     // Build (pure).
     let plan = build::plan(p, &chosen, &observed);
