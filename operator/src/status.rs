@@ -136,6 +136,14 @@ pub fn platform_status(i: &Inputs<'_>) -> BookingPlatformStatus {
         .clone()
         .or_else(|| versions.first().map(|v| (*v).clone()));
 
+    // Problems that hold every change back; a ServiceSpec conflict only
+    // degrades (the winning ServiceSpec is applied).
+    let blocking: Vec<&Problem> = i
+        .problems
+        .iter()
+        .filter(|p| !NON_BLOCKING.contains(&p.reason.as_str()))
+        .collect();
+
     // Degraded
     let mut degraded_msgs: Vec<String> = i.problems.iter().map(|p| p.message.clone()).collect();
     let mut degraded_reason = i.problems.first().map(|p| p.reason.clone());
@@ -161,7 +169,7 @@ pub fn platform_status(i: &Inputs<'_>) -> BookingPlatformStatus {
             "Paused".to_string(),
             "reconciliation is paused (spec.paused)".to_string(),
         )
-    } else if !i.problems.is_empty() {
+    } else if !blocking.is_empty() {
         (
             "False",
             "Blocked".to_string(),
@@ -198,13 +206,13 @@ pub fn platform_status(i: &Inputs<'_>) -> BookingPlatformStatus {
 
     // Ready
     let all_ready = not_ready.is_empty() && !migrating && !migration_failed;
-    let ready = if all_ready && i.problems.is_empty() {
+    let ready = if all_ready && blocking.is_empty() {
         (
             "True",
             "AllServicesReady".to_string(),
             format!("{} services ready at version {target}", services.len()),
         )
-    } else if let Some(p) = i.problems.first() {
+    } else if let Some(p) = blocking.first() {
         ("False", p.reason.clone(), degraded.2.clone())
     } else if migration_failed {
         ("False", "MigrationFailed".to_string(), degraded.2.clone())
@@ -224,11 +232,6 @@ pub fn platform_status(i: &Inputs<'_>) -> BookingPlatformStatus {
 
     // kstatus. Stalled: what waits for a person (a blocking problem, a
     // failed migration); Reconciling: what the operator itself is driving.
-    let blocking: Vec<&Problem> = i
-        .problems
-        .iter()
-        .filter(|p| !NON_BLOCKING.contains(&p.reason.as_str()))
-        .collect();
     let stalled = if let Some(first) = blocking.first() {
         let mut msgs: Vec<String> = blocking.iter().map(|p| p.message.clone()).collect();
         if migration_failed {
@@ -524,6 +527,8 @@ mod tests {
             "False",
             "the platform proceeds with the winning ServiceSpec"
         );
+        assert_eq!(cond(&s, READY).status, "True");
+        assert_eq!(cond(&s, PROGRESSING).reason, "Complete");
     }
 
     #[test]
