@@ -224,3 +224,70 @@ func TestRestrictedSetHasNoStringLibrary(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+func readDocs(t *testing.T, path string) []map[string]any {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var docs []map[string]any
+	for _, part := range strings.Split(string(b), "\n---\n") {
+		var doc map[string]any
+		if err := yaml.Unmarshal([]byte(part), &doc); err != nil {
+			t.Fatalf("%s: %v", path, err)
+		}
+		if doc != nil {
+			docs = append(docs, doc)
+		}
+	}
+	return docs
+}
+
+func annotation(doc map[string]any, key string) string {
+	meta, _ := doc["metadata"].(map[string]any)
+	ann, _ := meta["annotations"].(map[string]any)
+	s, _ := ann[key].(string)
+	return s
+}
+
+// The argocd-cm example carries every health.lua verbatim.
+func TestArgoCDConfigMapExampleMatchesScripts(t *testing.T) {
+	docs := readDocs(t, "../../examples/argocd/argocd-cm.yaml")
+	data, _ := docs[0]["data"].(map[string]any)
+	for _, path := range healthScripts(t) {
+		script, err := os.ReadFile(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		parts := strings.Split(filepath.ToSlash(path), "/")
+		key := "resource.customizations.health." + parts[1] + "_" + parts[2]
+		if data[key] != string(script) {
+			t.Errorf("examples/argocd/argocd-cm.yaml: %s differs from %s", key, path)
+		}
+	}
+}
+
+// Secrets sync before the platform; the platform's kinds may not exist at
+// dry-run time; both Applications apply server-side.
+func TestArgoCDExampleOrdering(t *testing.T) {
+	wave := func(doc map[string]any) string { return annotation(doc, "argocd.argoproj.io/sync-wave") }
+	for _, s := range readDocs(t, "../../examples/argocd/platform/secrets.yaml") {
+		if wave(s) != "-1" {
+			t.Errorf("Secret in wave %q, want -1", wave(s))
+		}
+	}
+	for _, d := range readDocs(t, "../../examples/argocd/platform/bookingplatform.yaml") {
+		if wave(d) != "0" || annotation(d, "argocd.argoproj.io/sync-options") != "SkipDryRunOnMissingResource=true" {
+			t.Errorf("%v: want wave 0 and SkipDryRunOnMissingResource=true", d["kind"])
+		}
+	}
+	for _, app := range readDocs(t, "../../examples/argocd/applications.yaml") {
+		spec, _ := app["spec"].(map[string]any)
+		policy, _ := spec["syncPolicy"].(map[string]any)
+		opts, _ := policy["syncOptions"].([]any)
+		if !slices.Contains(opts, any("ServerSideApply=true")) {
+			t.Errorf("Application %v: no ServerSideApply=true", app["metadata"])
+		}
+	}
+}
