@@ -198,6 +198,14 @@ async fn reconcile_inner(p: &BookingPlatform, ctx: &Context) -> Result<Action, E
         previous,
         now: &now,
     });
+    ctx.metrics
+        .platform_conditions(&ns, &name, &new_status.conditions);
+    ctx.metrics.retain_platforms(|ns, name| {
+        stores
+            .platforms
+            .get(&ObjectRef::new(name).within(ns))
+            .is_some()
+    });
     publish_events(ctx, p, previous, &new_status, &plan, &outcome).await;
     if previous != Some(&new_status) {
         write_status(ctx, p, &ns, &new_status).await?;
