@@ -27,7 +27,8 @@ pub struct Metrics {
     /// Objects applied / skipped because unchanged, per kind.
     pub applies: IntCounterVec,
     pub skipped: IntCounterVec,
-    /// 1 while this replica holds the leader Lease.
+    /// 1 while this replica holds the leader Lease (always 1 without
+    /// leader election).
     pub leader: IntGauge,
     /// Each platform's conditions: 1 while True, 0 otherwise, per
     /// `platform_namespace`, `platform` and `condition` (so alerts can say
