@@ -663,7 +663,9 @@ pub struct BookingPlatformStatus {
     /// The `metadata.generation` this status describes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
-    /// `Ready`, `Progressing` and `Degraded`.
+    /// `Ready`, `Progressing`, `Degraded`, and kstatus' `Reconciling` (True
+    /// while a migration or rollout is under way) and `Stalled` (True when
+    /// only a person can help: a missing Secret or key, a failed migration).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub conditions: Vec<Condition>,
     /// Version every service runs, when they all run the same one.
@@ -687,7 +689,7 @@ pub struct BookingPlatformStatus {
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Condition {
-    /// `Ready`, `Progressing` or `Degraded`.
+    /// `Ready`, `Progressing`, `Degraded`, `Reconciling` or `Stalled`.
     #[serde(rename = "type")]
     pub type_: String,
     /// `True`, `False` or `Unknown`.
@@ -816,7 +818,11 @@ pub struct PlatformRef {
 pub struct ServiceSpecStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
-    /// `Ready` and `Degraded`.
+    /// `Ready`, `Degraded`, and kstatus' `Reconciling` (True while its
+    /// component rolls out) and `Stalled` (True when only a person can help:
+    /// the platform does not exist, another ServiceSpec already configures
+    /// the component). `Ready` is False with reason `PlatformPaused` while the
+    /// platform is paused.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub conditions: Vec<Condition>,
     /// Ready / desired replicas, e.g. `2/3`.

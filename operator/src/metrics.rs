@@ -1,11 +1,16 @@
 //! Prometheus metrics of the operator, served on `/metrics`.
 
+use std::collections::BTreeSet;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use prometheus::core::Collector;
 use prometheus::{
-    Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, Opts, Registry, TextEncoder,
+    Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
+    TextEncoder,
 };
+
+use crate::crd::Condition;
 
 #[derive(Clone)]
 pub struct Metrics {
@@ -22,8 +27,15 @@ pub struct Metrics {
     /// Objects applied / skipped because unchanged, per kind.
     pub applies: IntCounterVec,
     pub skipped: IntCounterVec,
-    /// 1 while this replica holds the leader Lease.
+    /// 1 while this replica holds the leader Lease (always 1 without
+    /// leader election).
     pub leader: IntGauge,
+    /// Each platform's conditions: 1 while True, 0 otherwise, per
+    /// `platform_namespace`, `platform` and `condition` (so alerts can say
+    /// "not Ready for 15 minutes"; `namespace` is left to the scrape target).
+    pub platform_condition: IntGaugeVec,
+    /// Platforms with series in `platform_condition`, to drop deleted ones.
+    platforms: Arc<Mutex<BTreeSet<(String, String)>>>,
 }
 
 impl Metrics {
@@ -66,6 +78,13 @@ impl Metrics {
             &["kind"],
         )?;
         let leader = IntGauge::new("berth_operator_leader", "1 while holding the leader Lease")?;
+        let platform_condition = IntGaugeVec::new(
+            Opts::new(
+                "berth_operator_platform_condition",
+                "BookingPlatform conditions as last written: 1 True, 0 False or Unknown",
+            ),
+            &["platform_namespace", "platform", "condition"],
+        )?;
         registry.register(Box::new(reconciles.clone()))?;
         registry.register(Box::new(errors.clone()))?;
         registry.register(Box::new(duration.clone()))?;
@@ -73,6 +92,7 @@ impl Metrics {
         registry.register(Box::new(applies.clone()))?;
         registry.register(Box::new(skipped.clone()))?;
         registry.register(Box::new(leader.clone()))?;
+        registry.register(Box::new(platform_condition.clone()))?;
         #[cfg(target_os = "linux")]
         registry.register(Box::new(
             prometheus::process_collector::ProcessCollector::for_self(),
@@ -86,7 +106,56 @@ impl Metrics {
             applies,
             skipped,
             leader,
+            platform_condition,
+            platforms: Arc::default(),
         })
+    }
+
+    /// Records a platform's conditions.
+    pub fn platform_conditions(&self, namespace: &str, name: &str, conditions: &[Condition]) {
+        for c in conditions {
+            self.platform_condition
+                .with_label_values(&[namespace, name, &c.type_])
+                .set(i64::from(c.status == "True"));
+        }
+        if let Ok(mut known) = self.platforms.lock() {
+            known.insert((namespace.to_string(), name.to_string()));
+        }
+    }
+
+    /// Drops the series of every platform `exists` says is gone (no
+    /// finalizer means no reconcile on deletion: the next reconcile of any
+    /// platform cleans up).
+    pub fn retain_platforms(&self, exists: impl Fn(&str, &str) -> bool) {
+        let Ok(mut known) = self.platforms.lock() else {
+            return;
+        };
+        let gone: Vec<(String, String)> = known
+            .iter()
+            .filter(|(ns, name)| !exists(ns, name))
+            .cloned()
+            .collect();
+        for (ns, name) in gone {
+            for mf in self.platform_condition.collect() {
+                for m in mf.get_metric() {
+                    let label = |k: &str| {
+                        m.get_label()
+                            .iter()
+                            .find(|l| l.name() == k)
+                            .map(|l| l.value().to_string())
+                    };
+                    if label("platform_namespace").as_deref() == Some(ns.as_str())
+                        && label("platform").as_deref() == Some(name.as_str())
+                        && let Some(cond) = label("condition")
+                    {
+                        let _ = self
+                            .platform_condition
+                            .remove_label_values(&[&ns, &name, &cond]);
+                    }
+                }
+            }
+            known.remove(&(ns, name));
+        }
     }
 
     pub fn observe(&self, controller: &str, took: Duration, error: Option<&str>) {
@@ -176,6 +245,36 @@ mod tests {
             resource_of("/apis/events.k8s.io/v1/namespaces/x/events"),
             "events"
         );
+    }
+
+    #[test]
+    fn platform_conditions_and_their_removal() {
+        let m = Metrics::new().unwrap();
+        let cond = |t: &str, s: &str| Condition {
+            type_: t.into(),
+            status: s.into(),
+            reason: "r".into(),
+            message: "m".into(),
+            last_transition_time: "t".into(),
+            observed_generation: None,
+        };
+        m.platform_conditions(
+            "a",
+            "shop",
+            &[cond("Ready", "True"), cond("Stalled", "False")],
+        );
+        m.platform_conditions("b", "shop", &[cond("Ready", "False")]);
+        let text = m.render();
+        assert!(text.contains(
+            r#"berth_operator_platform_condition{condition="Ready",platform="shop",platform_namespace="a"} 1"#
+        ), "{text}");
+        assert!(text.contains(
+            r#"berth_operator_platform_condition{condition="Stalled",platform="shop",platform_namespace="a"} 0"#
+        ));
+        m.retain_platforms(|ns, _| ns == "b");
+        let text = m.render();
+        assert!(!text.contains(r#"platform_namespace="a""#), "{text}");
+        assert!(text.contains(r#"platform_namespace="b""#));
     }
 
     #[test]

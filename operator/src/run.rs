@@ -296,6 +296,10 @@ pub async fn run_with(
     // Leader election: wait for the Lease, run while holding it.
     let mut lease_task = None;
     let mut leader_rx = None;
+    if settings.leader_election.is_none() {
+        // The only replica reconciles: it leads (alerts on "no leader" hold).
+        metrics.leader.set(1);
+    }
     if let Some(le) = &settings.leader_election {
         let manager = kube_lease_manager::LeaseManagerBuilder::new(client.clone(), &le.lease_name)
             .with_namespace(&le.namespace)

@@ -45,59 +45,100 @@ pub fn spec_status(
     let cond = |t: &str, st: &str, reason: &str, msg: &str| {
         keep_time(&previous, t, st, reason, msg, generation, now)
     };
+    // kstatus: a reference or conflict only a person can fix is Stalled.
+    let stalled = |reason: &str, msg: &str| ServiceSpecStatus {
+        observed_generation: generation,
+        conditions: vec![
+            cond(status::READY, "False", reason, msg),
+            cond(status::DEGRADED, "True", reason, msg),
+            cond(status::RECONCILING, "False", reason, msg),
+            cond(status::STALLED, "True", reason, msg),
+        ],
+        replicas: None,
+    };
     let Some(platform) = platform else {
         let msg = format!(
             "BookingPlatform {} not found in namespace {}; these settings take effect once it exists",
             s.spec.platform_ref.name,
             s.namespace().unwrap_or_default()
         );
-        return ServiceSpecStatus {
-            observed_generation: generation,
-            conditions: vec![
-                cond(status::READY, "False", "PlatformNotFound", &msg),
-                cond(status::DEGRADED, "True", "PlatformNotFound", &msg),
-            ],
-            replicas: None,
-        };
+        return stalled("PlatformNotFound", &msg);
     };
     let (chosen, conflicts) = build::select_service_specs(siblings.iter().map(|s| s.as_ref()));
     if let Some((_, msg)) = conflicts.iter().find(|(x, _)| x.uid() == s.uid()) {
-        return ServiceSpecStatus {
-            observed_generation: generation,
-            conditions: vec![
-                cond(status::READY, "False", "Conflict", msg),
-                cond(status::DEGRADED, "True", "Conflict", msg),
-            ],
-            replicas: None,
-        };
+        return stalled("Conflict", msg);
     }
     debug_assert!(chosen.get(&c).is_none_or(|w| w.uid() == s.uid()));
-    let summary = platform
-        .status
-        .as_ref()
-        .and_then(|st| st.services.iter().find(|x| x.component == c));
-    let (ready, reason, msg, replicas) = match summary {
-        None => (
-            "False",
-            "Pending",
-            format!(
-                "{c}: waiting for platform {} to report status",
-                platform.name_any()
-            ),
-            None,
-        ),
-        Some(x) => (
-            if x.ready { "True" } else { "False" },
-            if x.ready { "Ready" } else { "NotReady" },
-            format!("{c}: {}/{} replicas ready", x.ready_replicas, x.replicas),
-            Some(format!("{}/{}", x.ready_replicas, x.replicas)),
-        ),
+    let pstatus = platform.status.as_ref();
+    let summary = pstatus.and_then(|st| st.services.iter().find(|x| x.component == c));
+    let replicas = summary.map(|x| format!("{}/{}", x.ready_replicas, x.replicas));
+    let platform_stalled = pstatus.and_then(|st| {
+        status::find(&st.conditions, status::STALLED).filter(|c| c.status == "True")
+    });
+    // (Ready, Reconciling) as (status, reason, message) each.
+    let (ready, reconciling) = if platform.spec.paused {
+        let msg = format!(
+            "platform {} is paused (spec.paused); changes take effect once it is resumed",
+            platform.name_any()
+        );
+        (
+            ("False", "PlatformPaused", msg.clone()),
+            ("False", "PlatformPaused", msg),
+        )
+    } else {
+        match summary {
+            Some(x) if x.ready => {
+                let msg = format!("{c}: {}/{} replicas ready", x.ready_replicas, x.replicas);
+                (("True", "Ready", msg.clone()), ("False", "Ready", msg))
+            }
+            _ => {
+                let msg = match summary {
+                    Some(x) => format!("{c}: {}/{} replicas ready", x.ready_replicas, x.replicas),
+                    None => format!(
+                        "{c}: waiting for platform {} to report status",
+                        platform.name_any()
+                    ),
+                };
+                let reason = if summary.is_some() {
+                    "NotReady"
+                } else {
+                    "Pending"
+                };
+                // Waiting on a platform that waits for a person is not
+                // progress: kstatus should not report it in progress forever.
+                let rec = match platform_stalled {
+                    Some(ps) => (
+                        "False",
+                        "PlatformStalled",
+                        format!(
+                            "platform {} is stalled: {}",
+                            platform.name_any(),
+                            ps.message
+                        ),
+                    ),
+                    None => ("True", reason, msg.clone()),
+                };
+                (("False", reason, msg), rec)
+            }
+        }
     };
     ServiceSpecStatus {
         observed_generation: generation,
         conditions: vec![
-            cond(status::READY, ready, reason, &msg),
+            cond(status::READY, ready.0, ready.1, &ready.2),
             cond(status::DEGRADED, "False", "AsExpected", "in effect"),
+            cond(
+                status::RECONCILING,
+                reconciling.0,
+                reconciling.1,
+                &reconciling.2,
+            ),
+            cond(
+                status::STALLED,
+                "False",
+                "AsExpected",
+                "no intervention needed",
+            ),
         ],
         replicas,
     }
@@ -168,4 +209,117 @@ pub fn platform_to_specs(
         .filter(|s| s.namespace() == ns && s.spec.platform_ref.name == name)
         .map(|s| ObjectRef::from_obj(s.as_ref()))
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+    use super::*;
+    use crate::crd::Condition;
+
+    fn spec() -> ServiceSpec {
+        serde_json::from_value(json!({
+            "apiVersion": "berth.dev/v1alpha1",
+            "kind": "ServiceSpec",
+            "metadata": {"name": "shop-booking", "namespace": "ns", "uid": "s1", "generation": 2},
+            "spec": {"platformRef": {"name": "shop"}, "component": "booking", "replicas": 2}
+        }))
+        .unwrap()
+    }
+
+    fn platform(paused: bool, status: serde_json::Value) -> BookingPlatform {
+        serde_json::from_value(json!({
+            "apiVersion": "berth.dev/v1alpha1",
+            "kind": "BookingPlatform",
+            "metadata": {"name": "shop", "namespace": "ns", "uid": "p1", "generation": 1},
+            "spec": {
+                "image": {"repository": "r", "version": "1.0.0"},
+                "database": {"secretRef": {"name": "db"}},
+                "redis": {"managed": {"replicas": 3}},
+                "auth": {"issuer": "https://x", "jwtSigningKeySecretRef": {"name": "jwt"}},
+                "paused": paused
+            },
+            "status": status
+        }))
+        .unwrap()
+    }
+
+    fn summary(ready: bool) -> serde_json::Value {
+        json!({"services": [{
+            "component": "booking", "source": "ServiceSpec/shop-booking", "version": "1.0.0",
+            "replicas": 2, "readyReplicas": if ready { 2 } else { 1 }, "updatedReplicas": 2,
+            "ready": ready
+        }]})
+    }
+
+    fn get<'a>(s: &'a ServiceSpecStatus, t: &str) -> (&'a str, &'a str, &'a str) {
+        let c: &Condition = status::find(&s.conditions, t).unwrap();
+        (&c.status, &c.reason, &c.message)
+    }
+
+    fn status_of(p: Option<&BookingPlatform>) -> ServiceSpecStatus {
+        let s = spec();
+        spec_status(&s, p, &[Arc::new(s.clone())], "t0")
+    }
+
+    #[test]
+    fn missing_platform_is_stalled() {
+        let st = status_of(None);
+        assert_eq!(get(&st, status::STALLED).0, "True");
+        assert_eq!(get(&st, status::STALLED).1, "PlatformNotFound");
+        assert_eq!(get(&st, status::DEGRADED).0, "True");
+        assert_eq!(get(&st, status::RECONCILING).0, "False");
+        assert_eq!(st.observed_generation, Some(2));
+    }
+
+    #[test]
+    fn rolling_component_is_reconciling() {
+        let p = platform(false, summary(false));
+        let st = status_of(Some(&p));
+        assert_eq!(
+            get(&st, status::READY),
+            ("False", "NotReady", "booking: 1/2 replicas ready")
+        );
+        assert_eq!(get(&st, status::RECONCILING).0, "True");
+        assert_eq!(get(&st, status::STALLED).0, "False");
+        assert_eq!(st.replicas.as_deref(), Some("1/2"));
+    }
+
+    #[test]
+    fn ready_component_is_current() {
+        let p = platform(false, summary(true));
+        let st = status_of(Some(&p));
+        assert_eq!(get(&st, status::READY).0, "True");
+        assert_eq!(get(&st, status::RECONCILING).0, "False");
+        assert_eq!(get(&st, status::STALLED).0, "False");
+    }
+
+    #[test]
+    fn paused_platform_holds_the_spec() {
+        let p = platform(true, summary(true));
+        let st = status_of(Some(&p));
+        assert_eq!(get(&st, status::READY).1, "PlatformPaused");
+        assert_eq!(get(&st, status::RECONCILING).0, "False");
+        assert_eq!(get(&st, status::STALLED).0, "False");
+        assert_eq!(
+            st.replicas.as_deref(),
+            Some("2/2"),
+            "replicas still reported"
+        );
+    }
+
+    #[test]
+    fn stalled_platform_stops_reconciling() {
+        let mut st = summary(false);
+        st["conditions"] = json!([{
+            "type": "Stalled", "status": "True", "reason": "SecretNotFound",
+            "message": "secret db (spec.database.secretRef) not found in namespace ns",
+            "lastTransitionTime": "t0"
+        }]);
+        let p = platform(false, st);
+        let s = status_of(Some(&p));
+        let rec = get(&s, status::RECONCILING);
+        assert_eq!((rec.0, rec.1), ("False", "PlatformStalled"));
+        assert!(rec.2.ends_with("not found in namespace ns"), "{}", rec.2);
+    }
 }

@@ -57,6 +57,17 @@ pub struct Inputs<'a> {
 pub const READY: &str = "Ready";
 pub const PROGRESSING: &str = "Progressing";
 pub const DEGRADED: &str = "Degraded";
+/// kstatus: the controller is working towards the desired state (True while
+/// a migration runs or a rollout is under way).
+pub const RECONCILING: &str = "Reconciling";
+/// kstatus: the controller cannot make progress until a person acts (an
+/// invalid reference, a failed migration). `kubectl wait`, Flux and
+/// cli-utils read `Stalled=True` as failed rather than in progress.
+pub const STALLED: &str = "Stalled";
+
+/// Problems that do not block a reconcile: only the ServiceSpec that lost is
+/// ignored, the platform proceeds with the winner.
+pub const NON_BLOCKING: &[&str] = &["ServiceSpecConflict"];
 
 pub fn platform_status(i: &Inputs<'_>) -> BookingPlatformStatus {
     let plan = i.plan;
@@ -125,6 +136,14 @@ pub fn platform_status(i: &Inputs<'_>) -> BookingPlatformStatus {
         .clone()
         .or_else(|| versions.first().map(|v| (*v).clone()));
 
+    // Problems that hold every change back; a ServiceSpec conflict only
+    // degrades (the winning ServiceSpec is applied).
+    let blocking: Vec<&Problem> = i
+        .problems
+        .iter()
+        .filter(|p| !NON_BLOCKING.contains(&p.reason.as_str()))
+        .collect();
+
     // Degraded
     let mut degraded_msgs: Vec<String> = i.problems.iter().map(|p| p.message.clone()).collect();
     let mut degraded_reason = i.problems.first().map(|p| p.reason.clone());
@@ -150,7 +169,7 @@ pub fn platform_status(i: &Inputs<'_>) -> BookingPlatformStatus {
             "Paused".to_string(),
             "reconciliation is paused (spec.paused)".to_string(),
         )
-    } else if !i.problems.is_empty() {
+    } else if !blocking.is_empty() {
         (
             "False",
             "Blocked".to_string(),
@@ -187,13 +206,13 @@ pub fn platform_status(i: &Inputs<'_>) -> BookingPlatformStatus {
 
     // Ready
     let all_ready = not_ready.is_empty() && !migrating && !migration_failed;
-    let ready = if all_ready && i.problems.is_empty() {
+    let ready = if all_ready && blocking.is_empty() {
         (
             "True",
             "AllServicesReady".to_string(),
             format!("{} services ready at version {target}", services.len()),
         )
-    } else if let Some(p) = i.problems.first() {
+    } else if let Some(p) = blocking.first() {
         ("False", p.reason.clone(), degraded.2.clone())
     } else if migration_failed {
         ("False", "MigrationFailed".to_string(), degraded.2.clone())
@@ -211,6 +230,31 @@ pub fn platform_status(i: &Inputs<'_>) -> BookingPlatformStatus {
         )
     };
 
+    // kstatus. Stalled: what waits for a person (a blocking problem, a
+    // failed migration); Reconciling: what the operator itself is driving.
+    let stalled = if let Some(first) = blocking.first() {
+        let mut msgs: Vec<String> = blocking.iter().map(|p| p.message.clone()).collect();
+        if migration_failed {
+            msgs.push(degraded_msgs.last().cloned().unwrap_or_default());
+        }
+        ("True", first.reason.clone(), msgs.join("; "))
+    } else if migration_failed {
+        (
+            "True",
+            "MigrationFailed".to_string(),
+            degraded_msgs.last().cloned().unwrap_or_default(),
+        )
+    } else {
+        (
+            "False",
+            "AsExpected".to_string(),
+            "no intervention needed".to_string(),
+        )
+    };
+    // Reconciling mirrors Progressing: kstatus knows only the former, and
+    // without it a platform that is still rolling out would read as Current.
+    let reconciling = &progressing;
+
     let conditions = vec![
         condition(i, READY, ready.0, &ready.1, &ready.2),
         condition(
@@ -221,6 +265,14 @@ pub fn platform_status(i: &Inputs<'_>) -> BookingPlatformStatus {
             &progressing.2,
         ),
         condition(i, DEGRADED, degraded.0, &degraded.1, &degraded.2),
+        condition(
+            i,
+            RECONCILING,
+            reconciling.0,
+            &reconciling.1,
+            &reconciling.2,
+        ),
+        condition(i, STALLED, stalled.0, &stalled.1, &stalled.2),
     ];
 
     BookingPlatformStatus {
@@ -366,6 +418,8 @@ mod tests {
         assert_eq!(cond(&s, READY).status, "True");
         assert_eq!(cond(&s, PROGRESSING).status, "False");
         assert_eq!(cond(&s, DEGRADED).status, "False");
+        assert_eq!(cond(&s, RECONCILING).status, "False");
+        assert_eq!(cond(&s, STALLED).status, "False");
         assert_eq!(s.version.as_deref(), Some("2"));
         assert_eq!(s.services_ready.as_deref(), Some("5/5"));
         assert_eq!(s.observed_generation, Some(4));
@@ -389,6 +443,13 @@ mod tests {
         assert_eq!(cond(&s, READY).status, "False");
         assert_eq!(cond(&s, READY).message, "booking: 2/3 replicas ready");
         assert_eq!(cond(&s, PROGRESSING).reason, "RollingOut");
+        let rec = cond(&s, RECONCILING);
+        assert_eq!(
+            (rec.status.as_str(), rec.reason.as_str()),
+            ("True", "RollingOut")
+        );
+        assert_eq!(rec.message, "booking: 2/3 replicas ready");
+        assert_eq!(cond(&s, STALLED).status, "False");
     }
 
     #[test]
@@ -413,6 +474,84 @@ mod tests {
                 .starts_with("migration job failed: p-migrate-2: BackoffLimitExceeded")
         );
         assert_eq!(cond(&s, READY).status, "False");
+        let stalled = cond(&s, STALLED);
+        assert_eq!(stalled.status, "True", "a failed migration needs a person");
+        assert_eq!(stalled.reason, "MigrationFailed");
+        assert_eq!(stalled.message, deg.message);
+        assert_eq!(cond(&s, RECONCILING).status, "False");
+    }
+
+    #[test]
+    fn running_migration_is_reconciling_not_stalled() {
+        let p = plan(MigrationPhase::Running);
+        let d = all(3, "1");
+        let s = platform_status(&Inputs {
+            generation: Some(2),
+            plan: &p,
+            deployments: &d,
+            redis: None,
+            problems: &[],
+            paused: false,
+            previous: None,
+            now: "t0",
+        });
+        let rec = cond(&s, RECONCILING);
+        assert_eq!(
+            (rec.status.as_str(), rec.reason.as_str()),
+            ("True", "MigrationRunning")
+        );
+        assert_eq!(cond(&s, STALLED).status, "False");
+    }
+
+    #[test]
+    fn conflict_alone_degrades_without_stalling() {
+        let p = plan(MigrationPhase::Succeeded);
+        let d = all(3, "2");
+        let problems = [Problem {
+            reason: "ServiceSpecConflict".into(),
+            message: "ServiceSpec b ignored: a already configures booking".into(),
+        }];
+        let s = platform_status(&Inputs {
+            generation: Some(1),
+            plan: &p,
+            deployments: &d,
+            redis: None,
+            problems: &problems,
+            paused: false,
+            previous: None,
+            now: "t0",
+        });
+        assert_eq!(cond(&s, DEGRADED).status, "True");
+        assert_eq!(
+            cond(&s, STALLED).status,
+            "False",
+            "the platform proceeds with the winning ServiceSpec"
+        );
+        assert_eq!(cond(&s, READY).status, "True");
+        assert_eq!(cond(&s, PROGRESSING).reason, "Complete");
+    }
+
+    #[test]
+    fn paused_is_neither_reconciling_nor_stalled() {
+        let p = plan(MigrationPhase::Succeeded);
+        let mut d = all(3, "2");
+        d.insert(Component::Booking, obs(1, "2"));
+        let s = platform_status(&Inputs {
+            generation: Some(3),
+            plan: &p,
+            deployments: &d,
+            redis: None,
+            problems: &[],
+            paused: true,
+            previous: None,
+            now: "t0",
+        });
+        let rec = cond(&s, RECONCILING);
+        assert_eq!(
+            (rec.status.as_str(), rec.reason.as_str()),
+            ("False", "Paused")
+        );
+        assert_eq!(cond(&s, STALLED).status, "False");
     }
 
     #[test]
@@ -434,6 +573,16 @@ mod tests {
             now: "t0",
         });
         assert_eq!(cond(&first, DEGRADED).reason, "SecretNotFound");
+        let stalled = cond(&first, STALLED);
+        assert_eq!(
+            (stalled.status.as_str(), stalled.reason.as_str()),
+            ("True", "SecretNotFound")
+        );
+        assert_eq!(
+            stalled.message,
+            "secret db (spec.database.secretRef) not found"
+        );
+        assert_eq!(cond(&first, RECONCILING).status, "False");
         let again = platform_status(&Inputs {
             generation: Some(1),
             plan: &p,

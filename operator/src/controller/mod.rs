@@ -166,7 +166,9 @@ async fn reconcile_inner(p: &BookingPlatform, ctx: &Context) -> Result<Action, E
         });
     }
     // Conflicts alone do not block: the winning ServiceSpec is applied.
-    let blocking = problems.iter().any(|p| p.reason != "ServiceSpecConflict");
+    let blocking = problems
+        .iter()
+        .any(|p| !status::NON_BLOCKING.contains(&p.reason.as_str()));
 
     // Build (pure).
     let plan = build::plan(p, &chosen, &observed);
@@ -195,6 +197,14 @@ async fn reconcile_inner(p: &BookingPlatform, ctx: &Context) -> Result<Action, E
         paused: p.spec.paused,
         previous,
         now: &now,
+    });
+    ctx.metrics
+        .platform_conditions(&ns, &name, &new_status.conditions);
+    ctx.metrics.retain_platforms(|ns, name| {
+        stores
+            .platforms
+            .get(&ObjectRef::new(name).within(ns))
+            .is_some()
     });
     publish_events(ctx, p, previous, &new_status, &plan, &outcome).await;
     if previous != Some(&new_status) {

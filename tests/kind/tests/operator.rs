@@ -832,6 +832,18 @@ async fn missing_secret(client: &Client, ns: &str, operator: &Operator) -> Resul
         "{}",
         d.message
     );
+    // kstatus readers (kubectl wait, Flux, cli-utils) see it as failed.
+    let stalled = condition(&p, "Stalled").unwrap();
+    ensure!(
+        stalled.status == "True" && stalled.reason == "SecretNotFound",
+        "{}",
+        describe(&p)
+    );
+    ensure!(
+        condition(&p, "Reconciling").unwrap().status == "False",
+        "{}",
+        describe(&p)
+    );
     ensure!(
         existing_children(client, ns, "shop").await?.is_empty(),
         "nothing is created while a Secret is missing"
@@ -875,7 +887,9 @@ async fn missing_secret(client: &Client, ns: &str, operator: &Operator) -> Resul
     );
     let p = platforms.get("shop").await?;
     ensure!(
-        condition(&p, "Degraded").unwrap().status == "False",
+        condition(&p, "Degraded").unwrap().status == "False"
+            && condition(&p, "Stalled").unwrap().status == "False"
+            && condition(&p, "Reconciling").unwrap().status == "False",
         "{}",
         describe(&p)
     );
