@@ -126,13 +126,19 @@ impl Drop for SmtpSink {
 /// The decoded text body of a raw message (handles quoted-printable soft
 /// line breaks, which lettre uses for long lines).
 pub fn body(raw: &str) -> String {
-    let body = raw
+    let (_, body) = raw
         .split_once("\r\n\r\n")
         .or_else(|| raw.split_once("\n\n"))
-        .map(|(_, b)| b)
-        .unwrap_or(raw);
-    // Undo quoted-printable soft line breaks and `=3D` in case the
-    // transport chose that encoding.
+        .unwrap_or(("", raw));
+    // Undo quoted-printable soft line breaks and `=3D` only when the
+    // transport chose that encoding (in any part): in plain text a token that begins
+    // with `3D` would lose it (`token=3Dab…` read as `token=ab…`).
+    if !raw
+        .to_ascii_lowercase()
+        .contains("content-transfer-encoding: quoted-printable")
+    {
+        return body.to_owned();
+    }
     body.replace("=\r\n", "")
         .replace("=\n", "")
         .replace("=3D", "=")
