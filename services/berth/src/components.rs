@@ -2,6 +2,7 @@
 //! runtime config and hands back its REST (and gRPC) surface.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::Router;
 use axum::routing::get;
@@ -419,6 +420,48 @@ pub fn smtp_mailer(config: &RuntimeConfig) -> Result<Option<(Mailer, String)>, S
         .transpose()
 }
 
+/// `service.reminders.offsets`: how long before a confirmed booking's
+/// start its reminders go, e.g. `["24h", "1h"]` in the file or
+/// `BERTH_SERVICE__REMINDERS__OFFSETS=24h,1h`; `[]` (or `""`) turns
+/// reminders off; unset: 24 h and 1 h.
+fn reminder_offsets(config: &RuntimeConfig) -> Result<Option<Vec<Duration>>, StartError> {
+    let Some(value) = config
+        .service
+        .get("reminders")
+        .and_then(|v| v.as_table())
+        .and_then(|t| t.get("offsets"))
+    else {
+        return Ok(None);
+    };
+    let problem = |problem: String| StartError::Setting {
+        setting: "service.reminders.offsets",
+        problem,
+    };
+    let texts: Vec<&str> = if let Some(items) = value.as_array() {
+        items
+            .iter()
+            .map(|v| {
+                v.as_str()
+                    .ok_or_else(|| problem(format!("{v} is not a string such as \"24h\"")))
+            })
+            .collect::<Result<_, _>>()?
+    } else if let Some(list) = value.as_str() {
+        list.split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .collect()
+    } else {
+        return Err(problem(format!(
+            "{value} is not a list of durations such as [\"24h\", \"1h\"]"
+        )));
+    };
+    texts
+        .into_iter()
+        .map(|t| berth_notification::parse_reminder_offset(t).map_err(problem))
+        .collect::<Result<Vec<_>, _>>()
+        .map(Some)
+}
+
 /// The notification service with its metrics, readiness check and
 /// workers, as both `berth serve notification` and `berth dev` run it.
 pub async fn start_notifications(
@@ -435,8 +478,10 @@ pub async fn start_notifications(
         .map_or(from, |(_, address)| address.trim_end_matches('>'))
         .trim()
         .to_owned();
+    let reminder_offsets = reminder_offsets(&rt.config)?;
     berth_notification::Notifications::register_metrics(rt.metrics.registry())
         .map_err(|e| StartError::service("notification", e))?;
+    let defaults = berth_notification::NotificationConfig::default();
     let notifications = berth_notification::Notifications::connect(
         database_url,
         rt.config.redis_url.as_deref(),
@@ -448,7 +493,8 @@ pub async fn start_notifications(
                 allow_private_urls: private_webhook_urls,
                 ..berth_notification::WebhookConfig::default()
             },
-            ..berth_notification::NotificationConfig::default()
+            reminder_offsets: reminder_offsets.unwrap_or_else(|| defaults.reminder_offsets.clone()),
+            ..defaults
         },
     )
     .await
@@ -670,6 +716,32 @@ mod tests {
         let routes: Vec<&str> = every_service.iter().map(String::as_str).collect();
         let defects = berth_runtime::openapi::defects(&openapi(), &routes);
         assert!(defects.is_empty(), "{defects:#?}");
+    }
+
+    #[test]
+    fn reminder_offsets_come_from_a_list_or_an_environment_string() {
+        let with = |toml_text: &str| {
+            let config = RuntimeConfig {
+                service: toml_text.parse().unwrap_or_default(),
+                ..RuntimeConfig::default()
+            };
+            reminder_offsets(&config)
+        };
+        let hours = |h: &[u64]| Some(h.iter().map(|h| Duration::from_secs(h * 3600)).collect());
+        assert_eq!(with("").ok().flatten(), None);
+        assert_eq!(
+            with("[reminders]\noffsets = [\"24h\", \"1h\"]")
+                .ok()
+                .flatten(),
+            hours(&[24, 1])
+        );
+        assert_eq!(
+            with("[reminders]\noffsets = \"48h, 2h\"").ok().flatten(),
+            hours(&[48, 2])
+        );
+        assert_eq!(with("[reminders]\noffsets = []").ok().flatten(), hours(&[]));
+        assert!(with("[reminders]\noffsets = [\"soon\"]").is_err());
+        assert!(with("[reminders]\noffsets = 3").is_err());
     }
 
     /// In a cluster the user service and booking run apart and meet only

@@ -36,6 +36,10 @@ pub struct NotificationConfig {
     /// Outbound webhooks: retry schedule, timeout, secret rotation grace,
     /// and whether private destinations are allowed.
     pub webhooks: WebhookConfig,
+    /// How long before a confirmed booking's start a reminder is emailed,
+    /// one per offset (`service.reminders.offsets`, e.g. `["24h", "1h"]`;
+    /// empty: none). Whole seconds; the same for every appointment type.
+    pub reminder_offsets: Vec<Duration>,
 }
 
 impl Default for NotificationConfig {
@@ -55,6 +59,7 @@ impl Default for NotificationConfig {
             payment_wait: Duration::from_secs(600),
             max_connections: 10,
             webhooks: WebhookConfig::default(),
+            reminder_offsets: vec![Duration::from_secs(24 * 3600), Duration::from_secs(3600)],
         }
     }
 }
@@ -81,8 +86,76 @@ impl NotificationConfig {
         if self.id_domain.is_empty() || self.id_domain.contains(['@', '>', ' ']) {
             return bad(format!("id_domain {:?} is not a domain", self.id_domain));
         }
+        let mut seen = std::collections::BTreeSet::new();
+        for offset in &self.reminder_offsets {
+            if offset.as_secs() == 0 || offset.as_secs() > MAX_REMINDER_OFFSET.as_secs() {
+                return bad(format!(
+                    "reminder offset {offset:?} must be between 1 s and 366 days"
+                ));
+            }
+            if !seen.insert(offset.as_secs()) {
+                return bad(format!("reminder offset {offset:?} is given twice"));
+            }
+        }
         self.webhooks
             .validate(self.lease)
             .map_err(NotificationError::Config)
+    }
+}
+
+const MAX_REMINDER_OFFSET: Duration = Duration::from_secs(366 * 24 * 3600);
+
+/// A reminder offset as configured: a whole number and a unit, `d`, `h`,
+/// `m` or `s` (`"24h"`, `"90m"`), or several summed (`"1h30m"`).
+pub fn parse_offset(text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    let bad = || format!("{text:?} is not a duration such as \"24h\", \"90m\" or \"1h30m\"");
+    let mut total: u64 = 0;
+    let mut digits = String::new();
+    for c in text.chars() {
+        if c.is_ascii_digit() {
+            digits.push(c);
+            continue;
+        }
+        let unit = match c {
+            'd' => 86_400,
+            'h' => 3600,
+            'm' => 60,
+            's' => 1,
+            _ => return Err(bad()),
+        };
+        let n: u64 = digits.parse().map_err(|_| bad())?;
+        digits.clear();
+        total = n
+            .checked_mul(unit)
+            .and_then(|s| total.checked_add(s))
+            .ok_or_else(bad)?;
+    }
+    if !digits.is_empty() || total == 0 {
+        return Err(bad());
+    }
+    Ok(Duration::from_secs(total))
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn offsets_parse_and_bad_ones_are_named() {
+        assert_eq!(parse_offset("24h").unwrap(), Duration::from_secs(86_400));
+        assert_eq!(parse_offset(" 1h30m ").unwrap(), Duration::from_secs(5400));
+        assert_eq!(parse_offset("2d").unwrap(), Duration::from_secs(172_800));
+        assert_eq!(parse_offset("45s").unwrap(), Duration::from_secs(45));
+        for bad in ["", "24", "h", "1x", "0h", "-1h", "1.5h"] {
+            assert!(parse_offset(bad).is_err(), "{bad:?}");
+        }
+        let twice = NotificationConfig {
+            reminder_offsets: vec![Duration::from_secs(60), Duration::from_secs(60)],
+            ..NotificationConfig::default()
+        };
+        assert!(twice.validate().is_err());
+        assert!(NotificationConfig::default().validate().is_ok());
     }
 }

@@ -199,7 +199,7 @@ impl Notifications {
         Ok(())
     }
 
-    async fn render(
+    pub(crate) async fn render(
         &self,
         kind: Kind,
         booking: &crate::model::BookingSnapshot,

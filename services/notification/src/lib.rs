@@ -16,6 +16,11 @@
 //! - Webhooks to endpoints platforms register, signed as Standard Webhooks
 //!   specifies, retried for about three days, then dead-lettered and
 //!   replayable; destinations pass the runtime's egress guard (`webhooks`).
+//! - Reminders before each confirmed booking's start, one per configured
+//!   offset, stored with the booking version they were planned for, moved
+//!   or ended with every event that changes the booking, and checked
+//!   again when due: a stale one is dropped, a late one skipped and
+//!   recorded, a current one handed to `deliveries` (`reminders`).
 //!
 //! Templates are minijinja rather than askama: they are data (loaded by
 //! name, and to be overridable per platform without rebuilding), and
@@ -29,6 +34,7 @@ mod events;
 mod intake;
 mod metrics;
 mod model;
+mod reminders;
 mod render;
 mod rest;
 mod store;
@@ -46,7 +52,7 @@ use tokio_util::sync::CancellationToken;
 
 /// The senders this service takes (shared with the user service).
 pub use berth_messaging as messaging;
-pub use config::NotificationConfig;
+pub use config::{NotificationConfig, parse_offset as parse_reminder_offset};
 pub use directory::{Fetch, HttpFetch, ResourceInfo, RouterFetch};
 pub use error::NotificationError;
 pub use intake::{BOOKINGS as BOOKINGS_GROUP, PAYMENTS as PAYMENTS_GROUP};
@@ -99,7 +105,9 @@ impl Notifications {
     ) -> Result<Self, NotificationError> {
         config.validate()?;
         let redis = redis_url.map(redis::Client::open).transpose()?;
-        let store = Store::connect(database_url, config.max_connections).await?;
+        let store = Store::connect(database_url, config.max_connections)
+            .await?
+            .with_reminder_offsets(&config.reminder_offsets);
         let egress = Egress::new(&EgressOptions {
             user_agent: concat!("berth-webhooks/", env!("CARGO_PKG_VERSION")).to_owned(),
             timeout: config.webhooks.timeout,
@@ -143,6 +151,7 @@ impl Notifications {
     /// when `stop` is cancelled.
     pub fn spawn_workers(&self, stop: CancellationToken) {
         worker::spawn(self.clone(), stop.clone());
+        reminders::spawn(self.clone(), stop.clone());
         webhooks::sender::spawn(self.clone(), stop.clone());
         events::spawn_consumers(self, stop);
     }

@@ -95,6 +95,8 @@ pub enum Kind {
     Cancellation,
     Refund,
     PaymentFailed,
+    /// Before the start (planned per offset; `reminders`).
+    Reminder,
 }
 
 impl Kind {
@@ -105,6 +107,7 @@ impl Kind {
             Self::Cancellation => "cancellation",
             Self::Refund => "refund",
             Self::PaymentFailed => "payment_failed",
+            Self::Reminder => "reminder",
         }
     }
 
@@ -143,6 +146,9 @@ pub struct Delivery {
 }
 
 pub const EMAIL: &str = "email";
+
+/// The booking status reminders are for (`services/booking/src/model.rs`).
+pub const CONFIRMED: &str = "confirmed";
 
 /// Microseconds, as stored (both backends keep whole microseconds).
 pub fn now() -> DateTime<Utc> {

@@ -58,6 +58,8 @@ static TEMPLATES: LazyLock<Environment<'static>> = LazyLock::new(|| {
             "payment_failed.html",
             include_str!("../templates/payment_failed.html"),
         ),
+        ("reminder.txt", include_str!("../templates/reminder.txt")),
+        ("reminder.html", include_str!("../templates/reminder.html")),
         ("layout.html", include_str!("../templates/layout.html")),
     ] {
         if let Err(error) = env.add_template(name, source) {
@@ -137,6 +139,7 @@ pub fn render(kind: Kind, facts: &Facts<'_>, who: &Identity<'_>) -> Result<Rende
         Kind::Cancellation => format!("Cancelled: {appointment_type} at {resource}, {when}"),
         Kind::Refund => format!("Refund for {appointment_type} at {resource}"),
         Kind::PaymentFailed => format!("Not booked: {appointment_type} at {resource}"),
+        Kind::Reminder => format!("Reminder: {appointment_type} at {resource}, {when}"),
     };
     let template = |ext: &str| {
         TEMPLATES

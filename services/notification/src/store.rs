@@ -17,7 +17,9 @@ use crate::error::NotificationError;
 use crate::model::{BookingSnapshot, CustomerFacts, Delivery};
 use crate::webhooks::NewWebhook;
 
+mod reminders;
 mod webhooks;
+pub(crate) use reminders::{DueReminder, ReminderEnd, verdict};
 pub(crate) use webhooks::{EndpointChange, WebhookFilter, WebhookOutcome};
 
 static MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
@@ -37,6 +39,9 @@ const BOOKING_COLUMNS: &str = "booking_id, version, status, resource_id, appoint
 pub(crate) struct Store {
     pool: AnyPool,
     postgres: bool,
+    /// Seconds before a booking's start its reminders are due (none until
+    /// [`Store::with_reminder_offsets`]).
+    reminder_offsets: std::sync::Arc<[i64]>,
 }
 
 pub(crate) fn micros(t: DateTime<Utc>) -> i64 {
@@ -156,7 +161,17 @@ impl Store {
         Ok(Self {
             pool: db.pool,
             postgres: db.postgres,
+            reminder_offsets: std::sync::Arc::new([]),
         })
+    }
+
+    /// Plans a reminder `offsets` before every confirmed booking's start.
+    pub(crate) fn with_reminder_offsets(mut self, offsets: &[std::time::Duration]) -> Self {
+        self.reminder_offsets = offsets
+            .iter()
+            .map(|d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+            .collect();
+        self
     }
 
     pub(crate) async fn ping(&self) -> Result<()> {
@@ -254,6 +269,10 @@ impl Store {
         }
         if erase && let Some(booking) = booking {
             erase_customer(&mut tx, booking.id, now).await?;
+        }
+        if let Some(booking) = booking {
+            // Moved, ended or planned with the event that changed the booking.
+            self.replan_reminders(&mut tx, booking, now).await?;
         }
         let deliveries = deliveries(invite_sequence);
         for d in &deliveries {

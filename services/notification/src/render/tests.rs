@@ -97,6 +97,7 @@ fn every_template_renders_and_invites_carry_uid_sequence_and_method() {
         Kind::Cancellation,
         Kind::Refund,
         Kind::PaymentFailed,
+        Kind::Reminder,
     ] {
         let r = rendered(kind, &b);
         assert!(!r.text.is_empty() && r.html.contains("</html>"), "{kind:?}");

@@ -44,6 +44,11 @@ pub struct Options {
     pub in_process_too: bool,
     /// An address the mail server refuses for good (as a 550 would).
     pub refuse: Option<&'static str>,
+    /// Reminder offsets (`None`: the defaults, 24 h and 1 h).
+    pub reminder_offsets: Option<Vec<Duration>>,
+    /// Whether the replicas' workers (senders, stream consumers) start;
+    /// off, a replica only handles what it is handed in process.
+    pub workers: bool,
 }
 
 /// The SMTP sender, refusing one address permanently.
@@ -140,6 +145,10 @@ impl Env {
                 id_domain: ID_DOMAIN.into(),
                 organizer: "no-reply@berth.test".into(),
                 webhooks: webhooks.clone(),
+                reminder_offsets: options
+                    .reminder_offsets
+                    .clone()
+                    .unwrap_or_else(|| NotificationConfig::default().reminder_offsets),
                 ..NotificationConfig::default()
             };
             // The first replica looks resources up in process (as `berth
@@ -158,7 +167,9 @@ impl Env {
                 Notifications::connect(&db.url, Some(&redis), mailer.clone(), fetch, config)
                     .await
                     .unwrap();
-            replica.spawn_workers(stop.clone());
+            if options.workers {
+                replica.spawn_workers(stop.clone());
+            }
             if options.in_process_too {
                 forward(&booking, &replica, stop.clone());
             }

@@ -13,6 +13,8 @@ fn options(smtp_port: u16) -> Options {
         replicas: 1,
         in_process_too: false,
         refuse: None,
+        reminder_offsets: None,
+        workers: true,
     }
 }
 
@@ -207,6 +209,8 @@ async fn two_replicas_send_each_confirmation_once() {
         replicas: 2,
         in_process_too: true,
         refuse: None,
+        reminder_offsets: None,
+        workers: true,
     })
     .await;
     let bookings = 6;

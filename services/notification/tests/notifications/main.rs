@@ -8,5 +8,6 @@
 
 mod common;
 mod flows;
+mod reminders;
 mod streams;
 mod webhooks;

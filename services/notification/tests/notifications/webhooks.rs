@@ -19,6 +19,8 @@ fn options(replicas: usize, in_process_too: bool) -> Options {
         replicas,
         in_process_too,
         refuse: None,
+        reminder_offsets: None,
+        workers: true,
     }
 }
 
