@@ -381,6 +381,36 @@ impl Store {
         Ok(Some(invite_sequence))
     }
 
+    /// Leases up to `limit` due rows of `table` (deliveries, webhook
+    /// deliveries, reminders: each has `due_us`, `attempts`, `updated_us`
+    /// and a partial index on `due_us`) until `lease_until`, oldest due
+    /// first; `attempts` is the lease's token. Replicas skip each other's
+    /// locked rows on PostgreSQL; SQLite has one writer.
+    pub(crate) async fn lease_due(
+        &self,
+        table: &str,
+        columns: &str,
+        now: DateTime<Utc>,
+        lease_until: DateTime<Utc>,
+        limit: i64,
+    ) -> Result<Vec<AnyRow>> {
+        let lock = if self.postgres {
+            " FOR UPDATE SKIP LOCKED"
+        } else {
+            ""
+        };
+        Ok(sqlx::query(&format!(
+            "UPDATE {table} SET due_us = $1, attempts = attempts + 1, updated_us = $2 \
+             WHERE id IN (SELECT id FROM {table} WHERE due_us IS NOT NULL AND due_us <= $2 \
+             ORDER BY due_us LIMIT $3{lock}) RETURNING {columns}"
+        ))
+        .bind(micros(lease_until))
+        .bind(micros(now))
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
     /// Takes up to `limit` due deliveries for this sender until `lease_until`.
     pub(crate) async fn take_due(
         &self,
@@ -388,21 +418,9 @@ impl Store {
         lease_until: DateTime<Utc>,
         limit: i64,
     ) -> Result<Vec<Delivery>> {
-        let lock = if self.postgres {
-            " FOR UPDATE SKIP LOCKED"
-        } else {
-            ""
-        };
-        let rows = sqlx::query(&format!(
-            "UPDATE deliveries SET due_us = $1, attempts = attempts + 1, updated_us = $2 \
-             WHERE id IN (SELECT id FROM deliveries WHERE due_us IS NOT NULL AND due_us <= $2 \
-             ORDER BY due_us LIMIT $3{lock}) RETURNING {DELIVERY_COLUMNS}"
-        ))
-        .bind(micros(lease_until))
-        .bind(micros(now))
-        .bind(limit)
-        .fetch_all(&self.pool)
-        .await?;
+        let rows = self
+            .lease_due("deliveries", DELIVERY_COLUMNS, now, lease_until, limit)
+            .await?;
         Ok(rows
             .iter()
             .map(delivery)

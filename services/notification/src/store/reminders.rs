@@ -159,21 +159,9 @@ impl Store {
         lease_until: DateTime<Utc>,
         limit: i64,
     ) -> Result<Vec<DueReminder>> {
-        let lock = if self.postgres {
-            " FOR UPDATE SKIP LOCKED"
-        } else {
-            ""
-        };
-        let rows = sqlx::query(&format!(
-            "UPDATE reminders SET due_us = $1, attempts = attempts + 1, updated_us = $2 \
-             WHERE id IN (SELECT id FROM reminders WHERE due_us IS NOT NULL AND due_us <= $2 \
-             ORDER BY due_us LIMIT $3{lock}) RETURNING {REMINDER_COLUMNS}"
-        ))
-        .bind(micros(lease_until))
-        .bind(micros(now))
-        .bind(limit)
-        .fetch_all(&self.pool)
-        .await?;
+        let rows = self
+            .lease_due("reminders", REMINDER_COLUMNS, now, lease_until, limit)
+            .await?;
         Ok(rows
             .iter()
             .map(due_reminder)

@@ -280,21 +280,15 @@ impl Store {
         lease_until: DateTime<Utc>,
         limit: i64,
     ) -> Result<Vec<WebhookDelivery>> {
-        let lock = if self.postgres {
-            " FOR UPDATE SKIP LOCKED"
-        } else {
-            ""
-        };
-        let rows = sqlx::query(&format!(
-            "UPDATE webhook_deliveries SET due_us = $1, attempts = attempts + 1, updated_us = $2 \
-             WHERE id IN (SELECT id FROM webhook_deliveries WHERE due_us IS NOT NULL \
-             AND due_us <= $2 ORDER BY due_us LIMIT $3{lock}) RETURNING {WEBHOOK_COLUMNS}"
-        ))
-        .bind(micros(lease_until))
-        .bind(micros(now))
-        .bind(limit)
-        .fetch_all(&self.pool)
-        .await?;
+        let rows = self
+            .lease_due(
+                "webhook_deliveries",
+                WEBHOOK_COLUMNS,
+                now,
+                lease_until,
+                limit,
+            )
+            .await?;
         Ok(rows
             .iter()
             .map(webhook)
