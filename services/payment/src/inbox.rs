@@ -1,16 +1,18 @@
 //! The webhook inbox. A Stripe event is verified, stored once by its id and
 //! only then answered 2xx (so Stripe retries anything not durably
-//! recorded); applying it happens after the answer and only wakes the
-//! payment of its intent, which then fetches the intent from Stripe. An
-//! event stored but not applied (the process died in between) is applied by
-//! the reconciler. Duplicates, any order and events days late are all the
+//! recorded). Applying it only wakes the payment of its intent (leases it,
+//! in the same transaction as the insert); the steps run after the answer
+//! and fetch the intent from Stripe. A runner that dies after the answer
+//! leaves the lease to lapse and the worker to go on; an event stored
+//! unapplied (by an older version) is applied by the reconciler. Duplicates, any order and events days late are all the
 //! same to the saga: it acts on what Stripe shows now.
 
 use std::time::Instant;
 
 use crate::Payments;
 use crate::error::PaymentError;
-use crate::model::now;
+use crate::model::{after, now};
+use crate::saga::rules;
 use crate::store::StripeEvent;
 use crate::webhook::{self, EventHead};
 
@@ -41,20 +43,30 @@ impl Payments {
             id: head.id,
             event_type: head.event_type,
         };
-        let new = self
+        let lease_until = after(now, config.step_lease);
+        let Some(woken) = self
             .inner
             .store
-            .record_stripe_event(&event, text, now)
-            .await?;
-        if new {
+            .receive_stripe_event(
+                &event,
+                text,
+                rules::woken_by(&event.event_type),
+                now,
+                lease_until,
+            )
+            .await?
+        else {
+            return Ok(false);
+        };
+        if let Some(leased) = woken {
             let payments = self.clone();
             tokio::spawn(async move {
-                if let Err(error) = payments.apply_stripe_event(&event, Some(received)).await {
-                    tracing::warn!(event_id = %event.id, %error, "applying a Stripe event failed; the reconciler retries it");
+                if let Err(error) = payments.run_from(leased, Some(received)).await {
+                    tracing::warn!(event_id = %event.id, %error, "a step after a Stripe event failed; the worker retries it when its lease lapses");
                 }
             });
         }
-        Ok(new)
+        Ok(true)
     }
 
     /// Wakes the payment of the event's intent and drives it, then marks the
@@ -65,10 +77,13 @@ impl Payments {
         received: Option<Instant>,
     ) -> Result<(), PaymentError> {
         let store = &self.inner.store;
-        if let Some(intent_id) = &event.object_id
-            && let Some(payment_id) = store.wake(intent_id, now()).await?
-        {
-            self.drive(payment_id, received).await?;
+        if let Some(intent_id) = &event.object_id {
+            let now = now();
+            let lease_until = after(now, self.inner.config.step_lease);
+            let states = rules::woken_by(&event.event_type);
+            if let Some(leased) = store.wake(intent_id, states, now, lease_until).await? {
+                self.run_from(leased, received).await?;
+            }
         }
         store.stripe_event_processed(&event.id, now()).await
     }

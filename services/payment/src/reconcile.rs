@@ -164,9 +164,10 @@ impl Payments {
                     continue;
                 };
                 let stripe = (intent.view.status, intent.view.amount_received);
-                if disagrees(&payment, stripe) && store.wake(&intent.id, now).await?.is_some() {
+                if disagrees(&payment, stripe)
+                    && self.look_again(&intent.id, payment.id).await?.is_some()
+                {
                     findings.woken_for_drift += 1;
-                    self.drive(payment.id, None).await?;
                 }
             }
             match (more, page.last()) {

@@ -220,10 +220,7 @@ async fn sync(
     let caller = Caller::new(&principal);
     let payment = payments.visible(id, &caller).await?;
     let payment = match &payment.intent_id {
-        Some(intent) => {
-            payments.inner.store.wake(intent, now()).await?;
-            payments.drive(id, None).await?.unwrap_or(payment)
-        }
+        Some(intent) => payments.look_again(intent, id).await?.unwrap_or(payment),
         None => payments.drive(id, None).await?.unwrap_or(payment),
     };
     Ok(Json(caller.view(&payment)))

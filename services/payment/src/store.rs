@@ -25,8 +25,10 @@ const COLUMNS: &str = "id, booking_id, customer_id, resource_owner_id, amount_mi
     refund_due_minor, refund_seq, cancellation_refund_minor, step_due_us, attempts, last_error, \
     drift, created_us, updated_us, version";
 
-/// Waiting states a Stripe event may wake (to look at the intent again).
-const WAKEABLE: &str = "('awaiting_payment', 'paid', 'failed', 'refunded')";
+/// What a lease sets besides `step_due_us`: a new version (so a runner
+/// that held the row before cannot write over it) and the time.
+const LEASE_SET: &str = "version = version + 1, \
+    updated_us = CASE WHEN updated_us < $2 THEN $2 ELSE updated_us END";
 
 #[derive(Clone)]
 pub(crate) struct Store {
@@ -237,39 +239,74 @@ impl Store {
             .collect()
     }
 
-    /// Makes a waiting payment of `intent_id` look at its intent again now
-    /// (a Stripe event arrived). Returns the payment, if there is one.
-    pub(crate) async fn wake(&self, intent_id: &str, now: DateTime<Utc>) -> Result<Option<Uuid>> {
-        sqlx::query(&format!(
-            "UPDATE payments SET step_due_us = $1, version = version + 1 \
-             WHERE intent_id = $2 AND state IN {WAKEABLE}"
+    /// Leases the payment if its step is due: `step_due` moves to
+    /// `lease_until`, so no other runner takes it until then. `None`: not
+    /// due, or another runner holds it.
+    pub(crate) async fn lease(
+        &self,
+        id: Uuid,
+        now: DateTime<Utc>,
+        lease_until: DateTime<Utc>,
+    ) -> Result<Option<Payment>> {
+        let row = sqlx::query(&format!(
+            "UPDATE payments SET step_due_us = $1, {LEASE_SET} \
+             WHERE id = $3 AND step_due_us IS NOT NULL AND step_due_us <= $2 RETURNING {COLUMNS}"
         ))
+        .bind(micros(lease_until))
         .bind(micros(now))
-        .bind(intent_id)
-        .execute(&self.pool)
+        .bind(id.to_string())
+        .fetch_optional(&self.pool)
         .await?;
-        Ok(self.by_intent(intent_id).await?.map(|p| p.id))
+        Ok(row.as_ref().map(payment).transpose()?)
     }
 
-    /// Stores a Stripe event once; `false` if it was already stored.
-    pub(crate) async fn record_stripe_event(
+    /// Leases the payment of `intent_id` if it waits in one of `states` (a
+    /// Stripe event arrived: it looks at its intent again), taking the row
+    /// from any runner looking at it now. Returns the leased payment.
+    pub(crate) async fn wake(
+        &self,
+        intent_id: &str,
+        states: &[State],
+        now: DateTime<Utc>,
+        lease_until: DateTime<Utc>,
+    ) -> Result<Option<Payment>> {
+        wake(&self.pool, intent_id, states, now, lease_until).await
+    }
+
+    /// Stores a Stripe event once and, in the same transaction, wakes the
+    /// payment of its intent (see `wake`), so the event counts as applied
+    /// as soon as it is stored. `None`: the event was stored before.
+    pub(crate) async fn receive_stripe_event(
         &self,
         event: &StripeEvent,
         payload: &str,
+        states: &[State],
         now: DateTime<Utc>,
-    ) -> Result<bool> {
-        let done = sqlx::query(
-            "INSERT INTO stripe_events (id, event_type, object_id, payload, received_us) \
-             VALUES ($1, $2, $3, $4, $5) ON CONFLICT (id) DO NOTHING",
+        lease_until: DateTime<Utc>,
+    ) -> Result<Option<Option<Payment>>> {
+        let mut tx = self.pool.begin().await?;
+        let inserted = sqlx::query(
+            "INSERT INTO stripe_events (id, event_type, object_id, payload, received_us, \
+             processed_us) VALUES ($1, $2, $3, $4, $5, $5) ON CONFLICT (id) DO NOTHING",
         )
         .bind(&event.id)
         .bind(&event.event_type)
         .bind(event.object_id.as_deref())
         .bind(payload)
         .bind(micros(now))
-        .execute(&self.pool)
-        .await?;
-        Ok(done.rows_affected() == 1)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected()
+            == 1;
+        if !inserted {
+            return Ok(None);
+        }
+        let woken = match &event.object_id {
+            Some(intent_id) => wake(&mut *tx, intent_id, states, now, lease_until).await?,
+            None => None,
+        };
+        tx.commit().await?;
+        Ok(Some(woken))
     }
 
     pub(crate) async fn stripe_event_processed(&self, id: &str, now: DateTime<Utc>) -> Result<()> {
@@ -533,6 +570,31 @@ impl Store {
         }
         Ok(purged)
     }
+}
+
+async fn wake<'e, E: sqlx::Executor<'e, Database = Any>>(
+    executor: E,
+    intent_id: &str,
+    states: &[State],
+    now: DateTime<Utc>,
+    lease_until: DateTime<Utc>,
+) -> Result<Option<Payment>> {
+    if states.is_empty() {
+        return Ok(None);
+    }
+    // The names are the states' own constants, never input.
+    let states: Vec<String> = states.iter().map(|s| format!("'{}'", s.as_str())).collect();
+    let row = sqlx::query(&format!(
+        "UPDATE payments SET step_due_us = $1, {LEASE_SET} \
+         WHERE intent_id = $3 AND state IN ({}) RETURNING {COLUMNS}",
+        states.join(", ")
+    ))
+    .bind(micros(lease_until))
+    .bind(micros(now))
+    .bind(intent_id)
+    .fetch_optional(executor)
+    .await?;
+    Ok(row.as_ref().map(payment).transpose()?)
 }
 
 fn bind<'q>(

@@ -33,6 +33,14 @@ type Result<T> = std::result::Result<T, PaymentError>;
 const STEPS_PER_DRIVE: usize = 16;
 const WORKER_BATCH: i64 = 50;
 
+/// How a chain of steps under one lease ended.
+enum Chain {
+    /// The payment waits, ended or retries later: the row as written.
+    Done(Box<Payment>),
+    /// Another writer (a wake, an observation) changed the row first.
+    Lost,
+}
+
 /// What running a step found out.
 enum Step {
     /// Something the rules decide on; `intent` carries a newly learned
@@ -73,7 +81,7 @@ impl Payments {
     pub(crate) async fn begin(&self, booking: &PayableBooking) -> Result<Payment> {
         let store = &self.inner.store;
         if let Some(existing) = store.by_booking(booking.id).await? {
-            return Ok(self.drive(existing.id, None).await?.unwrap_or(existing));
+            return self.current(existing).await;
         }
         let now = now();
         let payment = Payment {
@@ -109,10 +117,20 @@ impl Payments {
                 .by_booking(booking.id)
                 .await?
                 .ok_or_else(|| PaymentError::booking_not_found(booking.id))?;
-            return Ok(self.drive(winner.id, None).await?.unwrap_or(winner));
+            return self.current(winner).await;
         }
-        let first = self.run_leased(&payment, None).await?;
-        Ok(self.drive(payment.id, None).await?.unwrap_or(first))
+        let id = payment.id;
+        self.run_from(payment, None)
+            .await?
+            .ok_or_else(|| PaymentError::Internal(format!("payment {id} vanished")))
+    }
+
+    /// The payment as it stands, after running its step if one is due.
+    async fn current(&self, p: Payment) -> Result<Payment> {
+        if p.step_due.is_none_or(|due| due > now()) {
+            return Ok(p);
+        }
+        Ok(self.drive(p.id, None).await?.unwrap_or(p))
     }
 
     /// Runs the payment's due steps one after the other until it waits (for
@@ -120,59 +138,97 @@ impl Payments {
     /// when the webhook that started this arrived (for the latency metric).
     pub(crate) async fn drive(&self, id: Uuid, woken: Option<Instant>) -> Result<Option<Payment>> {
         let store = &self.inner.store;
-        let mut current = None;
         for _ in 0..STEPS_PER_DRIVE {
-            let Some(p) = store.get(id).await? else {
-                return Ok(None);
-            };
             let now = now();
-            if p.step_due.is_none_or(|due| due > now) {
-                return Ok(Some(p));
+            let lease_until = after(now, self.inner.config.step_lease);
+            let Some(leased) = store.lease(id, now, lease_until).await? else {
+                break;
+            };
+            if let Chain::Done(p) = self.run_chain(leased, woken).await? {
+                return Ok(Some(*p));
             }
-            let mut leased = p.clone();
-            leased.step_due = Some(after(now, self.inner.config.step_lease));
-            leased.version += 1;
-            leased.updated_at = now.max(p.updated_at);
-            if !store.update(&leased, p.state, "", None).await? {
-                current = Some(p);
-                continue;
-            }
-            current = Some(self.run_leased(&leased, woken).await?);
         }
-        Ok(current)
+        store.get(id).await
     }
 
-    /// Runs the step of a payment this runner holds the lease of, and
-    /// writes where it leads (unless someone wrote first: then the row as
-    /// this runner saw it, and the next `drive` looks again).
-    async fn run_leased(&self, leased: &Payment, woken: Option<Instant>) -> Result<Payment> {
-        let step = self.run_step(leased).await;
-        let (next, note, event) = self.settle(leased, step);
-        if !self
+    /// Makes a waiting payment (of `intent_id`, id `id`) fetch its intent
+    /// again now and drives it; `None` if it was not waiting.
+    pub(crate) async fn look_again(&self, intent_id: &str, id: Uuid) -> Result<Option<Payment>> {
+        let now = now();
+        let lease_until = after(now, self.inner.config.step_lease);
+        let waiting = &State::WAITING;
+        match self
             .inner
             .store
-            .update(&next, leased.state, &note, event.as_ref())
+            .wake(intent_id, waiting, now, lease_until)
             .await?
         {
-            return Ok(leased.clone());
-        }
-        if event.is_some() {
-            self.wake_relay();
-        }
-        if next.state != leased.state {
-            metrics::transitions()
-                .with_label_values(&[next.state.as_str()])
-                .inc();
-            if let Some(woken) = woken
-                && next.state.is_terminal()
-            {
-                metrics::webhook_to_state()
-                    .with_label_values(&[next.state.as_str()])
-                    .observe(woken.elapsed().as_secs_f64());
+            Some(leased) => self.run_from(leased, None).await,
+            None => {
+                self.drive(id, None).await?;
+                Ok(None)
             }
-            tracing::info!(payment_id = %next.id, from = %leased.state, to = %next.state, %note, "payment saga moved");
         }
-        Ok(next)
+    }
+
+    /// Runs the steps of a payment this runner has just leased; drives it
+    /// again if another writer took it meanwhile.
+    pub(crate) async fn run_from(
+        &self,
+        leased: Payment,
+        woken: Option<Instant>,
+    ) -> Result<Option<Payment>> {
+        let id = leased.id;
+        match self.run_chain(leased, woken).await? {
+            Chain::Done(p) => Ok(Some(*p)),
+            Chain::Lost => self.drive(id, woken).await,
+        }
+    }
+
+    /// Runs the step of a payment this runner holds the lease of and writes
+    /// where it leads; while the next step is due at once, that same write
+    /// keeps the lease and the next step runs here (one write per step).
+    async fn run_chain(&self, mut leased: Payment, woken: Option<Instant>) -> Result<Chain> {
+        for _ in 0..STEPS_PER_DRIVE {
+            let step = self.run_step(&leased).await;
+            let (mut next, note, event) = self.settle(&leased, step);
+            let now = now();
+            let chained = next.step_due.is_some_and(|due| due <= now);
+            if chained {
+                next.step_due = Some(after(now, self.inner.config.step_lease));
+            }
+            if !self
+                .inner
+                .store
+                .update(&next, leased.state, &note, event.as_ref())
+                .await?
+            {
+                return Ok(Chain::Lost);
+            }
+            if event.is_some() {
+                self.wake_relay();
+            }
+            if next.state != leased.state {
+                metrics::transitions()
+                    .with_label_values(&[next.state.as_str()])
+                    .inc();
+                if let Some(woken) = woken
+                    && next.state.is_terminal()
+                {
+                    metrics::webhook_to_state()
+                        .with_label_values(&[next.state.as_str()])
+                        .observe(woken.elapsed().as_secs_f64());
+                }
+                tracing::info!(payment_id = %next.id, from = %leased.state, to = %next.state, %note, "payment saga moved");
+            }
+            if !chained {
+                return Ok(Chain::Done(Box::new(next)));
+            }
+            leased = next;
+        }
+        // Still due after more steps than a saga has states (a key spent
+        // again and again): the lease lapses and the worker goes on later.
+        Ok(Chain::Done(Box::new(leased)))
     }
 
     /// Feeds an observation from outside a step (a cancellation, a staff

@@ -69,6 +69,15 @@ impl State {
         Self::Refunded,
     ];
 
+    /// States without a step of their own: they wait for Stripe, the
+    /// customer or a late event.
+    pub const WAITING: [Self; 4] = [
+        Self::AwaitingPayment,
+        Self::Paid,
+        Self::Failed,
+        Self::Refunded,
+    ];
+
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Creating => "creating",
@@ -97,7 +106,21 @@ impl State {
     /// States whose step runs on its own (as opposed to waiting for Stripe
     /// or the customer).
     pub fn has_step(self) -> bool {
-        !matches!(self, Self::AwaitingPayment) && !self.is_terminal()
+        !Self::WAITING.contains(&self)
+    }
+}
+
+/// The waiting states a Stripe event about a payment's intent wakes (to
+/// fetch the intent again). Only states that wait for Stripe are woken:
+/// one mid-step fetches the intent itself when its step needs it.
+pub fn woken_by(event_type: &str) -> &'static [State] {
+    use State::{AwaitingPayment, Failed, Refunded};
+    match event_type {
+        // Creation tells nothing the create step's own answer did not.
+        "payment_intent.created" => &[],
+        // A paid saga captured the intent itself: this is the echo.
+        "payment_intent.succeeded" => &[AwaitingPayment, Failed, Refunded],
+        _ => &State::WAITING,
     }
 }
 

@@ -610,3 +610,34 @@ fn state_names_round_trip() {
         assert_eq!(State::parse(state.as_str()), Some(state));
     }
 }
+
+#[test]
+fn events_wake_only_waiting_states() {
+    for event in [
+        "payment_intent.created",
+        "payment_intent.amount_capturable_updated",
+        "payment_intent.succeeded",
+        "payment_intent.payment_failed",
+        "payment_intent.canceled",
+        "charge.refunded",
+    ] {
+        assert!(
+            woken_by(event).iter().all(|s| !s.has_step()),
+            "{event} must not wake a state whose step may be running"
+        );
+    }
+    assert!(woken_by("payment_intent.created").is_empty());
+    // An authorisation or a refund made outside Berth must reach every
+    // waiting state, or drift would go unseen.
+    for event in [
+        "payment_intent.amount_capturable_updated",
+        "charge.refunded",
+    ] {
+        let woken = woken_by(event);
+        for state in State::ALL.into_iter().filter(|s| !s.has_step()) {
+            assert!(woken.contains(&state), "{event} must wake {state}");
+        }
+    }
+    assert!(!woken_by("payment_intent.succeeded").contains(&State::Paid));
+    assert!(woken_by("payment_intent.succeeded").contains(&State::AwaitingPayment));
+}
