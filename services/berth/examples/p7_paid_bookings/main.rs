@@ -24,7 +24,11 @@
 //!
 //! Settings (environment): `P7_BOOKINGS` (default 2000, at most 4800),
 //! `P7_FREE_BOOKINGS` (per free round, default `P7_BOOKINGS`),
-//! `P7_WARMUP` (paid and free bookings before the timed rounds, default 256).
+//! `P7_WARMUP` (paid and free bookings before the timed rounds, default 256),
+//! `P7_PACED_BOOKINGS` (default 1000) and `P7_PACED_RATE` (per second,
+//! default half the saturated paid rate just measured): a last paid round
+//! whose bookings start at that steady rate, so its webhook → paid times
+//! are the saga's own rather than queueing behind 64 clients' new work.
 //!
 //! Run: `scripts/stack up && eval "$(scripts/stack env)" &&
 //!       cargo build --release -p berth -p berth-stripe-emulator --bins --examples &&
@@ -170,7 +174,7 @@ async fn main() {
     let mut errors = Vec::new();
 
     if warmup > 0 {
-        let seen = rounds::run(&targets, CLIENTS, jobs(&resources, warmup, 2, true), true).await;
+        let seen = rounds::run(&targets, CLIENTS, jobs(&resources, warmup, 2, true), true, None).await;
         errors.extend(seen.errors);
         database
             .wait_paid(warmup as i64, Duration::from_secs(60))
@@ -178,20 +182,20 @@ async fn main() {
         database
             .wait_events(SUCCEEDED, warmup as i64, Duration::from_secs(60))
             .await;
-        let seen = rounds::run(&targets, CLIENTS, jobs(&resources, warmup, 5, false), false).await;
+        let seen = rounds::run(&targets, CLIENTS, jobs(&resources, warmup, 5, false), false, None).await;
         errors.extend(seen.errors);
     }
 
     let free_jobs = |day| jobs(&resources, free_n, day, false);
     let meter = cpu_meter(&platform);
-    let mut free = rounds::run(&targets, CLIENTS, free_jobs(8), false).await;
+    let mut free = rounds::run(&targets, CLIENTS, free_jobs(8), false, None).await;
     let mut free_cpu = meter.stop();
     errors.append(&mut free.errors);
 
     let meter = cpu_meter(&platform);
     let machine = support::MachineTicks::read();
     let first_hold_us = chrono::Utc::now().timestamp_micros();
-    let mut paid = rounds::run(&targets, CLIENTS, jobs(&resources, paid_n, 11, true), true).await;
+    let mut paid = rounds::run(&targets, CLIENTS, jobs(&resources, paid_n, 11, true), true, None).await;
     let expected = (warmup + paid_n) as i64;
     let paid_count = database.wait_paid(expected, Duration::from_secs(120)).await;
     let last_paid_us = database.last_paid_us(first_hold_us).await;
@@ -207,13 +211,35 @@ async fn main() {
     errors.append(&mut paid.errors);
 
     let meter = cpu_meter(&platform);
-    let mut free_again = rounds::run(&targets, CLIENTS, free_jobs(14), false).await;
+    let mut free_again = rounds::run(&targets, CLIENTS, free_jobs(14), false, None).await;
     for ((_, total), (_, more)) in free_cpu.iter_mut().zip(meter.stop()) {
         *total += more;
     }
     errors.append(&mut free_again.errors);
 
     let timings = Timings::of(&database.timeline(first_hold_us).await, &paid.confirmed);
+
+    let paid_rate = paid_n as f64 / ((last_paid_us - first_hold_us) as f64 / 1e6);
+    let paced_n = setting("P7_PACED_BOOKINGS", 1000);
+    let paced_rate = std::env::var("P7_PACED_RATE")
+        .ok()
+        .and_then(|v| v.parse::<f64>().ok())
+        .unwrap_or(paid_rate / 2.0)
+        .max(1.0);
+    let paced_from_us = chrono::Utc::now().timestamp_micros();
+    let mut paced = rounds::run(
+        &targets,
+        CLIENTS,
+        jobs(&resources, paced_n, 17, true),
+        true,
+        Some(paced_rate),
+    )
+    .await;
+    database
+        .wait_paid(expected + paced_n as i64, Duration::from_secs(120))
+        .await;
+    errors.append(&mut paced.errors);
+    let paced_timings = Timings::of(&database.timeline(paced_from_us).await, &paced.confirmed);
     let unpaid = database.unpaid().await;
     let events = database.events().await;
     let check = platform.check_money();
@@ -241,7 +267,6 @@ async fn main() {
     ];
 
     let paid_seconds = (last_paid_us - first_hold_us) as f64 / 1e6;
-    let paid_rate = paid_n as f64 / paid_seconds;
     let free_seconds = (free.elapsed + free_again.elapsed).as_secs_f64();
     let free_rate = 2.0 * free_n as f64 / free_seconds;
     println!(
@@ -269,6 +294,12 @@ async fn main() {
         free_n as f64 / free_again.elapsed.as_secs_f64(),
         client_latencies(&mut free)
     );
+    println!(
+        "  paced: {paced_n} paid bookings started at {paced_rate:.0}/s (half the saturated rate \
+         unless P7_PACED_RATE); client latency p50/p99 ms: {}",
+        client_latencies(&mut paced)
+    );
+    paced_timings.print();
     let drained_seconds = (drained - first_hold_us) as f64 / 1e6;
     println!(
         "  CPU per paid booking (ms, until the emulator's webhooks drained after {drained_seconds:.2}s): {}",

@@ -146,7 +146,16 @@ async fn free_job(c: &mut Connections, bearer: &str, job: Job, seen: &mut Seen) 
 }
 
 /// `clients` clients take `jobs` in turn, paying for each (`paid`) or not.
-pub async fn run(targets: &Targets, clients: usize, jobs: Vec<Job>, paid: bool) -> Seen {
+/// `pace`: jobs per second to start at most (job `n` not before `n / pace`
+/// seconds), for a round below saturation; `None` starts each job as soon
+/// as a client is free.
+pub async fn run(
+    targets: &Targets,
+    clients: usize,
+    jobs: Vec<Job>,
+    paid: bool,
+    pace: Option<f64>,
+) -> Seen {
     let jobs = Arc::new(jobs);
     let next = Arc::new(AtomicUsize::new(0));
     let mut connected = Vec::new();
@@ -180,6 +189,10 @@ pub async fn run(targets: &Targets, clients: usize, jobs: Vec<Job>, paid: bool) 
                     let Some(body) = jobs.get(job) else {
                         break seen;
                     };
+                    if let Some(rate) = pace {
+                        let due = started + Duration::from_secs_f64(job as f64 / rate);
+                        tokio::time::sleep_until(due.into()).await;
+                    }
                     if paid {
                         paid_job(&mut c, &bearer, body.clone(), &mut seen).await;
                     } else {
