@@ -174,7 +174,14 @@ async fn main() {
     let mut errors = Vec::new();
 
     if warmup > 0 {
-        let seen = rounds::run(&targets, CLIENTS, jobs(&resources, warmup, 2, true), true, None).await;
+        let seen = rounds::run(
+            &targets,
+            CLIENTS,
+            jobs(&resources, warmup, 2, true),
+            true,
+            None,
+        )
+        .await;
         errors.extend(seen.errors);
         database
             .wait_paid(warmup as i64, Duration::from_secs(60))
@@ -182,7 +189,14 @@ async fn main() {
         database
             .wait_events(SUCCEEDED, warmup as i64, Duration::from_secs(60))
             .await;
-        let seen = rounds::run(&targets, CLIENTS, jobs(&resources, warmup, 5, false), false, None).await;
+        let seen = rounds::run(
+            &targets,
+            CLIENTS,
+            jobs(&resources, warmup, 5, false),
+            false,
+            None,
+        )
+        .await;
         errors.extend(seen.errors);
     }
 
@@ -195,7 +209,14 @@ async fn main() {
     let meter = cpu_meter(&platform);
     let machine = support::MachineTicks::read();
     let first_hold_us = chrono::Utc::now().timestamp_micros();
-    let mut paid = rounds::run(&targets, CLIENTS, jobs(&resources, paid_n, 11, true), true, None).await;
+    let mut paid = rounds::run(
+        &targets,
+        CLIENTS,
+        jobs(&resources, paid_n, 11, true),
+        true,
+        None,
+    )
+    .await;
     let expected = (warmup + paid_n) as i64;
     let paid_count = database.wait_paid(expected, Duration::from_secs(120)).await;
     let last_paid_us = database.last_paid_us(first_hold_us).await;
