@@ -93,9 +93,10 @@ impl SmtpSink {
             .collect()
     }
 
-    /// Waits for the `n`th message (1-based) and returns all so far.
+    /// Waits (up to 20 s) for the `n`th message (1-based) and returns all
+    /// so far. Reminder tests wait here for messages due ~11 s after setup.
     pub async fn wait_for(&self, n: usize) -> Vec<String> {
-        for _ in 0..100 {
+        for _ in 0..200 {
             let messages = self.messages();
             if messages.len() >= n {
                 return messages;

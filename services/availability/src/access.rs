@@ -79,6 +79,7 @@ mod tests {
         Principal {
             subject: subject.to_owned(),
             roles: roles.iter().map(|r| (*r).to_owned()).collect(),
+            phone_number: None,
         }
     }
 

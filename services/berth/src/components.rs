@@ -155,10 +155,17 @@ pub async fn start(component: Component, rt: &Runtime) -> Result<Started, StartE
         }
         Component::User => {
             let mut user = user_config(config);
-            // One SMTP setting for every service that mails.
+            // One SMTP and one SMS setting for every service that sends.
             user.smtp = smtp_settings(config)?;
-            let users =
-                start_users(rt, database_url(config)?, config.redis_url.as_deref(), user).await?;
+            user.sms = sms_settings(config)?;
+            let users = start_users(
+                rt,
+                database_url(config)?,
+                config.redis_url.as_deref(),
+                user,
+                None,
+            )
+            .await?;
             Ok(Started {
                 rest: with_openapi(users.rest_routes(), berth_user::openapi()),
                 grpc: None,
@@ -233,7 +240,10 @@ pub async fn start(component: Component, rt: &Runtime) -> Result<Started, StartE
             let notifications = start_notifications(
                 rt,
                 database_url(config)?,
-                mailer,
+                berth_notification::Senders {
+                    mail: mailer,
+                    sms: sms_sender(config)?,
+                },
                 &from,
                 Arc::new(berth_notification::HttpFetch::new(
                     url,
@@ -401,6 +411,27 @@ fn smtp_settings(
 
 /// A mail sender shared by services.
 pub type Mailer = Arc<dyn berth_notification::messaging::MailSender>;
+/// A text sender shared by services.
+pub type Texter = Arc<dyn berth_notification::messaging::SmsSender>;
+
+fn sms_settings(
+    config: &RuntimeConfig,
+) -> Result<Option<berth_notification::messaging::TwilioConfig>, StartError> {
+    berth_notification::messaging::twilio_from_settings(&config.service).map_err(|problem| {
+        StartError::Setting {
+            setting: "service.sms",
+            problem,
+        }
+    })
+}
+
+/// The SMS provider of `service.sms.*`; `None` when no account is set.
+pub fn sms_sender(config: &RuntimeConfig) -> Result<Option<Texter>, StartError> {
+    Ok(sms_settings(config)?.map(|twilio| {
+        let texter: Texter = Arc::new(berth_notification::messaging::TwilioSms::new(twilio));
+        texter
+    }))
+}
 
 /// The SMTP sender of `service.smtp.*` and its `From:`; `None` when no
 /// host is set.
@@ -467,7 +498,7 @@ fn reminder_offsets(config: &RuntimeConfig) -> Result<Option<Vec<Duration>>, Sta
 pub async fn start_notifications(
     rt: &Runtime,
     database_url: &str,
-    mailer: Mailer,
+    senders: berth_notification::Senders,
     from: &str,
     availability: Arc<dyn berth_notification::Fetch>,
     private_webhook_urls: bool,
@@ -485,7 +516,7 @@ pub async fn start_notifications(
     let notifications = berth_notification::Notifications::connect(
         database_url,
         rt.config.redis_url.as_deref(),
-        mailer,
+        senders,
         availability,
         berth_notification::NotificationConfig {
             organizer,
@@ -580,10 +611,21 @@ pub async fn start_users(
     database_url: &str,
     redis_url: Option<&str>,
     config: UserConfig,
+    senders: Option<berth_notification::Senders>,
 ) -> Result<Users, StartError> {
-    let users = Users::connect(database_url, redis_url, config)
-        .await
-        .map_err(|e| StartError::service("user", e))?;
+    let users = match senders {
+        // `berth dev`: the same senders as notifications (a text folder
+        // stands in for a provider).
+        Some(senders) => {
+            let sms = senders.sms.unwrap_or_else(|| {
+                let memory: Texter = Arc::new(berth_notification::messaging::MemorySms::default());
+                memory
+            });
+            Users::connect_with(database_url, redis_url, config, senders.mail, sms).await
+        }
+        None => Users::connect(database_url, redis_url, config).await,
+    }
+    .map_err(|e| StartError::service("user", e))?;
     ready_check(rt, "user", &users, |u| async move { u.check_ready().await });
     users.spawn_event_relay(rt.stop_token());
     Ok(users)

@@ -51,7 +51,15 @@ pub async fn run(addr: SocketAddr, data_dir: Option<PathBuf>) -> Result<(), Star
         problem: format!("{} cannot be created: {e}", dir.display()),
     })?;
 
-    let users = start_users(&rt, &sqlite_url(&dir, "user"), None, UserConfig::default()).await?;
+    let senders = dev_senders(&rt, &dir)?;
+    let users = start_users(
+        &rt,
+        &sqlite_url(&dir, "user"),
+        None,
+        UserConfig::default(),
+        Some(senders.senders.clone()),
+    )
+    .await?;
     users
         .ensure_demo_user(seed::DEMO_EMAIL, seed::DEMO_PASSWORD)
         .await
@@ -76,7 +84,7 @@ pub async fn run(addr: SocketAddr, data_dir: Option<PathBuf>) -> Result<(), Star
     )
     .await?;
     forward_booking_events(&booking, &payments, rt.stop_token());
-    let (notifications, mail_to) = dev_notifications(&rt, &dir, &availability, &verifier).await?;
+    let notifications = dev_notifications(&rt, &dir, &senders, &availability, &verifier).await?;
     forward_to_notifications(&booking, &payments, &notifications, rt.stop_token());
 
     let app = Router::new()
@@ -94,7 +102,8 @@ pub async fn run(addr: SocketAddr, data_dir: Option<PathBuf>) -> Result<(), Star
     let listener = Runtime::bind(addr).await?;
     tracing::info!(%addr, data = %dir.display(), "berth dev: all services in one process");
     print_banner(addr, &dir, &demo, emulator.as_ref());
-    println!("  notifications: {mail_to}\n");
+    println!("  notifications: {}", senders.mail_to);
+    println!("  texts: {}\n", senders.texts_to);
     let served = crate::run_until_stopped(&rt, listener, app).await;
     if let Some(emulator) = emulator {
         emulator.stop().await;
@@ -190,17 +199,25 @@ fn forward_booking_events(
     });
 }
 
-/// Notifications in process: mail through `service.smtp.*` when set,
-/// otherwise into `<data dir>/mailbox` as `.eml` files. Returns the service
-/// and where its mail goes (for the banner).
-async fn dev_notifications(
-    rt: &Runtime,
-    dir: &std::path::Path,
-    availability: &berth_availability::Availability,
-    verifier: &berth_runtime::auth::Verifier,
-) -> Result<(berth_notification::Notifications, String), StartError> {
-    use berth_notification::messaging::{MailSender, MailboxMailer};
-    let (mailer, from, mail_to) = match crate::components::smtp_mailer(&rt.config)? {
+/// Where `berth dev` sends, for every service in it, and what the banner
+/// says about it.
+struct DevSenders {
+    senders: berth_notification::Senders,
+    from: String,
+    mail_to: String,
+    texts_to: String,
+}
+
+/// Mail through `service.smtp.*` when set, otherwise into
+/// `<data dir>/mailbox` as `.eml` files; texts through `service.sms.*`
+/// when set, otherwise into `<data dir>/texts` as `.txt` files.
+fn dev_senders(rt: &Runtime, dir: &std::path::Path) -> Result<DevSenders, StartError> {
+    use berth_notification::messaging::{FolderSms, MailSender, MailboxMailer, SmsSender};
+    let folder_problem = |problem| StartError::Setting {
+        setting: "--data-dir",
+        problem,
+    };
+    let (mail, from, mail_to) = match crate::components::smtp_mailer(&rt.config)? {
         Some((mailer, from)) => (
             mailer,
             from,
@@ -210,12 +227,7 @@ async fn dev_notifications(
             let from = "Berth <no-reply@berth.dev>".to_owned();
             let mailbox = dir.join("mailbox");
             let mailer: Arc<dyn MailSender> =
-                Arc::new(MailboxMailer::new(&mailbox, &from).map_err(|problem| {
-                    StartError::Setting {
-                        setting: "--data-dir",
-                        problem,
-                    }
-                })?);
+                Arc::new(MailboxMailer::new(&mailbox, &from).map_err(folder_problem)?);
             let mail_to = format!(
                 "no SMTP configured: every message is an .eml file in {} (open it in a mail client; its invite in a calendar)",
                 mailbox.display()
@@ -223,6 +235,38 @@ async fn dev_notifications(
             (mailer, from, mail_to)
         }
     };
+    let (sms, texts_to) = match crate::components::sms_sender(&rt.config)? {
+        Some(texter) => (texter, "texts go out through service.sms".to_owned()),
+        None => {
+            let folder = dir.join("texts");
+            let texter: Arc<dyn SmsSender> =
+                Arc::new(FolderSms::new(&folder).map_err(folder_problem)?);
+            let texts_to = format!(
+                "no SMS provider configured: phone login codes and booking texts are .txt files in {}",
+                folder.display()
+            );
+            (texter, texts_to)
+        }
+    };
+    Ok(DevSenders {
+        senders: berth_notification::Senders {
+            mail,
+            sms: Some(sms),
+        },
+        from,
+        mail_to,
+        texts_to,
+    })
+}
+
+/// Notifications in process, sending through `senders`.
+async fn dev_notifications(
+    rt: &Runtime,
+    dir: &std::path::Path,
+    senders: &DevSenders,
+    availability: &berth_availability::Availability,
+    verifier: &berth_runtime::auth::Verifier,
+) -> Result<berth_notification::Notifications, StartError> {
     // Resource names and zones from availability's own router, in process.
     let fetch = Arc::new(berth_notification::RouterFetch::new(
         availability.rest_routes(verifier),
@@ -230,15 +274,15 @@ async fn dev_notifications(
     let notifications = crate::components::start_notifications(
         rt,
         &sqlite_url(dir, "notification"),
-        mailer,
-        &from,
+        senders.senders.clone(),
+        &senders.from,
         fetch,
         // A receiver on the laptop is a fine webhook endpoint here.
         true,
     )
     .await?;
-    tracing::info!(%mail_to, "notifications in process");
-    Ok((notifications, mail_to))
+    tracing::info!(mail_to = %senders.mail_to, texts_to = %senders.texts_to, "notifications in process");
+    Ok(notifications)
 }
 
 /// No Redis streams here: booking and payment events reach notifications

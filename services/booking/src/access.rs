@@ -79,6 +79,7 @@ mod tests {
         Caller::new(&Principal {
             subject: subject.into(),
             roles: roles.iter().map(|r| (*r).to_owned()).collect(),
+            phone_number: None,
         })
     }
 

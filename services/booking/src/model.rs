@@ -78,6 +78,12 @@ pub struct Customer {
     pub name: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub email: Option<String>,
+    /// Where texts about the booking (confirmation, reminders) go: the
+    /// verified phone of the caller's account (an OTP login), E.164.
+    /// Giving it is the customer's opt-in to texts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(example = "+441632960961")]
+    pub phone: Option<String>,
 }
 
 /// A booking as stored and as returned by the API.

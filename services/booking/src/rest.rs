@@ -83,24 +83,33 @@ fn one_seat() -> u32 {
 }
 
 impl CreateRequest {
-    fn validate(self, customer_id: String) -> Result<NewBooking, BookingError> {
+    fn validate(self, caller: &Principal) -> Result<NewBooking, BookingError> {
         if !(1..=MAX_SEATS).contains(&self.seats) {
             return Err(BookingError::Invalid(format!(
                 "seats must be between 1 and {MAX_SEATS}"
             )));
         }
         Ok(NewBooking {
-            customer_id,
+            customer_id: caller.subject.clone(),
             resource_id: self.resource_id,
             appointment_type_id: self.appointment_type_id,
             start: micros(self.start),
             seats: self.seats,
-            customer: self.customer.map(validate_customer).transpose()?.flatten(),
+            customer: self
+                .customer
+                .map(|c| validate_customer(c, caller.phone_number.as_deref()))
+                .transpose()?
+                .flatten(),
         })
     }
 }
 
-fn validate_customer(customer: Customer) -> Result<Option<Customer>, BookingError> {
+/// `verified_phone`: the caller's phone as their access token proves it;
+/// texts go only there, so nobody can have texts sent to someone else.
+fn validate_customer(
+    customer: Customer,
+    verified_phone: Option<&str>,
+) -> Result<Option<Customer>, BookingError> {
     let name = customer.name.map(|n| n.trim().to_owned());
     if let Some(name) = &name {
         if name.is_empty() || name.chars().count() > MAX_NAME_CHARS {
@@ -122,7 +131,31 @@ fn validate_customer(customer: Customer) -> Result<Option<Customer>, BookingErro
             "customer.email is not an email address".into(),
         ));
     }
-    Ok((name.is_some() || email.is_some()).then_some(Customer { name, email }))
+    let phone = match customer.phone {
+        None => None,
+        Some(given) => {
+            let phone = berth_runtime::phone::e164(&given).ok_or_else(|| {
+                BookingError::Invalid(
+                    "customer.phone must be in E.164 form, e.g. +441632960961".into(),
+                )
+            })?;
+            if verified_phone != Some(phone.as_str()) {
+                return Err(BookingError::Invalid(
+                    "customer.phone must be the verified phone of your account: \
+                     sign in with it (POST /v1/auth/phone/start) to get texts"
+                        .into(),
+                ));
+            }
+            Some(phone)
+        }
+    };
+    Ok(
+        (name.is_some() || email.is_some() || phone.is_some()).then_some(Customer {
+            name,
+            email,
+            phone,
+        }),
+    )
 }
 
 /// Deliberately loose: one `@`, something before it, a dotted domain after.
@@ -148,7 +181,8 @@ fn plausible_email(email: &str) -> bool {
         (status = 201, description = "Held; `Location` names it", body = BookingRecord),
         (status = 403, response = ProblemResponse),
         (status = 404, response = ProblemResponse),
-        (status = 409, response = ProblemResponse)
+        (status = 409, response = ProblemResponse),
+        (status = 422, response = ProblemResponse)
     )
 )]
 async fn create(
@@ -162,7 +196,7 @@ async fn create(
             "booking requires the customer, staff or admin role".into(),
         ));
     }
-    let record = booking.create(request.validate(caller.subject)?).await?;
+    let record = booking.create(request.validate(&principal)?).await?;
     let location = format!("/v1/bookings/{}", record.id);
     Ok((
         StatusCode::CREATED,

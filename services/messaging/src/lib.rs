@@ -5,8 +5,9 @@
 //! - [`MailSender`]: [`SmtpMailer`] (lettre; STARTTLS, implicit TLS or, on a
 //!   trusted network, plain), [`MailboxMailer`] (each message an `.eml` file
 //!   in a folder: `berth dev` without SMTP) and [`MemoryMailer`] (tests).
-//! - [`SmsSender`]: [`TwilioSms`] (the Twilio Messages API shape) and
-//!   [`MemorySms`].
+//! - [`SmsSender`]: [`TwilioSms`] (the Twilio Messages API shape),
+//!   [`FolderSms`] (each text a file: `berth dev` without a provider) and
+//!   [`MemorySms`] (tests).
 //!
 //! Every failure says whether trying again can help ([`SendError`]), so a
 //! caller that retries stops at a permanently refused address.
@@ -17,7 +18,7 @@ mod sms;
 
 pub use mail::{Invite, Mail, MailSender, MailboxMailer, MemoryMailer, SmtpMailer};
 pub use settings::{SmtpConfig, SmtpSecurity, smtp_from_settings, twilio_from_settings};
-pub use sms::{MemorySms, SmsSender, TwilioConfig, TwilioSms};
+pub use sms::{FolderSms, MemorySms, SmsSender, TwilioConfig, TwilioSms};
 
 /// Why a message was not sent.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

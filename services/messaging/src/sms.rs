@@ -1,5 +1,6 @@
-//! Outbound SMS: the [`SmsSender`] interface, a Twilio-style HTTP provider
-//! and an in-memory sink for development.
+//! Outbound SMS: the [`SmsSender`] interface, a Twilio-style HTTP provider,
+//! a folder of text files (`berth dev` without a provider) and an
+//! in-memory sink for tests.
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -85,7 +86,43 @@ impl SmsSender for TwilioSms {
     }
 }
 
-/// Keeps messages in memory (development and tests).
+/// Writes each text as a file in a folder (`<micros>-<number>.txt`:
+/// `To:`, a blank line, the text), so a developer can read login codes and
+/// booking texts without a provider.
+pub struct FolderSms {
+    dir: std::path::PathBuf,
+}
+
+impl FolderSms {
+    /// Creates `dir` if needed.
+    pub fn new(dir: impl Into<std::path::PathBuf>) -> Result<Self, String> {
+        let dir = dir.into();
+        std::fs::create_dir_all(&dir)
+            .map_err(|e| format!("text folder {} cannot be created: {e}", dir.display()))?;
+        Ok(Self { dir })
+    }
+
+    pub fn dir(&self) -> &std::path::Path {
+        &self.dir
+    }
+}
+
+#[async_trait]
+impl SmsSender for FolderSms {
+    async fn send(&self, to: &str, body: &str) -> Result<(), SendError> {
+        let micros = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_micros())
+            .unwrap_or_default();
+        let digits: String = to.chars().filter(char::is_ascii_digit).collect();
+        let path = self.dir.join(format!("{micros}-{digits}.txt"));
+        tokio::fs::write(&path, format!("To: {to}\n\n{body}\n"))
+            .await
+            .map_err(|e| SendError::Transient(format!("{}: {e}", path.display())))
+    }
+}
+
+/// Keeps messages in memory (tests).
 #[derive(Clone, Default)]
 pub struct MemorySms {
     sent: Arc<Mutex<Vec<(String, String)>>>,

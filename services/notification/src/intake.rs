@@ -13,7 +13,9 @@
 //! - Other types (`booking.created`, `.expired`, `.reinstated`,
 //!   `payment.authorised`, `payment.failed`) only update what is known.
 //!
-//! Email goes only where the booking carries an address. Every event type
+//! Email goes only where the booking carries an address; confirmation,
+//! reschedule and cancellation also go as a text where it carries the
+//! customer's (verified) phone and a text provider is configured. Every event type
 //! in [`webhooks::EVENT_TYPES`] also becomes one webhook per subscribed
 //! endpoint that may see the booking, in the same transaction. A late
 //! event (a lower booking version than one already seen) sends nothing.
@@ -23,7 +25,7 @@ use uuid::Uuid;
 use crate::Notifications;
 use crate::error::NotificationError;
 use crate::model::{
-    BookingEvent, EMAIL, Kind, PaymentEvent, booking_event, masked, now, payment_event,
+    BookingEvent, EMAIL, Kind, PaymentEvent, SMS, booking_event, masked, now, payment_event,
 };
 use crate::render::{Facts, Identity, Rendered, render};
 use crate::store::{NewDelivery, Recorded};
@@ -57,13 +59,17 @@ impl Notifications {
             booking_event::PAYMENT_FAILED => Some(Kind::PaymentFailed),
             _ => None,
         };
-        let message = match (kind, booking.email()) {
-            (Some(kind), Some(to)) => {
+        let (booking_id, version) = (booking.id, Some(booking.version));
+        let email_to = booking.email().map(str::to_owned);
+        let text_to = booking.phone().filter(|_| self.texts(kind));
+        let reachable = email_to.is_some() || text_to.is_some();
+        let message = match kind {
+            Some(kind) if reachable => {
                 let amount = (kind == Kind::Confirmation).then_some(booking.price_minor);
                 let rendered = self
                     .render(kind, booking, amount, &booking.currency, event.occurred_at)
                     .await?;
-                Some((kind, to.to_owned(), rendered))
+                Some((kind, rendered))
             }
             _ => None,
         };
@@ -91,17 +97,21 @@ impl Notifications {
                 erase,
                 now(),
                 |invite_held| {
-                    let Some((kind, to, rendered)) = message else {
+                    let Some((kind, rendered)) = message else {
                         return Vec::new();
                     };
                     // An update or a cancellation only means something to a
-                    // calendar holding the event.
+                    // customer told of the booking (a calendar holding it).
                     if matches!(kind, Kind::Reschedule | Kind::Cancellation)
                         && invite_held.is_none()
                     {
                         return Vec::new();
                     }
-                    vec![email(booking.id, kind, to, Some(booking.version), rendered)]
+                    let to = Recipients {
+                        email: email_to,
+                        phone: text_to,
+                    };
+                    to.messages(booking_id, kind, version, rendered)
                 },
                 &hooks,
             )
@@ -235,6 +245,11 @@ impl Notifications {
         .map_err(NotificationError::Render)
     }
 
+    /// Whether `kind` goes out as a text too (a text provider is set up).
+    fn texts(&self, kind: Option<Kind>) -> bool {
+        self.inner.sms.is_some() && kind.is_some_and(Kind::is_texted)
+    }
+
     fn log_recorded(&self, event_type: &str, event: Uuid, booking: Uuid, recorded: Recorded) {
         match recorded {
             Recorded::New(0) => {}
@@ -250,7 +265,55 @@ impl Notifications {
     }
 }
 
-fn email(
+/// Who hears of a booking message, on which channel.
+struct Recipients {
+    email: Option<String>,
+    phone: Option<String>,
+}
+
+impl Recipients {
+    fn messages(
+        self,
+        booking_id: Uuid,
+        kind: Kind,
+        version: Option<i64>,
+        mut rendered: Rendered,
+    ) -> Vec<NewDelivery> {
+        let mut planned = Vec::new();
+        if let (Some(to), Some(sms)) = (self.phone, rendered.sms.take()) {
+            planned.push(text(booking_id, kind, to, version, sms));
+        }
+        if let Some(to) = self.email {
+            planned.push(email(booking_id, kind, to, version, rendered));
+        }
+        planned
+    }
+}
+
+/// A text (`sms`): the rendered text message only.
+pub(crate) fn text(
+    booking_id: Uuid,
+    kind: Kind,
+    to: String,
+    version: Option<i64>,
+    body: String,
+) -> NewDelivery {
+    tracing::debug!(to = %masked(&to), kind = kind.as_str(), "text planned");
+    NewDelivery {
+        id: Uuid::now_v7(),
+        booking_id,
+        kind: kind.as_str(),
+        channel: SMS,
+        recipient: to,
+        booking_version: version,
+        subject: String::new(),
+        body,
+        html: None,
+        invite: None,
+    }
+}
+
+pub(crate) fn email(
     booking_id: Uuid,
     kind: Kind,
     to: String,

@@ -8,6 +8,9 @@
 //!   lease (`FOR UPDATE SKIP LOCKED` on PostgreSQL), sends, and writes the
 //!   outcome; failures retry with backoff, a permanent refusal is recorded
 //!   and not retried (`worker`).
+//! - Email goes through the shared mail sender, texts (where the booking
+//!   carries the customer's verified phone and a provider is set up)
+//!   through the shared SMS sender (`berth_messaging`, [`Senders`]).
 //! - Messages are rendered from templates with the booking's times in its
 //!   resource's zone, and carry an iCalendar invite whose `UID` is the
 //!   booking's and whose `SEQUENCE` is its version (`render`); what the
@@ -44,7 +47,7 @@ mod worker;
 use std::sync::Arc;
 
 use axum::Router;
-use berth_messaging::MailSender;
+use berth_messaging::{MailSender, SmsSender};
 use berth_runtime::auth::Verifier;
 use berth_runtime::egress::{Egress, EgressOptions};
 use tokio::sync::Notify;
@@ -72,6 +75,14 @@ pub async fn migrate(database_url: &str) -> Result<(), NotificationError> {
     Store::connect(database_url, 1).await.map(drop)
 }
 
+/// Where messages go out.
+#[derive(Clone)]
+pub struct Senders {
+    pub mail: Arc<dyn MailSender>,
+    /// Texts; `None` sends none (customers' phones are ignored).
+    pub sms: Option<Arc<dyn SmsSender>>,
+}
+
 /// The notification service: cheap to clone, shared by handlers and workers.
 #[derive(Clone)]
 pub struct Notifications {
@@ -83,6 +94,8 @@ struct Inner {
     config: NotificationConfig,
     directory: Directory,
     mailer: Arc<dyn MailSender>,
+    /// `None`: no text provider; nothing is planned as a text.
+    sms: Option<Arc<dyn SmsSender>>,
     redis: Option<redis::Client>,
     /// Poked after deliveries are recorded, so the sender starts at once.
     sender_wake: Notify,
@@ -94,12 +107,12 @@ struct Inner {
 
 impl Notifications {
     /// Opens the database (`postgres://…` or `sqlite:…`) and runs its
-    /// migrations. Mail goes through `mailer`; resources are looked up
-    /// through `availability`.
+    /// migrations. Mail goes through `senders.mail`, texts through
+    /// `senders.sms`; resources are looked up through `availability`.
     pub async fn connect(
         database_url: &str,
         redis_url: Option<&str>,
-        mailer: Arc<dyn MailSender>,
+        senders: Senders,
         availability: Arc<dyn Fetch>,
         config: NotificationConfig,
     ) -> Result<Self, NotificationError> {
@@ -107,7 +120,8 @@ impl Notifications {
         let redis = redis_url.map(redis::Client::open).transpose()?;
         let store = Store::connect(database_url, config.max_connections)
             .await?
-            .with_reminder_offsets(&config.reminder_offsets);
+            .with_reminder_offsets(&config.reminder_offsets)
+            .with_text_reminders(senders.sms.is_some());
         let egress = Egress::new(&EgressOptions {
             user_agent: concat!("berth-webhooks/", env!("CARGO_PKG_VERSION")).to_owned(),
             timeout: config.webhooks.timeout,
@@ -121,7 +135,8 @@ impl Notifications {
                 store,
                 config,
                 directory: Directory::new(availability),
-                mailer,
+                mailer: senders.mail,
+                sms: senders.sms,
                 redis,
                 sender_wake: Notify::new(),
                 webhook_wake: Notify::new(),

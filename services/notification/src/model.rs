@@ -61,16 +61,46 @@ pub struct CustomerFacts {
     pub name: Option<String>,
     #[serde(default)]
     pub email: Option<String>,
+    /// The customer's verified phone (booking accepts only that one).
+    #[serde(default)]
+    pub phone: Option<String>,
+}
+
+impl CustomerFacts {
+    /// Where email goes: only an address that looks like one.
+    pub fn email(&self) -> Option<&str> {
+        self.email
+            .as_deref()
+            .map(str::trim)
+            .filter(|e| e.contains('@'))
+    }
+
+    /// Where texts go: only an E.164 number.
+    pub fn phone(&self) -> Option<String> {
+        self.phone.as_deref().and_then(berth_runtime::phone::e164)
+    }
+
+    /// The address on `channel` (`EMAIL` or `SMS`), if any.
+    pub fn address(&self, channel: &str) -> Option<String> {
+        match channel {
+            EMAIL => self.email().map(str::to_owned),
+            SMS => self.phone(),
+            _ => None,
+        }
+    }
 }
 
 impl BookingSnapshot {
-    /// Where email goes: only an address that looks like one.
     pub fn email(&self) -> Option<&str> {
-        self.customer
-            .as_ref()
-            .and_then(|c| c.email.as_deref())
-            .map(str::trim)
-            .filter(|e| e.contains('@'))
+        self.customer.as_ref().and_then(CustomerFacts::email)
+    }
+
+    pub fn phone(&self) -> Option<String> {
+        self.customer.as_ref().and_then(CustomerFacts::phone)
+    }
+
+    pub fn address(&self, channel: &str) -> Option<String> {
+        self.customer.as_ref().and_then(|c| c.address(channel))
     }
 }
 
@@ -111,6 +141,15 @@ impl Kind {
         }
     }
 
+    /// Messages also sent as a text where the customer gave a phone: the
+    /// ones about the appointment's time, not receipts.
+    pub fn is_texted(self) -> bool {
+        matches!(
+            self,
+            Self::Confirmation | Self::Reschedule | Self::Cancellation | Self::Reminder
+        )
+    }
+
     /// Messages carrying the booking's calendar event.
     pub fn has_invite(self) -> bool {
         matches!(
@@ -146,6 +185,7 @@ pub struct Delivery {
 }
 
 pub const EMAIL: &str = "email";
+pub const SMS: &str = "sms";
 
 /// The booking status reminders are for (`services/booking/src/model.rs`).
 pub const CONFIRMED: &str = "confirmed";
@@ -162,9 +202,13 @@ pub fn after(t: DateTime<Utc>, d: std::time::Duration) -> DateTime<Utc> {
         .unwrap_or(DateTime::<Utc>::MAX_UTC)
 }
 
-/// `ada@example.com` → `a***@example.com`: enough to tell recipients apart
-/// in logs, not enough to learn the address.
+/// `ada@example.com` → `a***@example.com`, a phone as
+/// [`berth_runtime::phone::masked`]: enough to tell recipients apart in
+/// logs, not enough to learn the address.
 pub fn masked(address: &str) -> String {
+    if address.starts_with('+') {
+        return berth_runtime::phone::masked(address);
+    }
     match address.split_once('@') {
         Some((user, domain)) => {
             let first: String = user.chars().take(1).collect();

@@ -1,6 +1,8 @@
 //! Reminders: one email per configured offset before each confirmed
 //! booking's start (`NotificationConfig::reminder_offsets`; the same for
-//! every appointment type).
+//! every appointment type), and one text where the booking carries the
+//! customer's phone and a text provider is configured (each channel its
+//! own reminder row, checked against its own address).
 //!
 //! - Planned durably (`reminders` table) in the transaction that records
 //!   the event confirming the booking, for that booking version; every
@@ -21,12 +23,12 @@
 //!   died is taken again when the lease lapses.
 
 use tokio_util::sync::CancellationToken;
-use uuid::Uuid;
 
 use crate::Notifications;
+use crate::intake::{email, text};
 use crate::metrics;
-use crate::model::{EMAIL, Kind, after, now};
-use crate::store::{DueReminder, NewDelivery, ReminderEnd, verdict};
+use crate::model::{Kind, SMS, after, now};
+use crate::store::{DueReminder, ReminderEnd, verdict};
 
 pub(crate) fn spawn(notifications: Notifications, stop: CancellationToken) {
     if notifications.inner.config.reminder_offsets.is_empty() {
@@ -106,29 +108,24 @@ impl Notifications {
         let store = &self.inner.store;
         let known = store.booking(reminder.booking_id).await?;
         let at = now();
+        let channel = reminder.channel.as_str();
         let current = known.as_ref().map(|k| {
             let b = &k.booking;
-            (b.version, b.status.as_str(), b.start, b.email().is_some())
+            let reachable = b.address(channel).is_some();
+            (b.version, b.status.as_str(), b.start, reachable)
         });
         let mail = match (verdict(current, reminder.booking_version, at), &known) {
             (ReminderEnd::Sent, Some(known)) => {
                 let booking = &known.booking;
-                let rendered = self
+                let mut rendered = self
                     .render(Kind::Reminder, booking, None, &booking.currency, at)
                     .await?;
-                let to = booking.email().unwrap_or_default().to_owned();
-                Some(NewDelivery {
-                    id: Uuid::now_v7(),
-                    booking_id: booking.id,
-                    kind: Kind::Reminder.as_str(),
-                    channel: EMAIL,
-                    recipient: to,
-                    booking_version: Some(booking.version),
-                    subject: rendered.subject,
-                    body: rendered.text,
-                    html: Some(rendered.html),
-                    invite: None,
-                })
+                let to = booking.address(channel).unwrap_or_default();
+                let version = Some(booking.version);
+                match (channel, rendered.sms.take()) {
+                    (SMS, Some(body)) => Some(text(booking.id, Kind::Reminder, to, version, body)),
+                    _ => Some(email(booking.id, Kind::Reminder, to, version, rendered)),
+                }
             }
             _ => None,
         };

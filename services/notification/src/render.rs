@@ -60,6 +60,19 @@ static TEMPLATES: LazyLock<Environment<'static>> = LazyLock::new(|| {
         ),
         ("reminder.txt", include_str!("../templates/reminder.txt")),
         ("reminder.html", include_str!("../templates/reminder.html")),
+        (
+            "confirmation.sms",
+            include_str!("../templates/confirmation.sms"),
+        ),
+        (
+            "reschedule.sms",
+            include_str!("../templates/reschedule.sms"),
+        ),
+        (
+            "cancellation.sms",
+            include_str!("../templates/cancellation.sms"),
+        ),
+        ("reminder.sms", include_str!("../templates/reminder.sms")),
         ("layout.html", include_str!("../templates/layout.html")),
     ] {
         if let Err(error) = env.add_template(name, source) {
@@ -77,6 +90,8 @@ pub struct Rendered {
     pub html: String,
     /// iTIP method and calendar text.
     pub invite: Option<(String, String)>,
+    /// The text message, for the kinds that are texted.
+    pub sms: Option<String>,
 }
 
 /// What a template sees.
@@ -87,6 +102,8 @@ struct Context {
     appointment_type: String,
     /// e.g. `Monday 30 March 2026, 10:00–10:30`.
     when: String,
+    /// e.g. `Mon 30 Mar, 10:00` (texts).
+    when_short: String,
     /// e.g. `Europe/Berlin, CEST`.
     zone: String,
     booking_id: String,
@@ -126,6 +143,12 @@ pub fn render(kind: Kind, facts: &Facts<'_>, who: &Identity<'_>) -> Result<Rende
         resource: resource.clone(),
         appointment_type: appointment_type.clone(),
         when: when.clone(),
+        when_short: facts
+            .booking
+            .start
+            .with_timezone(&zone)
+            .format("%a %-d %b, %H:%M")
+            .to_string(),
         zone: label,
         booking_id: facts.booking.id.to_string(),
         amount: facts
@@ -160,6 +183,11 @@ pub fn render(kind: Kind, facts: &Facts<'_>, who: &Identity<'_>) -> Result<Rende
         text: template("txt")?,
         html: template("html")?,
         invite,
+        sms: if kind.is_texted() {
+            Some(template("sms")?.trim_end().to_owned())
+        } else {
+            None
+        },
     })
 }
 

@@ -14,7 +14,7 @@ use sqlx::{Any, AnyPool, Row, Transaction};
 use uuid::Uuid;
 
 use crate::error::NotificationError;
-use crate::model::{BookingSnapshot, CustomerFacts, Delivery};
+use crate::model::{BookingSnapshot, CustomerFacts, Delivery, EMAIL, SMS};
 use crate::webhooks::NewWebhook;
 
 mod reminders;
@@ -33,7 +33,8 @@ const DELIVERY_COLUMNS: &str = "id, event_id, booking_id, kind, channel, recipie
     last_error, created_us, sent_us";
 
 const BOOKING_COLUMNS: &str = "booking_id, version, status, resource_id, appointment_type_id, \
-    start_us, end_us, price_minor, currency, customer_name, customer_email, invite_sequence";
+    start_us, end_us, price_minor, currency, customer_name, customer_email, invite_sequence, \
+    customer_phone";
 
 #[derive(Clone)]
 pub(crate) struct Store {
@@ -42,6 +43,9 @@ pub(crate) struct Store {
     /// Seconds before a booking's start its reminders are due (none until
     /// [`Store::with_reminder_offsets`]).
     reminder_offsets: std::sync::Arc<[i64]>,
+    /// The channels reminders go by where the customer has an address on
+    /// them (`sms` only when a text provider is configured).
+    reminder_channels: &'static [&'static str],
 }
 
 pub(crate) fn micros(t: DateTime<Utc>) -> i64 {
@@ -100,6 +104,7 @@ pub(crate) struct Known {
 fn known(row: &AnyRow) -> std::result::Result<Known, sqlx::Error> {
     let name: Option<String> = row.try_get("customer_name")?;
     let email: Option<String> = row.try_get("customer_email")?;
+    let phone: Option<String> = row.try_get("customer_phone")?;
     Ok(Known {
         booking: BookingSnapshot {
             id: uuid(row, "booking_id")?,
@@ -110,7 +115,8 @@ fn known(row: &AnyRow) -> std::result::Result<Known, sqlx::Error> {
             status: row.try_get("status")?,
             price_minor: row.try_get("price_minor")?,
             currency: row.try_get("currency")?,
-            customer: (name.is_some() || email.is_some()).then_some(CustomerFacts { name, email }),
+            customer: (name.is_some() || email.is_some() || phone.is_some())
+                .then_some(CustomerFacts { name, email, phone }),
             version: row.try_get("version")?,
         },
     })
@@ -162,6 +168,7 @@ impl Store {
             pool: db.pool,
             postgres: db.postgres,
             reminder_offsets: std::sync::Arc::new([]),
+            reminder_channels: &[EMAIL],
         })
     }
 
@@ -171,6 +178,12 @@ impl Store {
             .iter()
             .map(|d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
             .collect();
+        self
+    }
+
+    /// Reminders also go by text to customers who gave a phone.
+    pub(crate) fn with_text_reminders(mut self, texts: bool) -> Self {
+        self.reminder_channels = if texts { &[EMAIL, SMS] } else { &[EMAIL] };
         self
     }
 
@@ -332,7 +345,7 @@ impl Store {
                 sqlx::query(
                     "UPDATE bookings SET version = $2, status = $3, start_us = $4, end_us = $5, \
                      price_minor = $6, currency = $7, customer_name = $8, customer_email = $9, \
-                     updated_us = $10 WHERE booking_id = $1",
+                     updated_us = $10, customer_phone = $11 WHERE booking_id = $1",
                 )
                 .bind(booking.id.to_string())
                 .bind(booking.version)
@@ -344,6 +357,7 @@ impl Store {
                 .bind(customer.name)
                 .bind(customer.email)
                 .bind(micros(now))
+                .bind(booking.phone())
                 .execute(&mut **tx)
                 .await?;
                 row.try_get::<Option<i64>, _>("invite_sequence")?
@@ -353,7 +367,8 @@ impl Store {
                 // waits for the winner's commit, then finds its row.
                 let inserted = sqlx::query(&format!(
                     "INSERT INTO bookings ({BOOKING_COLUMNS}, updated_us) VALUES ($1, $2, $3, $4, \
-                     $5, $6, $7, $8, $9, $10, $11, NULL, $12) ON CONFLICT (booking_id) DO NOTHING"
+                     $5, $6, $7, $8, $9, $10, $11, NULL, $12, $13) \
+                     ON CONFLICT (booking_id) DO NOTHING"
                 ))
                 .bind(booking.id.to_string())
                 .bind(booking.version)
@@ -366,6 +381,7 @@ impl Store {
                 .bind(&booking.currency)
                 .bind(customer.name)
                 .bind(customer.email)
+                .bind(booking.phone())
                 .bind(micros(now))
                 .execute(&mut **tx)
                 .await?

@@ -1,4 +1,5 @@
-//! The sender: takes due deliveries under a lease, sends them, and writes
+//! The sender: takes due deliveries under a lease, sends them (email
+//! through the mail sender, texts through the SMS sender), and writes
 //! the outcome. A failed send is retried with exponential backoff and
 //! jitter; a permanent refusal (or `max_attempts`) ends it `failed`,
 //! recorded with the reason. A sender that dies mid-send leaves its lease
@@ -11,7 +12,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::Notifications;
 use crate::metrics;
-use crate::model::{Delivery, EMAIL, after, masked, now};
+use crate::model::{Delivery, EMAIL, SMS, after, masked, now};
 use crate::store::Outcome;
 
 pub(crate) fn spawn(notifications: Notifications, stop: CancellationToken) {
@@ -63,9 +64,14 @@ impl Notifications {
                     .send(mail(&delivery, &config.id_domain))
                     .await
             }
-            other => Err(SendError::Permanent(format!(
-                "channel {other} is not served yet"
-            ))),
+            SMS => match &self.inner.sms {
+                Some(sms) => sms.send(&delivery.recipient, &delivery.body).await,
+                // Planned while a provider was configured; there is none now.
+                None => Err(SendError::Transient(
+                    "no text provider is configured".into(),
+                )),
+            },
+            other => Err(SendError::Permanent(format!("unknown channel {other}"))),
         };
         let outcome = match result {
             Ok(()) => Outcome::Sent,

@@ -13,6 +13,7 @@ pub mod grpc;
 pub mod health;
 pub mod metrics;
 pub mod openapi;
+pub mod phone;
 pub mod postgres;
 pub mod problem;
 pub mod replicas;

@@ -37,6 +37,7 @@ impl Users {
             iat: now,
             jti: Some(uuid::Uuid::now_v7().to_string()),
             roles: account.roles.clone(),
+            phone_number: account.phone.clone().filter(|_| account.phone_verified),
         };
         self.inner.keys.active().sign(&claims)
     }

@@ -20,18 +20,8 @@ pub(crate) fn normalize_email(email: &str) -> Result<String, Problem> {
 }
 
 pub(crate) fn normalize_phone(phone: &str) -> Result<String, Problem> {
-    let phone: String = phone
-        .chars()
-        .filter(|c| !matches!(c, ' ' | '-' | '(' | ')'))
-        .collect();
-    let digits = phone.strip_prefix('+').unwrap_or("");
-    if (8..=15).contains(&digits.len()) && digits.chars().all(|c| c.is_ascii_digit()) {
-        Ok(phone)
-    } else {
-        Err(Problem::validation(
-            "`phone` must be in E.164 form, e.g. +441632960961",
-        ))
-    }
+    berth_runtime::phone::e164(phone)
+        .ok_or_else(|| Problem::validation("`phone` must be in E.164 form, e.g. +441632960961"))
 }
 
 #[cfg(test)]

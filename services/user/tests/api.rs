@@ -514,6 +514,21 @@ async fn phone_otp_login_through_the_sms_provider() {
     let (_, me) = server.me(tokens["access_token"].as_str().unwrap()).await;
     assert_eq!(me["phone"], phone);
     assert_eq!(me["phone_verified"], true);
+    // Other services (booking: where texts go) learn the verified phone
+    // from the token.
+    let payload = tokens["access_token"]
+        .as_str()
+        .unwrap()
+        .split('.')
+        .nth(1)
+        .unwrap();
+    let claims: serde_json::Value = serde_json::from_slice(
+        &base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(payload)
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(claims["phone_number"], phone);
     // Codes are single use.
     let (s, _) = server
         .post(

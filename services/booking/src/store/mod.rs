@@ -270,7 +270,7 @@ pub(crate) fn decode_error(column: &str, message: impl std::fmt::Display) -> sql
 }
 
 /// Booking columns, in the bind order both backends use.
-pub(crate) const COLUMNS: [&str; 25] = [
+pub(crate) const COLUMNS: [&str; 26] = [
     "id",
     "resource_id",
     "appointment_type_id",
@@ -296,6 +296,7 @@ pub(crate) const COLUMNS: [&str; 25] = [
     "status_reason",
     "refund_notice_secs",
     "late_refund_percent",
+    "customer_phone",
 ];
 
 /// `sigil` is `$` for PostgreSQL and `?` for SQLite (`?1`, `?2`, …).
@@ -351,6 +352,7 @@ pub(crate) struct RawBooking {
     pub status_reason: Option<String>,
     pub refund_notice_secs: Option<i64>,
     pub late_refund_percent: Option<i64>,
+    pub customer_phone: Option<String>,
 }
 
 impl RawBooking {
@@ -381,11 +383,14 @@ impl RawBooking {
             }),
             _ => None,
         };
-        let customer =
-            (self.customer_name.is_some() || self.customer_email.is_some()).then_some(Customer {
-                name: self.customer_name,
-                email: self.customer_email,
-            });
+        let customer = (self.customer_name.is_some()
+            || self.customer_email.is_some()
+            || self.customer_phone.is_some())
+        .then_some(Customer {
+            name: self.customer_name,
+            email: self.customer_email,
+            phone: self.customer_phone,
+        });
         Ok(BookingRecord {
             id: self.id,
             resource_id: self.resource_id,
@@ -442,10 +447,13 @@ pub(crate) fn policy_columns(booking: &BookingRecord) -> (Option<i64>, Option<i1
     }
 }
 
-pub(crate) fn customer_columns(booking: &BookingRecord) -> (Option<String>, Option<String>) {
+/// The customer columns: (name, email, phone).
+pub(crate) fn customer_columns(
+    booking: &BookingRecord,
+) -> (Option<String>, Option<String>, Option<String>) {
     match &booking.customer {
-        None => (None, None),
-        Some(c) => (c.name.clone(), c.email.clone()),
+        None => (None, None, None),
+        Some(c) => (c.name.clone(), c.email.clone(), c.phone.clone()),
     }
 }
 

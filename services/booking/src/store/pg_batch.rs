@@ -224,15 +224,15 @@ async fn insert_bookings_at_once(conn: &mut PgConnection, items: &[NewBooking]) 
                  $10::text[], $11::text[], $12::text[], $13::timestamptz[], $14::text[], \
                  $15::int4[], $16::timestamptz[], $17::text[], $18::timestamptz[], \
                  $19::timestamptz[], $20::int8[], $21::text[], $22::text[], $23::text[], \
-                 $24::int8[], $25::int2[])), \
+                 $24::int8[], $25::int2[], $26::text[])), \
              o AS (INSERT INTO booking.outbox (id, booking_id, event_type, payload, occurred_at) \
-               SELECT i, b, t, p::jsonb, o FROM unnest($26::uuid[], $27::uuid[], $28::text[], \
-                 $29::text[], $30::timestamptz[]) WITH ORDINALITY AS x(i, b, t, p, o, n) \
+               SELECT i, b, t, p::jsonb, o FROM unnest($27::uuid[], $28::uuid[], $29::text[], \
+                 $30::text[], $31::timestamptz[]) WITH ORDINALITY AS x(i, b, t, p, o, n) \
                ORDER BY n) \
              UPDATE booking.idempotency_keys k SET state = 'done', status = a.status, \
                headers = a.headers, body = a.body, booking_id = a.booking_id \
-             FROM unnest($31::text[], $32::text[], $33::timestamptz[], $34::int4[], \
-               $35::text[], $36::bytea[], $37::uuid[]) \
+             FROM unnest($32::text[], $33::text[], $34::timestamptz[], $35::int4[], \
+               $36::text[], $37::bytea[], $38::uuid[]) \
                AS a(subject, key, lock, status, headers, body, booking_id) \
              WHERE k.subject = a.subject AND k.key = a.key AND k.state = 'in_flight' \
                AND k.locked_at = a.lock",
@@ -327,6 +327,12 @@ async fn insert_bookings_at_once(conn: &mut PgConnection, items: &[NewBooking]) 
         )
         .bind(policies.iter().map(|p| p.0).collect::<Vec<Option<i64>>>())
         .bind(policies.iter().map(|p| p.1).collect::<Vec<Option<i16>>>())
+        .bind(
+            customers
+                .iter()
+                .map(|c| c.2.clone())
+                .collect::<Vec<Option<String>>>(),
+        )
         .bind(items.iter().map(|i| i.event.id).collect::<Vec<Uuid>>())
         .bind(
             items

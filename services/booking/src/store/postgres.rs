@@ -95,7 +95,7 @@ fn bind_booking<'q>(
     b: &'q BookingRecord,
 ) -> Query<'q, Postgres, PgArguments> {
     let (step, attempts, next_attempt_at, error) = saga_columns(b);
-    let (name, email) = customer_columns(b);
+    let (name, email, phone) = customer_columns(b);
     query
         .bind(b.id)
         .bind(b.resource_id)
@@ -122,6 +122,7 @@ fn bind_booking<'q>(
         .bind(b.status_reason.as_deref())
         .bind(policy_columns(b).0)
         .bind(policy_columns(b).1)
+        .bind(phone)
 }
 
 fn booking_from_row(row: &PgRow) -> std::result::Result<BookingRecord, sqlx::Error> {
@@ -138,6 +139,7 @@ fn booking_from_row(row: &PgRow) -> std::result::Result<BookingRecord, sqlx::Err
         currency: row.try_get("currency")?,
         customer_name: row.try_get("customer_name")?,
         customer_email: row.try_get("customer_email")?,
+        customer_phone: row.try_get("customer_phone")?,
         hold_expires_at: row.try_get("hold_expires_at")?,
         saga_step: row.try_get("saga_step")?,
         saga_attempts: i64::from(row.try_get::<i32, _>("saga_attempts")?),
@@ -507,9 +509,9 @@ impl Store for PgStore {
         // Row locks make a concurrent run wait, then re-check the WHERE and
         // find nothing left: one event per booking even then.
         let rows = sqlx::query(&format!(
-            "UPDATE {TABLE} SET customer_name = NULL, customer_email = NULL, \
+            "UPDATE {TABLE} SET customer_name = NULL, customer_email = NULL, customer_phone = NULL, \
              version = version + 1, updated_at = GREATEST(updated_at, $2) \
-             WHERE customer_id = $1 AND (customer_name IS NOT NULL OR customer_email IS NOT NULL) \
+             WHERE customer_id = $1 AND (customer_name IS NOT NULL OR customer_email IS NOT NULL OR customer_phone IS NOT NULL) \
              RETURNING {}",
             super::COLUMNS.join(", ")
         ))

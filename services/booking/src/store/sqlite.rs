@@ -95,7 +95,7 @@ fn bind_booking<'q>(
     b: &'q BookingRecord,
 ) -> Query<'q, Sqlite, SqliteArguments<'q>> {
     let (step, attempts, next_attempt_at, error) = saga_columns(b);
-    let (name, email) = customer_columns(b);
+    let (name, email, phone) = customer_columns(b);
     query
         .bind(b.id.to_string())
         .bind(b.resource_id.to_string())
@@ -122,6 +122,7 @@ fn bind_booking<'q>(
         .bind(b.status_reason.as_deref())
         .bind(policy_columns(b).0)
         .bind(policy_columns(b).1.map(i64::from))
+        .bind(phone)
 }
 
 fn booking_from_row(row: &SqliteRow) -> std::result::Result<BookingRecord, sqlx::Error> {
@@ -138,6 +139,7 @@ fn booking_from_row(row: &SqliteRow) -> std::result::Result<BookingRecord, sqlx:
         currency: row.try_get("currency")?,
         customer_name: row.try_get("customer_name")?,
         customer_email: row.try_get("customer_email")?,
+        customer_phone: row.try_get("customer_phone")?,
         hold_expires_at: get_opt_ts(row, "hold_expires_at")?,
         saga_step: row.try_get("saga_step")?,
         saga_attempts: row.try_get("saga_attempts")?,
@@ -546,9 +548,9 @@ impl Store for SqliteStore {
         // run waits and then finds nothing left to erase.
         let mut tx = self.pool.begin().await?;
         let rows = sqlx::query(&format!(
-            "UPDATE {TABLE} SET customer_name = NULL, customer_email = NULL, \
+            "UPDATE {TABLE} SET customer_name = NULL, customer_email = NULL, customer_phone = NULL, \
              version = version + 1, updated_at = max(updated_at, ?2) \
-             WHERE customer_id = ?1 AND (customer_name IS NOT NULL OR customer_email IS NOT NULL) \
+             WHERE customer_id = ?1 AND (customer_name IS NOT NULL OR customer_email IS NOT NULL OR customer_phone IS NOT NULL) \
              RETURNING {}",
             super::COLUMNS.join(", ")
         ))

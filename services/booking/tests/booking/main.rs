@@ -18,3 +18,4 @@ mod lifecycle;
 mod outbox;
 mod pagination;
 mod saga;
+mod texts;

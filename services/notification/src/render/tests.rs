@@ -19,6 +19,7 @@ fn booking(start: DateTime<Utc>, version: i64) -> BookingSnapshot {
         customer: Some(CustomerFacts {
             name: Some("Ada <script>".into()),
             email: Some("ada@example.test".into()),
+            phone: Some("+4930123456".into()),
         }),
         version,
     }
@@ -76,6 +77,26 @@ fn times_follow_the_zone_across_a_dst_change() {
         after.text
     );
     assert!(after.text.contains("Paid: 25.00 EUR"));
+    assert_eq!(
+        after.sms.as_deref(),
+        Some("Confirmed: Consultation at Room 1, Mon 30 Mar, 11:00 (Europe/Berlin, CEST).")
+    );
+}
+
+#[test]
+fn texts_fit_one_message() {
+    let b = booking(Utc.with_ymd_and_hms(2026, 11, 30, 9, 0, 0).unwrap(), 1);
+    for kind in [
+        Kind::Confirmation,
+        Kind::Reschedule,
+        Kind::Cancellation,
+        Kind::Reminder,
+    ] {
+        let sms = rendered(kind, &b).sms.unwrap();
+        // One GSM-7 segment, with names of ordinary length.
+        assert!(sms.chars().count() <= 160, "{kind:?}: {sms}");
+        assert!(!sms.contains('\n'), "{kind:?}: {sms}");
+    }
 }
 
 #[test]
@@ -102,6 +123,7 @@ fn every_template_renders_and_invites_carry_uid_sequence_and_method() {
         let r = rendered(kind, &b);
         assert!(!r.text.is_empty() && r.html.contains("</html>"), "{kind:?}");
         assert_eq!(r.invite.is_some(), kind.has_invite(), "{kind:?}");
+        assert_eq!(r.sms.is_some(), kind.is_texted(), "{kind:?}");
     }
     let (method, ics) = rendered(Kind::Reschedule, &b).invite.unwrap();
     assert_eq!(method, "REQUEST");

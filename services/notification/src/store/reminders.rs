@@ -12,10 +12,10 @@ use sqlx::{Any, Row, Transaction};
 use uuid::Uuid;
 
 use super::{NewDelivery, Result, Store, insert_delivery, micros, time, uuid};
-use crate::model::{BookingSnapshot, CONFIRMED, EMAIL};
+use crate::model::{BookingSnapshot, CONFIRMED, CustomerFacts};
 
 const REMINDER_COLUMNS: &str =
-    "id, booking_id, offset_s, booking_version, start_us, attempts, planned_due_us";
+    "id, booking_id, offset_s, channel, booking_version, start_us, attempts, planned_due_us";
 
 /// A reminder taken by this sender (its lease's token is `attempts`).
 #[derive(Debug, Clone)]
@@ -23,6 +23,8 @@ pub(crate) struct DueReminder {
     pub id: Uuid,
     pub booking_id: Uuid,
     pub offset_s: i64,
+    /// `email` or `sms`.
+    pub channel: String,
     pub booking_version: i64,
     pub start: DateTime<Utc>,
     pub attempts: i64,
@@ -35,6 +37,7 @@ fn due_reminder(row: &AnyRow) -> std::result::Result<DueReminder, sqlx::Error> {
         id: uuid(row, "id")?,
         booking_id: uuid(row, "booking_id")?,
         offset_s: row.try_get("offset_s")?,
+        channel: row.try_get("channel")?,
         booking_version: row.try_get("booking_version")?,
         start: time(row.try_get("start_us")?),
         attempts: row.try_get("attempts")?,
@@ -48,7 +51,7 @@ pub(crate) enum ReminderEnd {
     /// Handed to `deliveries` (the mail is sent from there).
     Sent,
     /// The booking changed (version), is no longer confirmed, or has no
-    /// address: never sent.
+    /// address on the reminder's channel: never sent.
     Stale,
     /// The appointment had started: skipped, recorded.
     SkippedLate,
@@ -69,14 +72,17 @@ impl ReminderEnd {
 
 /// What the booking's current row says about a reminder planned for
 /// `version` (the rule both the sender's pre-check and the final check
-/// under the lock apply).
+/// under the lock apply); `has_address`: the booking has an address on
+/// the reminder's channel.
 pub(crate) fn verdict(
     current: Option<(i64, &str, DateTime<Utc>, bool)>,
     version: i64,
     now: DateTime<Utc>,
 ) -> ReminderEnd {
     match current {
-        Some((v, status, start, has_email)) if v == version && status == CONFIRMED && has_email => {
+        Some((v, status, start, has_address))
+            if v == version && status == CONFIRMED && has_address =>
+        {
             if start <= now {
                 ReminderEnd::SkippedLate
             } else {
@@ -89,8 +95,8 @@ pub(crate) fn verdict(
 
 impl Store {
     /// Ends the booking's reminders planned for older versions, and plans
-    /// one per offset for `booking` if it is confirmed and has an address
-    /// (an offset already past is not planned). Called under the booking
+    /// one per offset and channel the booking has an address on, if it is
+    /// confirmed (an offset already past is not planned). Called under the booking
     /// row's lock, in the transaction recording the event.
     pub(super) async fn replan_reminders(
         &self,
@@ -114,11 +120,19 @@ impl Store {
                 .execute(&mut **tx)
                 .await?;
         }
-        if booking.status != CONFIRMED || booking.email().is_none() {
+        if booking.status != CONFIRMED {
             return Ok(0);
         }
+        // Collected first: an iterator of closures held across the awaits
+        // below would keep this future from being `Send`.
+        let plans: Vec<(i64, &'static str)> = self
+            .reminder_channels
+            .iter()
+            .filter(|channel| booking.address(channel).is_some())
+            .flat_map(|&channel| self.reminder_offsets.iter().map(move |&o| (o, channel)))
+            .collect();
         let mut planned = 0;
-        for &offset_s in self.reminder_offsets.iter() {
+        for (offset_s, channel) in plans {
             let due = booking.start - chrono::TimeDelta::seconds(offset_s);
             if due <= now {
                 continue;
@@ -139,7 +153,7 @@ impl Store {
             .bind(Uuid::now_v7().to_string())
             .bind(&id)
             .bind(offset_s)
-            .bind(EMAIL)
+            .bind(channel)
             .bind(booking.version)
             .bind(micros(booking.start))
             .bind(micros(due))
@@ -182,20 +196,27 @@ impl Store {
         let mut tx = self.pool.begin().await?;
         let lock = if self.postgres { " FOR UPDATE" } else { "" };
         let row = sqlx::query(&format!(
-            "SELECT version, status, start_us, customer_email FROM bookings \
+            "SELECT version, status, start_us, customer_email, customer_phone FROM bookings \
              WHERE booking_id = $1{lock}"
         ))
         .bind(taken.booking_id.to_string())
         .fetch_optional(&mut *tx)
         .await?;
         let current = match &row {
-            Some(row) => Some((
-                row.try_get::<i64, _>("version")?,
-                row.try_get::<String, _>("status")?,
-                time(row.try_get("start_us")?),
-                row.try_get::<Option<String>, _>("customer_email")?
-                    .is_some_and(|e| e.contains('@')),
-            )),
+            Some(row) => {
+                let customer = CustomerFacts {
+                    name: None,
+                    email: row.try_get("customer_email")?,
+                    phone: row.try_get("customer_phone")?,
+                };
+                let reachable = customer.address(&taken.channel).is_some();
+                Some((
+                    row.try_get::<i64, _>("version")?,
+                    row.try_get::<String, _>("status")?,
+                    time(row.try_get("start_us")?),
+                    reachable,
+                ))
+            }
             None => None,
         };
         let end = verdict(

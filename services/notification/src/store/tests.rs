@@ -27,6 +27,7 @@ fn booking(version: i64) -> BookingSnapshot {
         customer: Some(CustomerFacts {
             name: None,
             email: Some("ada@example.test".into()),
+            phone: None,
         }),
         version,
     }

@@ -76,6 +76,7 @@ fn payloads_carry_no_customer_data() {
         customer: Some(crate::model::CustomerFacts {
             name: Some("Ada Lovelace".into()),
             email: Some("ada@example.test".into()),
+            phone: None,
         }),
         version: 2,
     };

@@ -15,6 +15,7 @@ use uuid::Uuid;
 #[path = "../../../../tests/support/mod.rs"]
 mod support;
 use support::db::{TestDb, redis_url};
+pub use support::sms::{SentSms, SmsSink};
 pub use support::smtp::SmtpSink;
 pub use support::webhooks::WebhookReceiver;
 
@@ -49,6 +50,8 @@ pub struct Options {
     /// Whether the replicas' workers (senders, stream consumers) start;
     /// off, a replica only handles what it is handed in process.
     pub workers: bool,
+    /// The Twilio-shaped provider texts go to (`None`: no text provider).
+    pub sms: Option<SmsSink>,
 }
 
 /// The SMTP sender, refusing one address permanently.
@@ -163,10 +166,23 @@ impl Env {
                     dependencies.get(berth_notification::AVAILABILITY_DEPENDENCY),
                 ))
             };
-            let replica =
-                Notifications::connect(&db.url, Some(&redis), mailer.clone(), fetch, config)
-                    .await
-                    .unwrap();
+            let senders = berth_notification::Senders {
+                mail: mailer.clone(),
+                sms: options.sms.as_ref().map(|sink| {
+                    let texter: Arc<dyn berth_messaging::SmsSender> = Arc::new(
+                        berth_messaging::TwilioSms::new(berth_messaging::TwilioConfig {
+                            base_url: sink.base_url.clone(),
+                            account_sid: "AC-test".into(),
+                            auth_token: "sms-secret".into(),
+                            from: "+15005550006".into(),
+                        }),
+                    );
+                    texter
+                }),
+            };
+            let replica = Notifications::connect(&db.url, Some(&redis), senders, fetch, config)
+                .await
+                .unwrap();
             if options.workers {
                 replica.spawn_workers(stop.clone());
             }
@@ -278,20 +294,33 @@ impl Env {
             Some(email) => json!({"name": "Alice", "email": email}),
             None => json!({"name": "Alice"}),
         };
-        let (status, booking) = self
-            .send(
-                ALICE,
-                &["customer"],
-                "POST",
-                "/v1/bookings",
-                Some(json!({
-                    "resource_id": self.resource,
-                    "appointment_type_id": self.free_type,
-                    "start": start.to_rfc3339(),
-                    "customer": customer
-                })),
-            )
-            .await;
+        self.hold_as(start, customer, &self.issuer.token(ALICE, &["customer"]))
+            .await
+    }
+
+    /// A held booking for Alice at `start` with `customer`, as `token`.
+    pub async fn hold_as(
+        &self,
+        start: chrono::DateTime<chrono::Utc>,
+        customer: Value,
+        token: &str,
+    ) -> Value {
+        let response = self
+            .http
+            .post(format!("{}/v1/bookings", self.base))
+            .bearer_auth(token)
+            .header("Idempotency-Key", Uuid::new_v4().to_string())
+            .json(&json!({
+                "resource_id": self.resource,
+                "appointment_type_id": self.free_type,
+                "start": start.to_rfc3339(),
+                "customer": customer
+            }))
+            .send()
+            .await
+            .unwrap();
+        let status = response.status().as_u16();
+        let booking: Value = response.json().await.unwrap_or(Value::Null);
         assert_eq!(status, 201, "{booking}");
         booking
     }
@@ -420,4 +449,15 @@ pub fn at(days: i64, hour: u32) -> chrono::DateTime<chrono::Utc> {
 
 pub fn free_port() -> u16 {
     support::free_port()
+}
+
+/// The reminder offset that makes a reminder for `start` due `due_in` from
+/// now, and that due time (offsets are whole seconds).
+pub fn due_in(
+    start: chrono::DateTime<chrono::Utc>,
+    due_in: Duration,
+) -> (Duration, chrono::DateTime<chrono::Utc>) {
+    let offset = (start - chrono::Utc::now()).to_std().unwrap() - due_in;
+    let offset = Duration::from_secs(offset.as_secs());
+    (offset, start - chrono::TimeDelta::from_std(offset).unwrap())
 }

@@ -15,6 +15,7 @@ fn options(smtp_port: u16) -> Options {
         refuse: None,
         reminder_offsets: None,
         workers: true,
+        sms: None,
     }
 }
 
@@ -211,6 +212,7 @@ async fn two_replicas_send_each_confirmation_once() {
         refuse: None,
         reminder_offsets: None,
         workers: true,
+        sms: None,
     })
     .await;
     let bookings = 6;

@@ -10,4 +10,5 @@ mod common;
 mod flows;
 mod reminders;
 mod streams;
+mod texts;
 mod webhooks;

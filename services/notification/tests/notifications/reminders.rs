@@ -19,15 +19,8 @@ fn options(smtp_port: u16, offsets: Vec<Duration>) -> Options {
         refuse: None,
         reminder_offsets: Some(offsets),
         workers: true,
+        sms: None,
     }
-}
-
-/// The offset that makes a reminder for `start` due `due_in` from now,
-/// and that due time.
-fn due_in(start: DateTime<Utc>, due_in: Duration) -> (Duration, DateTime<Utc>) {
-    let offset = (start - Utc::now()).to_std().unwrap() - due_in;
-    let offset = Duration::from_secs(offset.as_secs());
-    (offset, start - TimeDelta::from_std(offset).unwrap())
 }
 
 /// Waits for `n` messages, then a while longer to see no more arrive.
@@ -257,6 +250,7 @@ async fn a_reminder_due_while_the_service_was_down_after_the_start_is_skipped_an
         // Events are handed over in process; nothing is sent yet.
         in_process_too: true,
         workers: false,
+        sms: None,
         ..options(sink.port, vec![Duration::from_secs(3600)])
     })
     .await;

@@ -21,6 +21,7 @@ fn options(replicas: usize, in_process_too: bool) -> Options {
         refuse: None,
         reminder_offsets: None,
         workers: true,
+        sms: None,
     }
 }
 

@@ -14,6 +14,10 @@ use crate::problem::Problem;
 pub struct Principal {
     pub subject: String,
     pub roles: Vec<String>,
+    /// The account's phone (E.164), present only once the user service has
+    /// verified it (an OTP login): safe to text.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub phone_number: Option<String>,
 }
 
 impl Principal {
@@ -49,6 +53,9 @@ pub struct AccessClaims {
     pub jti: Option<String>,
     #[serde(default)]
     pub roles: Vec<String>,
+    /// OpenID Connect's claim name; issued only for a verified phone.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub phone_number: Option<String>,
 }
 
 impl<S: Send + Sync> FromRequestParts<S> for Principal {

@@ -74,6 +74,21 @@ impl TestIssuer {
     }
 
     pub fn token_valid_for(&self, subject: &str, roles: &[&str], ttl: Duration) -> String {
+        self.token_with(subject, roles, ttl, None)
+    }
+
+    /// A token for `subject` whose account has the verified phone `phone`.
+    pub fn token_with_phone(&self, subject: &str, roles: &[&str], phone: &str) -> String {
+        self.token_with(subject, roles, Duration::from_secs(3600), Some(phone))
+    }
+
+    fn token_with(
+        &self,
+        subject: &str,
+        roles: &[&str],
+        ttl: Duration,
+        phone_number: Option<&str>,
+    ) -> String {
         let now = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map(|d| d.as_secs())
@@ -87,6 +102,7 @@ impl TestIssuer {
             iat: now,
             jti: None,
             roles: roles.iter().map(|r| (*r).to_owned()).collect(),
+            phone_number: phone_number.map(str::to_owned),
         };
         let mut header = Header::new(Algorithm::EdDSA);
         header.kid = Some(self.kid.clone());

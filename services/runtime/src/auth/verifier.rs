@@ -124,6 +124,7 @@ impl Verifier {
         Ok(Principal {
             subject: claims.sub,
             roles: claims.roles,
+            phone_number: claims.phone_number,
         })
     }
 
