@@ -415,6 +415,11 @@ pub struct BookingPlatformSpec {
     pub payments: Option<Payments>,
     /// Token signing and login providers.
     pub auth: Auth,
+    /// Where the user service's account mail and login codes and the
+    /// notification service's booking messages go. Without `smtp` the
+    /// notification service sends nothing.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub messaging: Option<Messaging>,
     /// Public HTTP entry point. Without it no Ingress is created.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ingress: Option<IngressSpec>,
@@ -569,6 +574,78 @@ pub struct Stripe {
     pub api_key_secret_ref: SecretKeyRef,
     /// Secret key holding the webhook signing secret. Default key: `webhook-secret`.
     pub webhook_secret_ref: SecretKeyRef,
+}
+
+/// Outbound messages.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Messaging {
+    /// The SMTP server email goes through.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub smtp: Option<Smtp>,
+    /// A Twilio-shaped Messages API texts go through.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sms: Option<Sms>,
+}
+
+/// An SMTP server.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Smtp {
+    /// Host name, e.g. `smtp.example.com`.
+    #[schemars(length(min = 1, max = 253))]
+    pub host: String,
+    /// Port. Default: 587 for `starttls`, 465 for `tls`, 25 for `none`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 65535))]
+    pub port: Option<u16>,
+    /// `starttls` (default), `tls` (implicit TLS) or `none` (plain, for a
+    /// relay on a trusted network only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub security: Option<SmtpSecurity>,
+    /// The `From:` address, e.g. `Berth <no-reply@example.com>`.
+    #[schemars(length(min = 3, max = 320))]
+    pub from: String,
+    /// Secret holding the keys `username` and `password`, when the server
+    /// wants a login.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 253))]
+    pub credentials_secret_name: Option<String>,
+}
+
+/// How the SMTP connection is secured.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum SmtpSecurity {
+    Starttls,
+    Tls,
+    None,
+}
+
+impl SmtpSecurity {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Starttls => "starttls",
+            Self::Tls => "tls",
+            Self::None => "none",
+        }
+    }
+}
+
+/// A Twilio-shaped SMS provider.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Sms {
+    /// The sending number (E.164) or sender id.
+    #[schemars(length(min = 1, max = 32))]
+    pub from: String,
+    /// API base URL. Default: `https://api.twilio.com`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 253), regex(pattern = "^https?://"))]
+    pub base_url: Option<String>,
+    /// Secret holding the keys `account-sid` and `auth-token`.
+    #[schemars(length(min = 1, max = 253))]
+    pub credentials_secret_name: String,
 }
 
 /// Authentication.

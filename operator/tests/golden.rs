@@ -444,3 +444,46 @@ fn oldest_service_spec_wins_a_conflict() {
             .contains("already configured by ServiceSpec a")
     );
 }
+
+#[test]
+fn messaging_settings_reach_only_the_services_that_send() {
+    let p: BookingPlatform = load("full/bookingplatform.yaml", "BookingPlatform");
+    let observed = Observed {
+        deployed: deployed("2.3.1"),
+        migration_job: Some(JobState::Succeeded),
+    };
+    let plan = build::plan(&p, &no_specs(), &observed);
+    for c in Component::ALL {
+        let d = plan.find(Kind::Deployment, &format!("clinic-{c}")).unwrap();
+        let env = d.object["spec"]["template"]["spec"]["containers"][0]["env"]
+            .as_array()
+            .unwrap();
+        let named = |name: &str| env.iter().find(|e| e["name"] == name);
+        let sends = matches!(c, Component::User | Component::Notification);
+        assert_eq!(
+            named("BERTH_SERVICE__SMTP__HOST").map(|e| e["value"].clone()),
+            sends.then(|| "smtp.example.com".into()),
+            "{c}"
+        );
+        assert_eq!(named("BERTH_SERVICE__SMS__FROM").is_some(), sends, "{c}");
+        if sends {
+            // Credentials only by reference: the operator never reads them.
+            for (name, secret, key) in [
+                ("BERTH_SERVICE__SMTP__PASSWORD", "clinic-smtp", "password"),
+                (
+                    "BERTH_SERVICE__SMS__AUTH_TOKEN",
+                    "clinic-twilio",
+                    "auth-token",
+                ),
+            ] {
+                let e = named(name).unwrap();
+                assert!(e.get("value").is_none(), "{name}");
+                let r = &e["valueFrom"]["secretKeyRef"];
+                assert_eq!(
+                    (r["name"].as_str(), r["key"].as_str()),
+                    (Some(secret), Some(key))
+                );
+            }
+        }
+    }
+}

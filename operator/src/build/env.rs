@@ -78,6 +78,9 @@ pub(super) fn component_env(ctx: &Ctx<'_>, c: Component, overrides: &[EnvVar]) -
         PaymentProvider::Stripe => "stripe",
         PaymentProvider::None => "none",
     };
+    if matches!(c, Component::User | Component::Notification) {
+        messaging_env(ctx, &mut env);
+    }
     match c {
         Component::User => {
             for o in &spec.auth.oidc_providers {
@@ -163,4 +166,54 @@ pub(super) fn component_env(ctx: &Ctx<'_>, c: Component, overrides: &[EnvVar]) -
         }
     }
     env
+}
+
+/// `service.smtp.*` and `service.sms.*` for the services that send (user
+/// and notification); credentials only by Secret reference.
+fn messaging_env(ctx: &Ctx<'_>, env: &mut Vec<Value>) {
+    let Some(messaging) = &ctx.p.spec.messaging else {
+        return;
+    };
+    if let Some(smtp) = &messaging.smtp {
+        env.push(plain_env("BERTH_SERVICE__SMTP__HOST", &smtp.host));
+        env.push(plain_env("BERTH_SERVICE__SMTP__FROM", &smtp.from));
+        if let Some(port) = smtp.port {
+            env.push(plain_env("BERTH_SERVICE__SMTP__PORT", &port.to_string()));
+        }
+        if let Some(security) = smtp.security {
+            env.push(plain_env(
+                "BERTH_SERVICE__SMTP__SECURITY",
+                security.as_str(),
+            ));
+        }
+        if let Some(secret) = &smtp.credentials_secret_name {
+            env.push(secret_env(
+                "BERTH_SERVICE__SMTP__USERNAME",
+                secret,
+                "username",
+            ));
+            env.push(secret_env(
+                "BERTH_SERVICE__SMTP__PASSWORD",
+                secret,
+                "password",
+            ));
+        }
+    }
+    if let Some(sms) = &messaging.sms {
+        env.push(plain_env("BERTH_SERVICE__SMS__FROM", &sms.from));
+        if let Some(base_url) = &sms.base_url {
+            env.push(plain_env("BERTH_SERVICE__SMS__BASE_URL", base_url));
+        }
+        let secret = &sms.credentials_secret_name;
+        env.push(secret_env(
+            "BERTH_SERVICE__SMS__ACCOUNT_SID",
+            secret,
+            "account-sid",
+        ));
+        env.push(secret_env(
+            "BERTH_SERVICE__SMS__AUTH_TOKEN",
+            secret,
+            "auth-token",
+        ));
+    }
 }

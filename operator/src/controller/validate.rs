@@ -47,6 +47,28 @@ pub(super) fn secret_refs(
             ));
         }
     }
+    let messaging = s.messaging.as_ref();
+    if let Some(name) = messaging
+        .and_then(|m| m.smtp.as_ref())
+        .and_then(|smtp| smtp.credentials_secret_name.as_ref())
+    {
+        for key in ["username", "password"] {
+            refs.push((
+                name.clone(),
+                key.to_string(),
+                "spec.messaging.smtp.credentialsSecretName".into(),
+            ));
+        }
+    }
+    if let Some(sms) = messaging.and_then(|m| m.sms.as_ref()) {
+        for key in ["account-sid", "auth-token"] {
+            refs.push((
+                sms.credentials_secret_name.clone(),
+                key.to_string(),
+                "spec.messaging.sms.credentialsSecretName".into(),
+            ));
+        }
+    }
     if let Some(stripe) = s.payments.as_ref().and_then(|p| p.stripe.as_ref())
         && s.payments.as_ref().map(|p| p.provider) == Some(crate::crd::PaymentProvider::Stripe)
     {
