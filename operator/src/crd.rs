@@ -416,8 +416,8 @@ pub struct BookingPlatformSpec {
     /// Token signing and login providers.
     pub auth: Auth,
     /// Where the user service's account mail and login codes and the
-    /// notification service's booking messages go. Without `smtp` the
-    /// notification service sends nothing.
+    /// notification service's booking messages go. Without `smtp` no email
+    /// is sent (webhooks and texts still are).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub messaging: Option<Messaging>,
     /// Public HTTP entry point. Without it no Ingress is created.

@@ -210,18 +210,17 @@ pub async fn start(component: Component, rt: &Runtime) -> Result<Started, StartE
             })
         }
         Component::Notification => {
-            let Some((mailer, from)) = smtp_mailer(config)? else {
-                // As payments with provider `none`: up and ready, sending
-                // nothing, so a platform without mail still rolls out.
-                tracing::warn!(
-                    "notifications are off: no service.smtp.host (BERTH_SERVICE__SMTP__HOST, \
-                     __PORT, __SECURITY, __FROM; __USERNAME and __PASSWORD from a Secret); \
-                     serving only the operational endpoints"
-                );
-                return Ok(Started {
-                    rest: axum::Router::new(),
-                    grpc: None,
-                });
+            let (mailer, from) = match smtp_mailer(config)? {
+                Some((mailer, from)) => (Some(mailer), from),
+                None => {
+                    // Webhooks and texts still go; a platform without mail
+                    // still rolls out.
+                    tracing::warn!(
+                        "email is off: no service.smtp.host (BERTH_SERVICE__SMTP__HOST, \
+                         __PORT, __SECURITY, __FROM; __USERNAME and __PASSWORD from a Secret)"
+                    );
+                    (None, String::new())
+                }
             };
             let url = service_setting(config, "availability_url").ok_or(StartError::Setting {
                 setting: "service.availability_url",
@@ -614,14 +613,19 @@ pub async fn start_users(
     senders: Option<berth_notification::Senders>,
 ) -> Result<Users, StartError> {
     let users = match senders {
-        // `berth dev`: the same senders as notifications (a text folder
-        // stands in for a provider).
+        // `berth dev`: the same senders as notifications (a mailbox and a
+        // text folder stand in for the providers).
         Some(senders) => {
+            let mail = senders.mail.unwrap_or_else(|| {
+                let memory: Mailer =
+                    Arc::new(berth_notification::messaging::MemoryMailer::default());
+                memory
+            });
             let sms = senders.sms.unwrap_or_else(|| {
                 let memory: Texter = Arc::new(berth_notification::messaging::MemorySms::default());
                 memory
             });
-            Users::connect_with(database_url, redis_url, config, senders.mail, sms).await
+            Users::connect_with(database_url, redis_url, config, mail, sms).await
         }
         None => Users::connect(database_url, redis_url, config).await,
     }

@@ -250,7 +250,7 @@ fn dev_senders(rt: &Runtime, dir: &std::path::Path) -> Result<DevSenders, StartE
     };
     Ok(DevSenders {
         senders: berth_notification::Senders {
-            mail,
+            mail: Some(mail),
             sms: Some(sms),
         },
         from,

@@ -13,7 +13,8 @@
 //! - Other types (`booking.created`, `.expired`, `.reinstated`,
 //!   `payment.authorised`, `payment.failed`) only update what is known.
 //!
-//! Email goes only where the booking carries an address; confirmation,
+//! Email goes only where the booking carries an address and SMTP is set
+//! up; confirmation,
 //! reschedule and cancellation also go as a text where it carries the
 //! customer's (verified) phone and a text provider is configured. Every event type
 //! in [`webhooks::EVENT_TYPES`] also becomes one webhook per subscribed
@@ -60,7 +61,7 @@ impl Notifications {
             _ => None,
         };
         let (booking_id, version) = (booking.id, Some(booking.version));
-        let email_to = booking.email().map(str::to_owned);
+        let email_to = self.emails(booking);
         let text_to = booking.phone().filter(|_| self.texts(kind));
         let reachable = email_to.is_some() || text_to.is_some();
         let message = match kind {
@@ -166,9 +167,9 @@ impl Notifications {
             return Ok(());
         };
         let booking = &known.booking;
-        let message = match booking.email() {
+        let message = match self.emails(booking) {
             Some(to) => Some((
-                to.to_owned(),
+                to,
                 self.render(
                     Kind::Refund,
                     booking,
@@ -243,6 +244,15 @@ impl Notifications {
             },
         )
         .map_err(NotificationError::Render)
+    }
+
+    /// Where email about `booking` goes: its address, if SMTP is set up.
+    fn emails(&self, booking: &crate::model::BookingSnapshot) -> Option<String> {
+        self.inner
+            .mailer
+            .as_ref()
+            .and(booking.email())
+            .map(str::to_owned)
     }
 
     /// Whether `kind` goes out as a text too (a text provider is set up).

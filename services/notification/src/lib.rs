@@ -78,7 +78,8 @@ pub async fn migrate(database_url: &str) -> Result<(), NotificationError> {
 /// Where messages go out.
 #[derive(Clone)]
 pub struct Senders {
-    pub mail: Arc<dyn MailSender>,
+    /// Email; `None` sends none (webhooks and texts still go).
+    pub mail: Option<Arc<dyn MailSender>>,
     /// Texts; `None` sends none (customers' phones are ignored).
     pub sms: Option<Arc<dyn SmsSender>>,
 }
@@ -93,7 +94,8 @@ struct Inner {
     store: Store,
     config: NotificationConfig,
     directory: Directory,
-    mailer: Arc<dyn MailSender>,
+    /// `None`: no SMTP server; nothing is planned as email.
+    mailer: Option<Arc<dyn MailSender>>,
     /// `None`: no text provider; nothing is planned as a text.
     sms: Option<Arc<dyn SmsSender>>,
     redis: Option<redis::Client>,
@@ -121,7 +123,7 @@ impl Notifications {
         let store = Store::connect(database_url, config.max_connections)
             .await?
             .with_reminder_offsets(&config.reminder_offsets)
-            .with_text_reminders(senders.sms.is_some());
+            .with_reminder_channels(senders.mail.is_some(), senders.sms.is_some());
         let egress = Egress::new(&EgressOptions {
             user_agent: concat!("berth-webhooks/", env!("CARGO_PKG_VERSION")).to_owned(),
             timeout: config.webhooks.timeout,
@@ -151,8 +153,8 @@ impl Notifications {
         rest::routes(self.clone(), verifier)
     }
 
-    /// Readiness: the database answers. SMTP is not checked: its outages
-    /// are absorbed by the sender's retries.
+    /// Readiness: the database answers. SMTP and the SMS provider are not
+    /// checked: their outages are absorbed by the sender's retries.
     pub async fn check_ready(&self) -> Result<(), String> {
         self.inner.store.ping().await.map_err(|e| e.to_string())
     }

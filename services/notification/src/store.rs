@@ -44,7 +44,7 @@ pub(crate) struct Store {
     /// [`Store::with_reminder_offsets`]).
     reminder_offsets: std::sync::Arc<[i64]>,
     /// The channels reminders go by where the customer has an address on
-    /// them (`sms` only when a text provider is configured).
+    /// them (each only when its sender is configured).
     reminder_channels: &'static [&'static str],
 }
 
@@ -181,9 +181,15 @@ impl Store {
         self
     }
 
-    /// Reminders also go by text to customers who gave a phone.
-    pub(crate) fn with_text_reminders(mut self, texts: bool) -> Self {
-        self.reminder_channels = if texts { &[EMAIL, SMS] } else { &[EMAIL] };
+    /// The channels reminders go by: email and texts, each where a sender
+    /// for it is configured.
+    pub(crate) fn with_reminder_channels(mut self, email: bool, texts: bool) -> Self {
+        self.reminder_channels = match (email, texts) {
+            (true, true) => &[EMAIL, SMS],
+            (true, false) => &[EMAIL],
+            (false, true) => &[SMS],
+            (false, false) => &[],
+        };
         self
     }
 

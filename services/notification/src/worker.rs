@@ -58,12 +58,11 @@ impl Notifications {
     async fn send_one(&self, delivery: Delivery) {
         let config = &self.inner.config;
         let result = match delivery.channel.as_str() {
-            EMAIL => {
-                self.inner
-                    .mailer
-                    .send(mail(&delivery, &config.id_domain))
-                    .await
-            }
+            EMAIL => match &self.inner.mailer {
+                Some(mailer) => mailer.send(mail(&delivery, &config.id_domain)).await,
+                // Planned while SMTP was configured; it is not now.
+                None => Err(SendError::Transient("no SMTP server is configured".into())),
+            },
             SMS => match &self.inner.sms {
                 Some(sms) => sms.send(&delivery.recipient, &delivery.body).await,
                 // Planned while a provider was configured; there is none now.

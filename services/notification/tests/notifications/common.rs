@@ -52,6 +52,8 @@ pub struct Options {
     pub workers: bool,
     /// The Twilio-shaped provider texts go to (`None`: no text provider).
     pub sms: Option<SmsSink>,
+    /// Whether SMTP is configured (off: the service sends no email).
+    pub mail: bool,
 }
 
 /// The SMTP sender, refusing one address permanently.
@@ -167,7 +169,7 @@ impl Env {
                 ))
             };
             let senders = berth_notification::Senders {
-                mail: mailer.clone(),
+                mail: options.mail.then(|| mailer.clone()),
                 sms: options.sms.as_ref().map(|sink| {
                     let texter: Arc<dyn berth_messaging::SmsSender> = Arc::new(
                         berth_messaging::TwilioSms::new(berth_messaging::TwilioConfig {

@@ -16,6 +16,7 @@ fn options(smtp_port: u16) -> Options {
         reminder_offsets: None,
         workers: true,
         sms: None,
+        mail: true,
     }
 }
 
@@ -213,6 +214,7 @@ async fn two_replicas_send_each_confirmation_once() {
         reminder_offsets: None,
         workers: true,
         sms: None,
+        mail: true,
     })
     .await;
     let bookings = 6;

@@ -20,6 +20,7 @@ fn options(smtp_port: u16, offsets: Vec<Duration>) -> Options {
         reminder_offsets: Some(offsets),
         workers: true,
         sms: None,
+        mail: true,
     }
 }
 
@@ -251,6 +252,7 @@ async fn a_reminder_due_while_the_service_was_down_after_the_start_is_skipped_an
         in_process_too: true,
         workers: false,
         sms: None,
+        mail: true,
         ..options(sink.port, vec![Duration::from_secs(3600)])
     })
     .await;

@@ -21,6 +21,7 @@ fn options(smtp_port: u16, sms: Option<SmsSink>, offsets: Vec<Duration>) -> Opti
         reminder_offsets: Some(offsets),
         workers: true,
         sms,
+        mail: true,
     }
 }
 

@@ -22,6 +22,7 @@ fn options(replicas: usize, in_process_too: bool) -> Options {
         reminder_offsets: None,
         workers: true,
         sms: None,
+        mail: true,
     }
 }
 
@@ -598,5 +599,35 @@ async fn the_egress_guard_and_bad_input_refuse_and_write_nothing() {
     );
     tokio::time::sleep(Duration::from_millis(1000)).await;
     assert!(receiver.received().await.is_empty(), "never reached");
+    env.finish().await;
+}
+
+/// A platform without SMTP still tells its systems: the webhook goes, no
+/// email is planned (none would ever be sent), and reminders are none.
+#[tokio::test]
+async fn without_smtp_webhooks_still_go_and_no_email_is_planned() {
+    let receiver = WebhookReceiver::start();
+    let env = Env::start(Options {
+        mail: false,
+        ..options(1, false)
+    })
+    .await;
+    let (_, secret) = register(
+        &env,
+        ADMIN,
+        "admin",
+        &receiver.url("/admin"),
+        &["booking.confirmed"],
+    )
+    .await;
+    receiver.set("ok", &[&secret]).await;
+    let booking = env.book(at(1, 11), Some("alice@example.test")).await;
+    let id = booking["id"].as_str().unwrap();
+    receiver.wait_for(1, 20).await;
+    for table in ["deliveries", "reminders"] {
+        let planned =
+            format!("SELECT count(*) FROM notification.{table} WHERE booking_id = '{id}'");
+        assert_eq!(env.sql_count(&planned).await, 0, "{table}");
+    }
     env.finish().await;
 }
