@@ -210,7 +210,7 @@ pub async fn start(component: Component, rt: &Runtime) -> Result<Started, StartE
             })
         }
         Component::Notification => {
-            let (mailer, from) = match smtp_mailer(config)? {
+            let (mailer, from) = match smtp_mailer(rt)? {
                 Some((mailer, from)) => (Some(mailer), from),
                 None => {
                     // Webhooks and texts still go; a platform without mail
@@ -241,7 +241,7 @@ pub async fn start(component: Component, rt: &Runtime) -> Result<Started, StartE
                 database_url(config)?,
                 berth_notification::Senders {
                     mail: mailer,
-                    sms: sms_sender(config)?,
+                    sms: sms_sender(rt)?,
                 },
                 &from,
                 Arc::new(berth_notification::HttpFetch::new(
@@ -424,22 +424,33 @@ fn sms_settings(
     })
 }
 
-/// The SMS provider of `service.sms.*`; `None` when no account is set.
-pub fn sms_sender(config: &RuntimeConfig) -> Result<Option<Texter>, StartError> {
-    Ok(sms_settings(config)?.map(|twilio| {
-        let texter: Texter = Arc::new(berth_notification::messaging::TwilioSms::new(twilio));
+/// Resilience settings of the SMTP server (`[dependencies.smtp]`) and
+/// the SMS provider (`[dependencies.sms]`): their circuit breakers.
+pub const SMTP_DEPENDENCY: &str = "smtp";
+pub const SMS_DEPENDENCY: &str = "sms";
+
+/// The SMS provider of `service.sms.*` behind its breaker; `None` when no
+/// account is set.
+pub fn sms_sender(rt: &Runtime) -> Result<Option<Texter>, StartError> {
+    use berth_notification::messaging::{Guarded, SmsSender, TwilioSms};
+    Ok(sms_settings(&rt.config)?.map(|twilio| {
+        let provider: Arc<dyn SmsSender> = Arc::new(TwilioSms::new(twilio));
+        let texter: Texter = Arc::new(Guarded::new(provider, rt.dependencies.get(SMS_DEPENDENCY)));
         texter
     }))
 }
 
-/// The SMTP sender of `service.smtp.*` and its `From:`; `None` when no
-/// host is set.
-pub fn smtp_mailer(config: &RuntimeConfig) -> Result<Option<(Mailer, String)>, StartError> {
-    smtp_settings(config)?
+/// The SMTP sender of `service.smtp.*` behind its breaker, and its
+/// `From:`; `None` when no host is set.
+pub fn smtp_mailer(rt: &Runtime) -> Result<Option<(Mailer, String)>, StartError> {
+    use berth_notification::messaging::{Guarded, MailSender, SmtpMailer};
+    smtp_settings(&rt.config)?
         .map(|smtp| {
-            berth_notification::messaging::SmtpMailer::new(&smtp)
+            SmtpMailer::new(&smtp)
                 .map(|m| {
-                    let mailer: Mailer = Arc::new(m);
+                    let server: Arc<dyn MailSender> = Arc::new(m);
+                    let mailer: Mailer =
+                        Arc::new(Guarded::new(server, rt.dependencies.get(SMTP_DEPENDENCY)));
                     (mailer, smtp.from.clone())
                 })
                 .map_err(|problem| StartError::Setting {

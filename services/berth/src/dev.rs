@@ -217,7 +217,7 @@ fn dev_senders(rt: &Runtime, dir: &std::path::Path) -> Result<DevSenders, StartE
         setting: "--data-dir",
         problem,
     };
-    let (mail, from, mail_to) = match crate::components::smtp_mailer(&rt.config)? {
+    let (mail, from, mail_to) = match crate::components::smtp_mailer(rt)? {
         Some((mailer, from)) => (
             mailer,
             from,
@@ -235,7 +235,7 @@ fn dev_senders(rt: &Runtime, dir: &std::path::Path) -> Result<DevSenders, StartE
             (mailer, from, mail_to)
         }
     };
-    let (sms, texts_to) = match crate::components::sms_sender(&rt.config)? {
+    let (sms, texts_to) = match crate::components::sms_sender(rt)? {
         Some(texter) => (texter, "texts go out through service.sms".to_owned()),
         None => {
             let folder = dir.join("texts");

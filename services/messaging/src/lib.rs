@@ -10,12 +10,15 @@
 //!   [`MemorySms`] (tests).
 //!
 //! Every failure says whether trying again can help ([`SendError`]), so a
-//! caller that retries stops at a permanently refused address.
+//! caller that retries stops at a permanently refused address. [`Guarded`]
+//! puts either sender behind its provider's circuit breaker.
 
+mod guarded;
 mod mail;
 mod settings;
 mod sms;
 
+pub use guarded::Guarded;
 pub use mail::{Invite, Mail, MailSender, MailboxMailer, MemoryMailer, SmtpMailer};
 pub use settings::{SmtpConfig, SmtpSecurity, smtp_from_settings, twilio_from_settings};
 pub use sms::{FolderSms, MemorySms, SmsSender, TwilioConfig, TwilioSms};
