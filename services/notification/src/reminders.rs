@@ -12,7 +12,9 @@
 //!   (`superseded`). An offset already past when planned is not planned.
 //! - This worker takes due reminders under a lease (`FOR UPDATE SKIP
 //!   LOCKED` on PostgreSQL; the scan reads a partial index of pending
-//!   rows in due order, so it costs what is due, not what is stored) and,
+//!   rows in due order, so it costs what is due, not what is stored),
+//!   sleeps until the next one is due (one probe of that index; at most
+//!   `worker_interval`, for rows other replicas plan meanwhile) and,
 //!   under the booking row's lock, checks the booking once more: another
 //!   version, not confirmed or no address → `stale`, never sent; started
 //!   already (the service was down) → `skipped_late`; otherwise the
@@ -47,9 +49,15 @@ pub(crate) fn spawn(notifications: Notifications, stop: CancellationToken) {
             if full {
                 continue;
             }
+            // Until the next one is due (so it goes on time), but at least
+            // every interval (reminders planned meanwhile by other replicas).
+            let pause = match notifications.inner.store.next_reminder_due().await {
+                Ok(Some(next)) => (next - now()).to_std().unwrap_or_default(),
+                Ok(None) | Err(_) => config.worker_interval,
+            };
             tokio::select! {
                 _ = stop.cancelled() => break,
-                _ = tokio::time::sleep(config.worker_interval) => {}
+                _ = tokio::time::sleep(pause.min(config.worker_interval)) => {}
             }
         }
     });

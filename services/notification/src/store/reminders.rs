@@ -165,6 +165,17 @@ impl Store {
         Ok(usize::try_from(planned).unwrap_or(usize::MAX))
     }
 
+    /// When the next pending reminder (or lease) is due: the first entry of
+    /// the partial index `reminders_due`, one index probe.
+    pub(crate) async fn next_reminder_due(&self) -> Result<Option<DateTime<Utc>>> {
+        let next: Option<i64> = sqlx::query_scalar(
+            "SELECT due_us FROM reminders WHERE due_us IS NOT NULL ORDER BY due_us LIMIT 1",
+        )
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(next.map(time))
+    }
+
     /// Takes up to `limit` due reminders until `lease_until` (the scan
     /// reads the partial index `reminders_due`: only what is due).
     pub(crate) async fn take_due_reminders(
