@@ -535,6 +535,15 @@ pub async fn start_notifications(
                 ..berth_notification::WebhookConfig::default()
             },
             reminder_offsets: reminder_offsets.unwrap_or_else(|| defaults.reminder_offsets.clone()),
+            // `service.templates.dir`: templates replacing the built-in ones.
+            templates_dir: rt
+                .config
+                .service
+                .get("templates")
+                .and_then(|t| t.get("dir"))
+                .and_then(|d| d.as_str())
+                .filter(|d| !d.is_empty())
+                .map(std::path::PathBuf::from),
             ..defaults
         },
     )

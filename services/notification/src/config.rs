@@ -40,6 +40,9 @@ pub struct NotificationConfig {
     /// one per offset (`service.reminders.offsets`, e.g. `["24h", "1h"]`;
     /// empty: none). Whole seconds; the same for every appointment type.
     pub reminder_offsets: Vec<Duration>,
+    /// A folder of templates replacing the built-in ones of the same name
+    /// (`service.templates.dir`, e.g. a mounted ConfigMap).
+    pub templates_dir: Option<std::path::PathBuf>,
 }
 
 impl Default for NotificationConfig {
@@ -60,6 +63,7 @@ impl Default for NotificationConfig {
             max_connections: 10,
             webhooks: WebhookConfig::default(),
             reminder_offsets: vec![Duration::from_secs(24 * 3600), Duration::from_secs(3600)],
+            templates_dir: None,
         }
     }
 }

@@ -229,6 +229,7 @@ impl Notifications {
             .map_err(NotificationError::Lookup)?;
         let config = &self.inner.config;
         render(
+            &self.inner.templates,
             kind,
             &Facts {
                 booking,

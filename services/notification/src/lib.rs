@@ -94,6 +94,7 @@ struct Inner {
     store: Store,
     config: NotificationConfig,
     directory: Directory,
+    templates: render::Templates,
     /// `None`: no SMTP server; nothing is planned as email.
     mailer: Option<Arc<dyn MailSender>>,
     /// `None`: no text provider; nothing is planned as a text.
@@ -119,6 +120,8 @@ impl Notifications {
         config: NotificationConfig,
     ) -> Result<Self, NotificationError> {
         config.validate()?;
+        let templates = render::Templates::load(config.templates_dir.as_deref())
+            .map_err(NotificationError::Config)?;
         let redis = redis_url.map(redis::Client::open).transpose()?;
         let store = Store::connect(database_url, config.max_connections)
             .await?
@@ -137,6 +140,7 @@ impl Notifications {
                 store,
                 config,
                 directory: Directory::new(availability),
+                templates,
                 mailer: senders.mail,
                 sms: senders.sms,
                 redis,

@@ -7,80 +7,16 @@
 //! UTC instants (`DTSTART:…Z`): unambiguous, and every calendar shows them
 //! in its owner's zone.
 
-use std::sync::LazyLock;
-
 use chrono::{DateTime, Utc};
 use chrono_tz::Tz;
 use icalendar::{Calendar, Component, Event, EventLike, EventStatus, Property};
-use minijinja::Environment;
 use serde::Serialize;
 
 use crate::directory::ResourceInfo;
 use crate::model::{BookingSnapshot, Kind};
 
-/// Invariant: the templates are constants compiled into the binary and
-/// parsed by `every_template_renders` in the tests, so adding them cannot
-/// fail at run time; a failure would only skip the template.
-static TEMPLATES: LazyLock<Environment<'static>> = LazyLock::new(|| {
-    let mut env = Environment::new();
-    for (name, source) in [
-        (
-            "confirmation.txt",
-            include_str!("../templates/confirmation.txt"),
-        ),
-        (
-            "confirmation.html",
-            include_str!("../templates/confirmation.html"),
-        ),
-        (
-            "reschedule.txt",
-            include_str!("../templates/reschedule.txt"),
-        ),
-        (
-            "reschedule.html",
-            include_str!("../templates/reschedule.html"),
-        ),
-        (
-            "cancellation.txt",
-            include_str!("../templates/cancellation.txt"),
-        ),
-        (
-            "cancellation.html",
-            include_str!("../templates/cancellation.html"),
-        ),
-        ("refund.txt", include_str!("../templates/refund.txt")),
-        ("refund.html", include_str!("../templates/refund.html")),
-        (
-            "payment_failed.txt",
-            include_str!("../templates/payment_failed.txt"),
-        ),
-        (
-            "payment_failed.html",
-            include_str!("../templates/payment_failed.html"),
-        ),
-        ("reminder.txt", include_str!("../templates/reminder.txt")),
-        ("reminder.html", include_str!("../templates/reminder.html")),
-        (
-            "confirmation.sms",
-            include_str!("../templates/confirmation.sms"),
-        ),
-        (
-            "reschedule.sms",
-            include_str!("../templates/reschedule.sms"),
-        ),
-        (
-            "cancellation.sms",
-            include_str!("../templates/cancellation.sms"),
-        ),
-        ("reminder.sms", include_str!("../templates/reminder.sms")),
-        ("layout.html", include_str!("../templates/layout.html")),
-    ] {
-        if let Err(error) = env.add_template(name, source) {
-            tracing::error!(%error, name, "a notification template does not parse");
-        }
-    }
-    env
-});
+mod templates;
+pub use templates::Templates;
 
 /// A rendered message.
 #[derive(Debug, Clone)]
@@ -128,7 +64,12 @@ pub struct Identity<'a> {
     pub organizer: &'a str,
 }
 
-pub fn render(kind: Kind, facts: &Facts<'_>, who: &Identity<'_>) -> Result<Rendered, String> {
+pub fn render(
+    templates: &Templates,
+    kind: Kind,
+    facts: &Facts<'_>,
+    who: &Identity<'_>,
+) -> Result<Rendered, String> {
     let zone: Tz = facts
         .resource
         .and_then(|r| r.time_zone.parse().ok())
@@ -164,12 +105,7 @@ pub fn render(kind: Kind, facts: &Facts<'_>, who: &Identity<'_>) -> Result<Rende
         Kind::PaymentFailed => format!("Not booked: {appointment_type} at {resource}"),
         Kind::Reminder => format!("Reminder: {appointment_type} at {resource}, {when}"),
     };
-    let template = |ext: &str| {
-        TEMPLATES
-            .get_template(&format!("{}.{ext}", kind.as_str()))
-            .and_then(|t| t.render(&context))
-            .map_err(|e| format!("{} template: {e}", kind.as_str()))
-    };
+    let template = |ext: &str| templates.render(&format!("{}.{ext}", kind.as_str()), &context);
     let invite = kind.has_invite().then(|| {
         invite(
             kind,

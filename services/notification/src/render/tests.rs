@@ -47,7 +47,7 @@ fn rendered(kind: Kind, b: &BookingSnapshot) -> Rendered {
         id_domain: "berth.test",
         organizer: "no-reply@berth.test",
     };
-    render(kind, &facts, &who).unwrap()
+    render(&Templates::load(None).unwrap(), kind, &facts, &who).unwrap()
 }
 
 #[test]
@@ -152,4 +152,48 @@ fn money_knows_zero_decimal_currencies() {
     assert_eq!(money(2500, "eur"), "25.00 EUR");
     assert_eq!(money(5, "USD"), "0.05 USD");
     assert_eq!(money(2500, "JPY"), "2500 JPY");
+}
+
+#[test]
+fn a_templates_folder_replaces_built_ins_and_refuses_what_it_cannot_use() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("confirmation.sms"),
+        "Booked {{ appointment_type }}, {{ when_short }}. Reply STOP to stop.",
+    )
+    .unwrap();
+    // A mounted ConfigMap's bookkeeping is not a template.
+    std::fs::create_dir(dir.path().join("..2026_12_04")).unwrap();
+    let templates = Templates::load(Some(dir.path())).unwrap();
+    let b = booking(Utc.with_ymd_and_hms(2026, 3, 30, 9, 0, 0).unwrap(), 1);
+    let resource = berlin();
+    let facts = Facts {
+        booking: &b,
+        resource: Some(&resource),
+        appointment_type: Some("Consultation"),
+        amount_minor: None,
+        currency: "EUR",
+        stamp: b.start,
+    };
+    let who = Identity {
+        id_domain: "berth.test",
+        organizer: "no-reply@berth.test",
+    };
+    let r = render(&templates, Kind::Confirmation, &facts, &who).unwrap();
+    assert_eq!(
+        r.sms.as_deref(),
+        Some("Booked Consultation, Mon 30 Mar, 11:00. Reply STOP to stop.")
+    );
+    assert!(r.text.contains("confirmed"), "the rest stays built in");
+
+    for (file, body, says) in [
+        ("confirmation.txt", "{% if %}", "confirmation.txt"),
+        ("confirmation.text", "hi", "not a template name"),
+        ("reminder.txt", "{{ when | nosuchfilter }}", "reminder.txt"),
+    ] {
+        let bad = tempfile::tempdir().unwrap();
+        std::fs::write(bad.path().join(file), body).unwrap();
+        let error = Templates::load(Some(bad.path())).unwrap_err();
+        assert!(error.contains(says), "{file}: {error}");
+    }
 }
