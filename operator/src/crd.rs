@@ -586,6 +586,13 @@ pub struct Messaging {
     /// A Twilio-shaped Messages API texts go through.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sms: Option<Sms>,
+    /// A ConfigMap (same namespace) whose keys are template files
+    /// (`confirmation.txt`, `confirmation.html`, `reminder.sms`, …) that
+    /// replace the built-in ones. Read when notification pods start:
+    /// `kubectl rollout restart` after changing it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 253))]
+    pub templates_config_map: Option<String>,
 }
 
 /// An SMTP server.

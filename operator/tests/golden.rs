@@ -466,6 +466,22 @@ fn messaging_settings_reach_only_the_services_that_send() {
             "{c}"
         );
         assert_eq!(named("BERTH_SERVICE__SMS__FROM").is_some(), sends, "{c}");
+        let pod = &d.object["spec"]["template"]["spec"];
+        let templates = pod["volumes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|v| v["name"] == "templates");
+        assert_eq!(
+            templates.map(|v| v["configMap"]["name"].clone()),
+            (c == Component::Notification).then(|| "clinic-templates".into()),
+            "{c}"
+        );
+        assert_eq!(
+            named("BERTH_SERVICE__TEMPLATES__DIR").map(|e| e["value"].clone()),
+            (c == Component::Notification).then(|| "/etc/berth-templates".into()),
+            "{c}"
+        );
         if sends {
             // Credentials only by reference: the operator never reads them.
             for (name, secret, key) in [

@@ -93,6 +93,15 @@ impl Ctx<'_> {
             .map_or("IfNotPresent", |p| p.as_str())
     }
 
+    /// `messaging.templatesConfigMap`, the notification pods' templates.
+    pub(super) fn templates_config_map(&self) -> Option<&str> {
+        self.p
+            .spec
+            .messaging
+            .as_ref()
+            .and_then(|m| m.templates_config_map.as_deref())
+    }
+
     pub(super) fn pull_secrets(&self) -> Option<Value> {
         let s = &self.p.spec.image.pull_secrets;
         (!s.is_empty()).then(|| json!(s.iter().map(|n| json!({"name": n})).collect::<Vec<_>>()))

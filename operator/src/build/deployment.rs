@@ -6,8 +6,8 @@ use super::ctx::Ctx;
 use super::env::{component_env, shutdown_millis};
 use super::model::{Child, ComponentPlan, Kind};
 use super::pod::{resources_json, restricted_container_security, restricted_pod_security};
-use super::{CONFIG_DIR, GRACE_MARGIN_SECONDS, GRPC_PORT, HTTP_PORT, NONROOT_UID};
-use crate::crd::{IntOrPercent, Rollout, ServiceSpec};
+use super::{CONFIG_DIR, GRACE_MARGIN_SECONDS, GRPC_PORT, HTTP_PORT, NONROOT_UID, TEMPLATES_DIR};
+use crate::crd::{Component, IntOrPercent, Rollout, ServiceSpec};
 use crate::names::{component_name, config_map_name};
 
 pub(super) fn int_or_percent(v: &IntOrPercent) -> Value {
@@ -90,6 +90,20 @@ pub(super) fn deployment(
             {"name": "tmp", "emptyDir": {"sizeLimit": "64Mi"}},
         ],
     });
+    if c == Component::Notification
+        && let Some(templates) = ctx.templates_config_map()
+    {
+        pod_spec["volumes"]
+            .as_array_mut()
+            .into_iter()
+            .for_each(|v| v.push(json!({"name": "templates", "configMap": {"name": templates}})));
+        pod_spec["containers"][0]["volumeMounts"]
+            .as_array_mut()
+            .into_iter()
+            .for_each(|m| {
+                m.push(json!({"name": "templates", "mountPath": TEMPLATES_DIR, "readOnly": true}))
+            });
+    }
     if let (Some(secrets), Some(obj)) = (ctx.pull_secrets(), pod_spec.as_object_mut()) {
         obj.insert("imagePullSecrets".into(), secrets);
     }

@@ -7,6 +7,7 @@ use super::ctx::Ctx;
 use super::pod::{plain_env, secret_env};
 use super::{
     CONFIG_DIR, CONFIG_FILE, DEFAULT_DRAIN_MS, DEFAULT_SHUTDOWN_DELAY_MS, GRPC_PORT, HTTP_PORT,
+    TEMPLATES_DIR,
 };
 use crate::crd::{BookingPlatform, Component, EnvVar, PaymentProvider};
 
@@ -110,6 +111,9 @@ pub(super) fn component_env(ctx: &Ctx<'_>, c: Component, overrides: &[EnvVar]) -
             ));
         }
         Component::Notification => {
+            if ctx.templates_config_map().is_some() {
+                env.push(plain_env("BERTH_SERVICE__TEMPLATES__DIR", TEMPLATES_DIR));
+            }
             // Resource names and zones for messages: availability's public API.
             env.push(plain_env(
                 "BERTH_SERVICE__AVAILABILITY_URL",

@@ -45,6 +45,8 @@ pub const HTTP_PORT: i32 = 8080;
 pub const GRPC_PORT: i32 = 9090;
 pub const REDIS_PORT: i32 = 6379;
 pub const CONFIG_DIR: &str = "/etc/berth";
+/// Where notification pods find `messaging.templatesConfigMap`.
+pub const TEMPLATES_DIR: &str = "/etc/berth-templates";
 pub const CONFIG_FILE: &str = "config.toml";
 const DEFAULT_REPLICAS: i32 = 2;
 const DEFAULT_REDIS_REPLICAS: i32 = 3;

@@ -197,3 +197,29 @@ fn a_templates_folder_replaces_built_ins_and_refuses_what_it_cannot_use() {
         assert!(error.contains(says), "{file}: {error}");
     }
 }
+
+/// The ConfigMap in `examples/full/templates.yaml` is accepted as it is
+/// (its `data` block scalars written out as the kubelet mounts them).
+#[test]
+fn the_example_templates_config_map_loads() {
+    let yaml = include_str!("../../../../examples/full/templates.yaml");
+    let dir = tempfile::tempdir().unwrap();
+    let mut current: Option<(String, String)> = None;
+    let mut files = Vec::new();
+    for line in yaml.lines().skip_while(|l| *l != "data:").skip(1) {
+        if let Some(key) = line.strip_prefix("  ").and_then(|l| l.strip_suffix(": |")) {
+            files.extend(current.take());
+            current = Some((key.to_owned(), String::new()));
+        } else if let (Some((_, body)), Some(text)) = (current.as_mut(), line.strip_prefix("    "))
+        {
+            body.push_str(text);
+            body.push('\n');
+        }
+    }
+    files.extend(current);
+    assert!(!files.is_empty());
+    for (name, body) in &files {
+        std::fs::write(dir.path().join(name), body).unwrap();
+    }
+    Templates::load(Some(dir.path())).unwrap();
+}
