@@ -84,6 +84,11 @@ pub struct Customer {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schema(example = "+441632960961")]
     pub phone: Option<String>,
+    /// The customer's language and region for dates in messages (BCP 47,
+    /// e.g. `de-DE`); shown in English where it is not supported.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(example = "de-DE")]
+    pub locale: Option<String>,
 }
 
 /// A booking as stored and as returned by the API.

@@ -149,13 +149,42 @@ fn validate_customer(
             Some(phone)
         }
     };
+    let locale = customer.locale.map(|l| normalize_locale(&l)).transpose()?;
     Ok(
-        (name.is_some() || email.is_some() || phone.is_some()).then_some(Customer {
-            name,
-            email,
-            phone,
-        }),
+        (name.is_some() || email.is_some() || phone.is_some() || locale.is_some()).then_some(
+            Customer {
+                name,
+                email,
+                phone,
+                locale,
+            },
+        ),
     )
+}
+
+/// `de-de` or `de_DE` → `de-DE`; a language alone (`fr`) stays as it is.
+fn normalize_locale(given: &str) -> Result<String, BookingError> {
+    let refused = || {
+        BookingError::Invalid(format!(
+            "customer.locale {given:?} must be a language and an optional region, e.g. de-DE or fr"
+        ))
+    };
+    let mut parts = given.trim().split(['-', '_']);
+    let language = parts
+        .next()
+        .filter(|l| (2..=3).contains(&l.len()) && l.chars().all(|c| c.is_ascii_alphabetic()));
+    let region = parts.next();
+    let (Some(language), None) = (language, parts.next()) else {
+        return Err(refused());
+    };
+    let language = language.to_ascii_lowercase();
+    match region {
+        None => Ok(language),
+        Some(r) if r.len() == 2 && r.chars().all(|c| c.is_ascii_alphabetic()) => {
+            Ok(format!("{language}-{}", r.to_ascii_uppercase()))
+        }
+        Some(_) => Err(refused()),
+    }
 }
 
 /// Deliberately loose: one `@`, something before it, a dotted domain after.

@@ -64,6 +64,9 @@ pub struct CustomerFacts {
     /// The customer's verified phone (booking accepts only that one).
     #[serde(default)]
     pub phone: Option<String>,
+    /// For dates in messages, e.g. `de-DE`.
+    #[serde(default)]
+    pub locale: Option<String>,
 }
 
 impl CustomerFacts {

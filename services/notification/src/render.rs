@@ -78,18 +78,24 @@ pub fn render(
         .resource
         .map_or_else(|| "your appointment".to_owned(), |r| r.name.clone());
     let appointment_type = facts.appointment_type.unwrap_or("Appointment").to_owned();
-    let (when, label) = local_span(facts.booking.start, facts.booking.end, zone);
+    let locale = chrono_locale(
+        facts
+            .booking
+            .customer
+            .as_ref()
+            .and_then(|c| c.locale.as_deref()),
+    );
+    let (when, label) = local_span(facts.booking.start, facts.booking.end, zone, locale);
     let context = Context {
         customer_name: facts.booking.customer.as_ref().and_then(|c| c.name.clone()),
         resource: resource.clone(),
         appointment_type: appointment_type.clone(),
         when: when.clone(),
-        when_short: facts
-            .booking
-            .start
-            .with_timezone(&zone)
-            .format("%a %-d %b, %H:%M")
-            .to_string(),
+        when_short: shown(
+            &facts.booking.start.with_timezone(&zone),
+            "%a %-d %b, %H:%M",
+            locale,
+        ),
         zone: label,
         booking_id: facts.booking.id.to_string(),
         amount: facts
@@ -127,8 +133,36 @@ pub fn render(
     })
 }
 
+/// The chrono locale of a customer's `de-DE` (or `fr`: `fr_FR`); `None`
+/// (English) for one chrono has no names for.
+fn chrono_locale(tag: Option<&str>) -> Option<chrono::Locale> {
+    let tag = tag?;
+    let (language, region) = tag
+        .split_once('-')
+        .map_or((tag, None), |(l, r)| (l, Some(r)));
+    let exact = region.map(|r| format!("{language}_{r}"));
+    let usual = format!("{language}_{}", language.to_ascii_uppercase());
+    exact
+        .into_iter()
+        .chain([usual])
+        .find_map(|name| chrono::Locale::try_from(name.as_str()).ok())
+}
+
+/// `t` formatted with day and month names in `locale` (English if none).
+fn shown(t: &DateTime<Tz>, format: &str, locale: Option<chrono::Locale>) -> String {
+    match locale {
+        Some(locale) => t.format_localized(format, locale).to_string(),
+        None => t.format(format).to_string(),
+    }
+}
+
 /// `start`–`end` in `zone`, and the zone's label at `start`.
-fn local_span(start: DateTime<Utc>, end: DateTime<Utc>, zone: Tz) -> (String, String) {
+fn local_span(
+    start: DateTime<Utc>,
+    end: DateTime<Utc>,
+    zone: Tz,
+    locale: Option<chrono::Locale>,
+) -> (String, String) {
     let start = start.with_timezone(&zone);
     let end = end.with_timezone(&zone);
     let end_format = if start.date_naive() == end.date_naive() {
@@ -138,8 +172,8 @@ fn local_span(start: DateTime<Utc>, end: DateTime<Utc>, zone: Tz) -> (String, St
     };
     let when = format!(
         "{}–{}",
-        start.format("%A %-d %B %Y, %H:%M"),
-        end.format(end_format)
+        shown(&start, "%A %-d %B %Y, %H:%M", locale),
+        shown(&end, end_format, locale)
     );
     let abbreviation = start.format("%Z").to_string();
     let label = if abbreviation == zone.name() {

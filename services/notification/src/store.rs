@@ -34,7 +34,7 @@ const DELIVERY_COLUMNS: &str = "id, event_id, booking_id, kind, channel, recipie
 
 const BOOKING_COLUMNS: &str = "booking_id, version, status, resource_id, appointment_type_id, \
     start_us, end_us, price_minor, currency, customer_name, customer_email, invite_sequence, \
-    customer_phone";
+    customer_phone, customer_locale";
 
 #[derive(Clone)]
 pub(crate) struct Store {
@@ -105,6 +105,7 @@ fn known(row: &AnyRow) -> std::result::Result<Known, sqlx::Error> {
     let name: Option<String> = row.try_get("customer_name")?;
     let email: Option<String> = row.try_get("customer_email")?;
     let phone: Option<String> = row.try_get("customer_phone")?;
+    let locale: Option<String> = row.try_get("customer_locale")?;
     Ok(Known {
         booking: BookingSnapshot {
             id: uuid(row, "booking_id")?,
@@ -115,8 +116,14 @@ fn known(row: &AnyRow) -> std::result::Result<Known, sqlx::Error> {
             status: row.try_get("status")?,
             price_minor: row.try_get("price_minor")?,
             currency: row.try_get("currency")?,
-            customer: (name.is_some() || email.is_some() || phone.is_some())
-                .then_some(CustomerFacts { name, email, phone }),
+            customer: (name.is_some() || email.is_some() || phone.is_some()).then_some(
+                CustomerFacts {
+                    name,
+                    email,
+                    phone,
+                    locale,
+                },
+            ),
             version: row.try_get("version")?,
         },
     })
@@ -351,7 +358,8 @@ impl Store {
                 sqlx::query(
                     "UPDATE bookings SET version = $2, status = $3, start_us = $4, end_us = $5, \
                      price_minor = $6, currency = $7, customer_name = $8, customer_email = $9, \
-                     updated_us = $10, customer_phone = $11 WHERE booking_id = $1",
+                     updated_us = $10, customer_phone = $11, customer_locale = $12 \
+                     WHERE booking_id = $1",
                 )
                 .bind(booking.id.to_string())
                 .bind(booking.version)
@@ -364,6 +372,7 @@ impl Store {
                 .bind(customer.email)
                 .bind(micros(now))
                 .bind(booking.phone())
+                .bind(customer.locale.clone())
                 .execute(&mut **tx)
                 .await?;
                 row.try_get::<Option<i64>, _>("invite_sequence")?
@@ -373,7 +382,7 @@ impl Store {
                 // waits for the winner's commit, then finds its row.
                 let inserted = sqlx::query(&format!(
                     "INSERT INTO bookings ({BOOKING_COLUMNS}, updated_us) VALUES ($1, $2, $3, $4, \
-                     $5, $6, $7, $8, $9, $10, $11, NULL, $12, $13) \
+                     $5, $6, $7, $8, $9, $10, $11, NULL, $12, $13, $14) \
                      ON CONFLICT (booking_id) DO NOTHING"
                 ))
                 .bind(booking.id.to_string())
@@ -388,6 +397,7 @@ impl Store {
                 .bind(customer.name)
                 .bind(customer.email)
                 .bind(booking.phone())
+                .bind(customer.locale.clone())
                 .bind(micros(now))
                 .execute(&mut **tx)
                 .await?

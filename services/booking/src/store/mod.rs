@@ -270,7 +270,7 @@ pub(crate) fn decode_error(column: &str, message: impl std::fmt::Display) -> sql
 }
 
 /// Booking columns, in the bind order both backends use.
-pub(crate) const COLUMNS: [&str; 26] = [
+pub(crate) const COLUMNS: [&str; 27] = [
     "id",
     "resource_id",
     "appointment_type_id",
@@ -297,6 +297,7 @@ pub(crate) const COLUMNS: [&str; 26] = [
     "refund_notice_secs",
     "late_refund_percent",
     "customer_phone",
+    "customer_locale",
 ];
 
 /// `sigil` is `$` for PostgreSQL and `?` for SQLite (`?1`, `?2`, …).
@@ -353,6 +354,7 @@ pub(crate) struct RawBooking {
     pub refund_notice_secs: Option<i64>,
     pub late_refund_percent: Option<i64>,
     pub customer_phone: Option<String>,
+    pub customer_locale: Option<String>,
 }
 
 impl RawBooking {
@@ -385,11 +387,13 @@ impl RawBooking {
         };
         let customer = (self.customer_name.is_some()
             || self.customer_email.is_some()
-            || self.customer_phone.is_some())
+            || self.customer_phone.is_some()
+            || self.customer_locale.is_some())
         .then_some(Customer {
             name: self.customer_name,
             email: self.customer_email,
             phone: self.customer_phone,
+            locale: self.customer_locale,
         });
         Ok(BookingRecord {
             id: self.id,
@@ -447,13 +451,21 @@ pub(crate) fn policy_columns(booking: &BookingRecord) -> (Option<i64>, Option<i1
     }
 }
 
-/// The customer columns: (name, email, phone).
-pub(crate) fn customer_columns(
-    booking: &BookingRecord,
-) -> (Option<String>, Option<String>, Option<String>) {
-    match &booking.customer {
-        None => (None, None, None),
-        Some(c) => (c.name.clone(), c.email.clone(), c.phone.clone()),
+/// The customer columns, in `COLUMNS` order.
+pub(crate) struct CustomerColumns {
+    pub name: Option<String>,
+    pub email: Option<String>,
+    pub phone: Option<String>,
+    pub locale: Option<String>,
+}
+
+pub(crate) fn customer_columns(booking: &BookingRecord) -> CustomerColumns {
+    let c = booking.customer.clone().unwrap_or_default();
+    CustomerColumns {
+        name: c.name,
+        email: c.email,
+        phone: c.phone,
+        locale: c.locale,
     }
 }
 

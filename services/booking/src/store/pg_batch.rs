@@ -224,15 +224,15 @@ async fn insert_bookings_at_once(conn: &mut PgConnection, items: &[NewBooking]) 
                  $10::text[], $11::text[], $12::text[], $13::timestamptz[], $14::text[], \
                  $15::int4[], $16::timestamptz[], $17::text[], $18::timestamptz[], \
                  $19::timestamptz[], $20::int8[], $21::text[], $22::text[], $23::text[], \
-                 $24::int8[], $25::int2[], $26::text[])), \
+                 $24::int8[], $25::int2[], $26::text[], $27::text[])), \
              o AS (INSERT INTO booking.outbox (id, booking_id, event_type, payload, occurred_at) \
-               SELECT i, b, t, p::jsonb, o FROM unnest($27::uuid[], $28::uuid[], $29::text[], \
-                 $30::text[], $31::timestamptz[]) WITH ORDINALITY AS x(i, b, t, p, o, n) \
+               SELECT i, b, t, p::jsonb, o FROM unnest($28::uuid[], $29::uuid[], $30::text[], \
+                 $31::text[], $32::timestamptz[]) WITH ORDINALITY AS x(i, b, t, p, o, n) \
                ORDER BY n) \
              UPDATE booking.idempotency_keys k SET state = 'done', status = a.status, \
                headers = a.headers, body = a.body, booking_id = a.booking_id \
-             FROM unnest($32::text[], $33::text[], $34::timestamptz[], $35::int4[], \
-               $36::text[], $37::bytea[], $38::uuid[]) \
+             FROM unnest($33::text[], $34::text[], $35::timestamptz[], $36::int4[], \
+               $37::text[], $38::bytea[], $39::uuid[]) \
                AS a(subject, key, lock, status, headers, body, booking_id) \
              WHERE k.subject = a.subject AND k.key = a.key AND k.state = 'in_flight' \
                AND k.locked_at = a.lock",
@@ -271,13 +271,13 @@ async fn insert_bookings_at_once(conn: &mut PgConnection, items: &[NewBooking]) 
         .bind(
             customers
                 .iter()
-                .map(|c| c.0.clone())
+                .map(|c| c.name.clone())
                 .collect::<Vec<Option<String>>>(),
         )
         .bind(
             customers
                 .iter()
-                .map(|c| c.1.clone())
+                .map(|c| c.email.clone())
                 .collect::<Vec<Option<String>>>(),
         )
         .bind(
@@ -330,7 +330,13 @@ async fn insert_bookings_at_once(conn: &mut PgConnection, items: &[NewBooking]) 
         .bind(
             customers
                 .iter()
-                .map(|c| c.2.clone())
+                .map(|c| c.phone.clone())
+                .collect::<Vec<Option<String>>>(),
+        )
+        .bind(
+            customers
+                .iter()
+                .map(|c| c.locale.clone())
                 .collect::<Vec<Option<String>>>(),
         )
         .bind(items.iter().map(|i| i.event.id).collect::<Vec<Uuid>>())

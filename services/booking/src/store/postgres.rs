@@ -95,7 +95,7 @@ fn bind_booking<'q>(
     b: &'q BookingRecord,
 ) -> Query<'q, Postgres, PgArguments> {
     let (step, attempts, next_attempt_at, error) = saga_columns(b);
-    let (name, email, phone) = customer_columns(b);
+    let customer = customer_columns(b);
     query
         .bind(b.id)
         .bind(b.resource_id)
@@ -107,8 +107,8 @@ fn bind_booking<'q>(
         .bind(b.status.as_str())
         .bind(b.price_minor)
         .bind(&b.currency)
-        .bind(name)
-        .bind(email)
+        .bind(customer.name)
+        .bind(customer.email)
         .bind(b.hold_expires_at)
         .bind(step)
         .bind(attempts)
@@ -122,7 +122,8 @@ fn bind_booking<'q>(
         .bind(b.status_reason.as_deref())
         .bind(policy_columns(b).0)
         .bind(policy_columns(b).1)
-        .bind(phone)
+        .bind(customer.phone)
+        .bind(customer.locale)
 }
 
 fn booking_from_row(row: &PgRow) -> std::result::Result<BookingRecord, sqlx::Error> {
@@ -140,6 +141,7 @@ fn booking_from_row(row: &PgRow) -> std::result::Result<BookingRecord, sqlx::Err
         customer_name: row.try_get("customer_name")?,
         customer_email: row.try_get("customer_email")?,
         customer_phone: row.try_get("customer_phone")?,
+        customer_locale: row.try_get("customer_locale")?,
         hold_expires_at: row.try_get("hold_expires_at")?,
         saga_step: row.try_get("saga_step")?,
         saga_attempts: i64::from(row.try_get::<i32, _>("saga_attempts")?),
@@ -509,7 +511,7 @@ impl Store for PgStore {
         // Row locks make a concurrent run wait, then re-check the WHERE and
         // find nothing left: one event per booking even then.
         let rows = sqlx::query(&format!(
-            "UPDATE {TABLE} SET customer_name = NULL, customer_email = NULL, customer_phone = NULL, \
+            "UPDATE {TABLE} SET customer_name = NULL, customer_email = NULL, customer_phone = NULL, customer_locale = NULL, \
              version = version + 1, updated_at = GREATEST(updated_at, $2) \
              WHERE customer_id = $1 AND (customer_name IS NOT NULL OR customer_email IS NOT NULL OR customer_phone IS NOT NULL) \
              RETURNING {}",

@@ -95,7 +95,7 @@ fn bind_booking<'q>(
     b: &'q BookingRecord,
 ) -> Query<'q, Sqlite, SqliteArguments<'q>> {
     let (step, attempts, next_attempt_at, error) = saga_columns(b);
-    let (name, email, phone) = customer_columns(b);
+    let customer = customer_columns(b);
     query
         .bind(b.id.to_string())
         .bind(b.resource_id.to_string())
@@ -107,8 +107,8 @@ fn bind_booking<'q>(
         .bind(b.status.as_str())
         .bind(b.price_minor)
         .bind(&b.currency)
-        .bind(name)
-        .bind(email)
+        .bind(customer.name)
+        .bind(customer.email)
         .bind(b.hold_expires_at.map(ts))
         .bind(step)
         .bind(attempts)
@@ -122,7 +122,8 @@ fn bind_booking<'q>(
         .bind(b.status_reason.as_deref())
         .bind(policy_columns(b).0)
         .bind(policy_columns(b).1.map(i64::from))
-        .bind(phone)
+        .bind(customer.phone)
+        .bind(customer.locale)
 }
 
 fn booking_from_row(row: &SqliteRow) -> std::result::Result<BookingRecord, sqlx::Error> {
@@ -140,6 +141,7 @@ fn booking_from_row(row: &SqliteRow) -> std::result::Result<BookingRecord, sqlx:
         customer_name: row.try_get("customer_name")?,
         customer_email: row.try_get("customer_email")?,
         customer_phone: row.try_get("customer_phone")?,
+        customer_locale: row.try_get("customer_locale")?,
         hold_expires_at: get_opt_ts(row, "hold_expires_at")?,
         saga_step: row.try_get("saga_step")?,
         saga_attempts: row.try_get("saga_attempts")?,
@@ -548,7 +550,7 @@ impl Store for SqliteStore {
         // run waits and then finds nothing left to erase.
         let mut tx = self.pool.begin().await?;
         let rows = sqlx::query(&format!(
-            "UPDATE {TABLE} SET customer_name = NULL, customer_email = NULL, customer_phone = NULL, \
+            "UPDATE {TABLE} SET customer_name = NULL, customer_email = NULL, customer_phone = NULL, customer_locale = NULL, \
              version = version + 1, updated_at = max(updated_at, ?2) \
              WHERE customer_id = ?1 AND (customer_name IS NOT NULL OR customer_email IS NOT NULL OR customer_phone IS NOT NULL) \
              RETURNING {}",

@@ -114,6 +114,15 @@ async fn bad_bodies_write_nothing(backend: Backend) {
             422,
         ),
         (
+            "bad locale",
+            Some("k14b"),
+            json_ct,
+            json!({"resource_id": r, "appointment_type_id": k, "start": start,
+                   "customer": {"locale": "german please"}})
+            .to_string(),
+            422,
+        ),
+        (
             "empty name",
             Some("k14"),
             json_ct,

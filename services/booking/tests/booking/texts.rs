@@ -11,6 +11,7 @@ use crate::on_both_backends;
 on_both_backends!(
     only_the_callers_verified_phone_is_accepted,
     anonymising_erases_the_phone,
+    the_locale_is_kept_normalised,
 );
 
 const PHONE: &str = "+441632960961";
@@ -91,4 +92,27 @@ async fn anonymising_erases_the_phone(backend: Backend) {
         }
     );
     assert_eq!(env.db.count(&events).await, 0, "no copy left in the outbox");
+}
+
+async fn the_locale_is_kept_normalised(backend: Backend) {
+    let env = setup(backend).await;
+    let made = env
+        .api
+        .post(
+            "/v1/bookings",
+            &new_key(),
+            json!({
+                "resource_id": Uuid::now_v7(), "appointment_type_id": Uuid::now_v7(),
+                "start": rfc3339(slot(0)), "customer": {"email": "ada@example.org", "locale": "de_de"},
+            }),
+        )
+        .await;
+    assert_eq!(made.status, 201, "{:?}", made.json);
+    assert_eq!(made.json["customer"]["locale"], "de-DE");
+    let id = made.id();
+    let read = env.api.get(&format!("/v1/bookings/{id}")).await;
+    assert_eq!(read.json["customer"]["locale"], "de-DE");
+    assert_eq!(env.booking.anonymise_customer(ALICE).await.unwrap(), 1);
+    let read = env.api.get(&format!("/v1/bookings/{id}")).await;
+    assert!(read.json.get("customer").is_none(), "{:?}", read.json);
 }

@@ -20,6 +20,7 @@ fn booking(start: DateTime<Utc>, version: i64) -> BookingSnapshot {
             name: Some("Ada <script>".into()),
             email: Some("ada@example.test".into()),
             phone: Some("+4930123456".into()),
+            locale: None,
         }),
         version,
     }
@@ -97,6 +98,38 @@ fn texts_fit_one_message() {
         assert!(sms.chars().count() <= 160, "{kind:?}: {sms}");
         assert!(!sms.contains('\n'), "{kind:?}: {sms}");
     }
+}
+
+#[test]
+fn dates_are_in_the_customers_language() {
+    let mut b = booking(Utc.with_ymd_and_hms(2026, 3, 30, 9, 0, 0).unwrap(), 1);
+    let set = |b: &mut BookingSnapshot, locale: &str| {
+        if let Some(c) = b.customer.as_mut() {
+            c.locale = Some(locale.into());
+        }
+    };
+    set(&mut b, "de-DE");
+    let r = rendered(Kind::Confirmation, &b);
+    assert!(
+        r.text
+            .contains("Montag 30 März 2026, 11:00–11:30 (Europe/Berlin, CEST)"),
+        "{}",
+        r.text
+    );
+    assert!(r.sms.unwrap().contains("Mo 30 Mär, 11:00"));
+    set(&mut b, "fr");
+    assert!(
+        rendered(Kind::Confirmation, &b)
+            .text
+            .contains("lundi 30 mars 2026")
+    );
+    // One chrono has no names for: English, not an error.
+    set(&mut b, "xx-YY");
+    assert!(
+        rendered(Kind::Confirmation, &b)
+            .text
+            .contains("Monday 30 March 2026")
+    );
 }
 
 #[test]

@@ -219,6 +219,7 @@ impl Store {
                     name: None,
                     email: row.try_get("customer_email")?,
                     phone: row.try_get("customer_phone")?,
+                    locale: None,
                 };
                 let reachable = customer.address(&taken.channel).is_some();
                 Some((

@@ -28,6 +28,7 @@ fn booking(version: i64) -> BookingSnapshot {
             name: None,
             email: Some("ada@example.test".into()),
             phone: None,
+            locale: None,
         }),
         version,
     }

@@ -77,6 +77,7 @@ fn payloads_carry_no_customer_data() {
             name: Some("Ada Lovelace".into()),
             email: Some("ada@example.test".into()),
             phone: None,
+            locale: None,
         }),
         version: 2,
     };
