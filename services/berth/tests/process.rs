@@ -42,7 +42,9 @@ async fn serve_answers_and_exits_zero_on_sigterm() {
     let port = free_port();
     let mut guard = KillOnDrop(
         Command::new(env!("CARGO_BIN_EXE_berth"))
-            .args(["serve", "notification"])
+            // Payments off: a service that needs no database to be ready.
+            .args(["serve", "payment"])
+            .env("BERTH_SERVICE__PAYMENTS__PROVIDER", "none")
             .env("BERTH_HTTP_ADDR", format!("127.0.0.1:{port}"))
             .env("BERTH_LOG_FORMAT", "json")
             .env("BERTH_SHUTDOWN__DRAIN_TIMEOUT", "5s")
@@ -103,7 +105,7 @@ async fn serve_answers_and_exits_zero_on_sigterm() {
         .find(|l| l.contains("serving"))
         .expect("startup log line");
     let doc: serde_json::Value = serde_json::from_str(line).unwrap();
-    assert_eq!(doc["service.name"], "notification");
+    assert_eq!(doc["service.name"], "payment");
     assert!(doc["@timestamp"].is_string());
 }
 
