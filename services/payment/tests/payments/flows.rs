@@ -188,11 +188,15 @@ async fn a_cancelled_paid_booking_is_refunded_by_its_policy() {
     let alice = env.customer(ALICE);
     // More than 24 h ahead: a full refund.
     let (early, early_payment) = alice.book_and_start_paying(&Env::slot(3, 20)).await;
-    // Less than 24 h ahead: half back.
-    let soon = (chrono::Utc::now() + chrono::TimeDelta::hours(3))
+    // Less than 24 h ahead: half back. Days end at 23:59 here, so a
+    // 23:30 start (its slot would end at midnight) moves to 00:00.
+    let mut soon = (chrono::Utc::now() + chrono::TimeDelta::hours(3))
         .duration_round(chrono::TimeDelta::minutes(30))
-        .unwrap()
-        .to_rfc3339();
+        .unwrap();
+    if soon.format("%H:%M").to_string() == "23:30" {
+        soon += chrono::TimeDelta::minutes(30);
+    }
+    let soon = soon.to_rfc3339();
     let (late, late_payment) = alice.book_and_start_paying(&soon).await;
     for (booking, payment) in [(&early, &early_payment), (&late, &late_payment)] {
         env.pay(payment, "pm_card_visa").await;
