@@ -16,8 +16,8 @@
 //! cargo run --release -p berth-notification --example p8_reminders
 //! ```
 //!
-//! Resource names come from a fixed in-process directory (availability
-//! is not what is measured).
+//! Resource names come from a fixed in-process directory
+//! (`support/directory.rs`).
 
 #![allow(
     clippy::unwrap_used,
@@ -25,29 +25,19 @@
     reason = "a benchmark program"
 )]
 
+#[path = "support/directory.rs"]
+mod directory;
+
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use berth_notification::messaging::{MailSender, MemoryMailer};
-use berth_notification::{Fetch, NotificationConfig, Notifications, Senders};
+use berth_notification::{NotificationConfig, Notifications, Senders};
+use directory::Directory;
 use sqlx::{Connection, PgConnection, PgPool, Row};
 use tokio_util::sync::CancellationToken;
 
 const OFFSET_S: i64 = 3600;
-
-struct Directory;
-
-#[async_trait::async_trait]
-impl Fetch for Directory {
-    async fn get(&self, path: &str) -> Result<Option<Vec<u8>>, String> {
-        let body = if path.starts_with("/v1/resources/") {
-            r#"{"name":"Room 1","time_zone":"Europe/Berlin","owner_id":""}"#
-        } else {
-            r#"{"name":"Consultation"}"#
-        };
-        Ok(Some(body.as_bytes().to_vec()))
-    }
-}
 
 fn env_or(name: &str, default: &str) -> String {
     std::env::var(name).unwrap_or_else(|_| default.to_owned())

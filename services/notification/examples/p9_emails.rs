@@ -24,6 +24,9 @@
     reason = "a benchmark program"
 )]
 
+#[path = "support/directory.rs"]
+mod directory;
+
 #[path = "../../../tests/support/mod.rs"]
 mod support;
 
@@ -31,25 +34,12 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use berth_notification::messaging::{MailSender, SmtpConfig, SmtpMailer, SmtpSecurity};
-use berth_notification::{Fetch, NotificationConfig, Notifications, Senders};
+use berth_notification::{NotificationConfig, Notifications, Senders};
+use directory::Directory;
 use futures::StreamExt;
 use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
 use support::smtp::SmtpSink;
 use tokio_util::sync::CancellationToken;
-
-struct Directory;
-
-#[async_trait::async_trait]
-impl Fetch for Directory {
-    async fn get(&self, path: &str) -> Result<Option<Vec<u8>>, String> {
-        let body = if path.starts_with("/v1/resources/") {
-            r#"{"name":"Room 1","time_zone":"Europe/Berlin","owner_id":""}"#
-        } else {
-            r#"{"name":"Consultation"}"#
-        };
-        Ok(Some(body.as_bytes().to_vec()))
-    }
-}
 
 fn delivered(sink: &SmtpSink) -> usize {
     ["new", "cur"]

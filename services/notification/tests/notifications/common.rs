@@ -330,18 +330,22 @@ impl Env {
     /// A confirmed booking: held, then confirmed.
     pub async fn book(&self, start: chrono::DateTime<chrono::Utc>, email: Option<&str>) -> Value {
         let held = self.hold(start, email).await;
-        let id = held["id"].as_str().unwrap();
-        let (status, confirmed) = self
+        self.act(held["id"].as_str().unwrap(), "confirm").await
+    }
+
+    /// `POST /v1/bookings/{id}/{action}` as Alice; must answer 200.
+    pub async fn act(&self, id: &str, action: &str) -> Value {
+        let (status, booking) = self
             .send(
                 ALICE,
                 &["customer"],
                 "POST",
-                &format!("/v1/bookings/{id}/confirm"),
+                &format!("/v1/bookings/{id}/{action}"),
                 None,
             )
             .await;
-        assert_eq!(status, 200, "{confirmed}");
-        confirmed
+        assert_eq!(status, 200, "{action}: {booking}");
+        booking
     }
 
     pub async fn sql_count(&self, sql: &str) -> i64 {

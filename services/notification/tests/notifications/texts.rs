@@ -56,16 +56,7 @@ async fn confirmation_reminder_and_cancellation_go_by_text_once_each() {
         )
         .await;
     let id = held["id"].as_str().unwrap().to_owned();
-    let (status, body) = env
-        .send(
-            ALICE,
-            &["customer"],
-            "POST",
-            &format!("/v1/bookings/{id}/confirm"),
-            None,
-        )
-        .await;
-    assert_eq!(status, 200, "{body}");
+    env.act(&id, "confirm").await;
 
     let sent = texts_after_a_while(&sms, 1).await;
     let local = start.with_timezone(&ZONE.parse::<Tz>().unwrap());
@@ -96,16 +87,7 @@ async fn confirmation_reminder_and_cancellation_go_by_text_once_each() {
     );
     assert_eq!(env.sql_count(&reminders).await, 2, "one per channel");
 
-    let (status, body) = env
-        .send(
-            ALICE,
-            &["customer"],
-            "POST",
-            &format!("/v1/bookings/{id}/cancel"),
-            None,
-        )
-        .await;
-    assert_eq!(status, 200, "{body}");
+    env.act(&id, "cancel").await;
     let sent = texts_after_a_while(&sms, 3).await;
     assert!(sent[2].body.starts_with("Cancelled:"), "{}", sent[2].body);
     let log = format!(
@@ -135,16 +117,7 @@ async fn without_a_provider_or_a_phone_nothing_is_texted() {
         )
         .await;
     let id = held["id"].as_str().unwrap().to_owned();
-    let (status, _) = env
-        .send(
-            ALICE,
-            &["customer"],
-            "POST",
-            &format!("/v1/bookings/{id}/confirm"),
-            None,
-        )
-        .await;
-    assert_eq!(status, 200);
+    env.act(&id, "confirm").await;
     smtp.wait_for(1).await;
     let texts = format!(
         "SELECT count(*) FROM notification.deliveries WHERE booking_id = '{id}' \
