@@ -102,7 +102,7 @@ impl Notifications {
                         return Vec::new();
                     };
                     // An update or a cancellation only means something to a
-                    // customer told of the booking (a calendar holding it).
+                    // customer told of the booking (an invite or a text).
                     if matches!(kind, Kind::Reschedule | Kind::Cancellation)
                         && invite_held.is_none()
                     {

@@ -320,6 +320,13 @@ impl Store {
                 .bind(version)
                 .execute(&mut *tx)
                 .await?;
+            }
+            // `invite_sequence` is the version the customer was last told
+            // of, by invite or by text: a customer with only a phone hears
+            // of a reschedule or a cancellation too.
+            if (d.invite.is_some() || d.channel == SMS)
+                && let Some(version) = d.booking_version
+            {
                 sqlx::query("UPDATE bookings SET invite_sequence = $1 WHERE booking_id = $2")
                     .bind(version)
                     .bind(d.booking_id.to_string())

@@ -128,3 +128,24 @@ async fn without_a_provider_or_a_phone_nothing_is_texted() {
     assert_eq!(env.sql_count(&planned).await, 1, "the email reminder only");
     env.finish().await;
 }
+
+/// A customer who gave only a phone is told of the cancellation too (the
+/// "was told of it" mark is set by texts, not only by invites).
+#[tokio::test]
+async fn a_customer_with_only_a_phone_hears_of_the_cancellation() {
+    let smtp = SmtpSink::start();
+    let sms = SmsSink::start().await;
+    let env = Env::start(options(smtp.port, Some(sms.clone()), Vec::new())).await;
+    let token = env.issuer.token_with_phone(ALICE, &["customer"], PHONE);
+    let held = env
+        .hold_as(at(3, 13), json!({"phone": PHONE}), &token)
+        .await;
+    let id = held["id"].as_str().unwrap().to_owned();
+    env.act(&id, "confirm").await;
+    texts_after_a_while(&sms, 1).await;
+    env.act(&id, "cancel").await;
+    let sent = texts_after_a_while(&sms, 2).await;
+    assert!(sent[1].body.starts_with("Cancelled:"), "{}", sent[1].body);
+    assert!(smtp.messages().is_empty(), "no address, no email");
+    env.finish().await;
+}
