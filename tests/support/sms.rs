@@ -1,6 +1,8 @@
 //! A Twilio-shaped SMS provider for tests: an HTTP server accepting
 //! `POST /2010-04-01/Accounts/{sid}/Messages.json` (form `To`, `From`,
-//! `Body`, basic auth) and recording what was sent.
+//! `Body`, basic auth) and recording what was sent; it can be told to
+//! answer every request with an error status instead (an outage, or a
+//! number the provider refuses).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -22,14 +24,25 @@ pub struct SentSms {
 pub struct SmsSink {
     pub base_url: String,
     sent: Arc<Mutex<Vec<SentSms>>>,
+    failing: Arc<Mutex<Option<u16>>>,
+}
+
+#[derive(Clone)]
+struct SinkState {
+    sent: Arc<Mutex<Vec<SentSms>>>,
+    failing: Arc<Mutex<Option<u16>>>,
 }
 
 impl SmsSink {
     pub async fn start() -> Self {
         let sent: Arc<Mutex<Vec<SentSms>>> = Arc::default();
+        let failing: Arc<Mutex<Option<u16>>> = Arc::default();
         let app = axum::Router::new()
             .route("/2010-04-01/Accounts/{sid}/Messages.json", post(receive))
-            .with_state(sent.clone());
+            .with_state(SinkState {
+                sent: sent.clone(),
+                failing: failing.clone(),
+            });
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         tokio::spawn(async move {
@@ -38,7 +51,14 @@ impl SmsSink {
         Self {
             base_url: format!("http://{addr}"),
             sent,
+            failing,
         }
+    }
+
+    /// From now on every request is answered with `status` (nothing is
+    /// recorded as sent); `None` goes back to accepting.
+    pub fn fail_with(&self, status: Option<u16>) {
+        *self.failing.lock().unwrap() = status;
     }
 
     pub fn sent(&self) -> Vec<SentSms> {
@@ -63,13 +83,20 @@ impl SmsSink {
 }
 
 async fn receive(
-    State(sent): State<Arc<Mutex<Vec<SentSms>>>>,
+    State(state): State<SinkState>,
     Path(sid): Path<String>,
     headers: HeaderMap,
     Form(form): Form<HashMap<String, String>>,
 ) -> (StatusCode, axum::Json<serde_json::Value>) {
+    let failing = *state.failing.lock().unwrap();
+    if let Some(status) = failing {
+        return (
+            StatusCode::from_u16(status).unwrap(),
+            axum::Json(serde_json::json!({"code": 21211, "message": "refused by the test"})),
+        );
+    }
     let get = |k: &str| form.get(k).cloned().unwrap_or_default();
-    sent.lock().unwrap().push(SentSms {
+    state.sent.lock().unwrap().push(SentSms {
         account_sid: sid,
         authorization: headers
             .get("authorization")

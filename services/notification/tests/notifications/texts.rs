@@ -149,3 +149,53 @@ async fn a_customer_with_only_a_phone_hears_of_the_cancellation() {
     assert!(smtp.messages().is_empty(), "no address, no email");
     env.finish().await;
 }
+
+/// The provider down (503): the text is retried and sent once it is back;
+/// a number it refuses (400): recorded failed, not retried.
+#[tokio::test]
+async fn a_provider_outage_delays_a_text_and_a_refused_number_ends_it() {
+    let smtp = SmtpSink::start();
+    let sms = SmsSink::start().await;
+    let env = Env::start(options(smtp.port, Some(sms.clone()), Vec::new())).await;
+    let token = env.issuer.token_with_phone(ALICE, &["customer"], PHONE);
+    let texts = |id: &str, status: &str| {
+        format!(
+            "SELECT count(*) FROM notification.deliveries WHERE booking_id = '{id}' \
+             AND channel = 'sms' AND status = '{status}' AND attempts >= 2"
+        )
+    };
+
+    sms.fail_with(Some(503));
+    let held = env
+        .hold_as(at(3, 15), json!({"phone": PHONE}), &token)
+        .await;
+    let down = held["id"].as_str().unwrap().to_owned();
+    env.act(&down, "confirm").await;
+    let retried = texts(&down, "pending");
+    env.eventually(20, "the text is being retried", || async {
+        env.sql_count(&retried).await == 1
+    })
+    .await;
+    assert!(sms.sent().is_empty());
+    sms.fail_with(None);
+    let sent = texts_after_a_while(&sms, 1).await;
+    assert!(sent[0].body.starts_with("Confirmed:"), "{}", sent[0].body);
+
+    sms.fail_with(Some(400));
+    let held = env
+        .hold_as(at(3, 16), json!({"phone": PHONE}), &token)
+        .await;
+    let refused = held["id"].as_str().unwrap().to_owned();
+    env.act(&refused, "confirm").await;
+    let failed = format!(
+        "SELECT count(*) FROM notification.deliveries WHERE booking_id = '{refused}' \
+         AND channel = 'sms' AND status = 'failed' AND attempts = 1"
+    );
+    env.eventually(20, "the refused text is recorded failed", || async {
+        env.sql_count(&failed).await == 1
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    assert_eq!(env.sql_count(&failed).await, 1, "not retried");
+    env.finish().await;
+}
